@@ -1,0 +1,1 @@
+//! Columnar ingest: fold Arrow arrays into the aggregator. (stub: being implemented)

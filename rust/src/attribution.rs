@@ -1,0 +1,1 @@
+//! Which (target, version) served a request. (stub: being implemented by the lead)

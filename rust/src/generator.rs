@@ -1,0 +1,1 @@
+//! Deterministic generator of realistic access logs in every supported format. (stub)

@@ -1,0 +1,9 @@
+//! Parser for the `linkerd_json` format. (stub: being implemented)
+
+use crate::malformed::Reason;
+use crate::record::Record;
+
+/// Parse one line; see the module docs of [`crate::parse`] for the contract.
+pub fn parse<'a>(_line: &'a str, _rec: &mut Record<'a>) -> Result<(), Reason> {
+    Err(Reason::BadSyntax)
+}

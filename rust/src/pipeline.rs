@@ -1,0 +1,1 @@
+//! Bytes in, aggregated events out. (stub: being implemented by the lead)
