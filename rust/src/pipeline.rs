@@ -1,1 +1,311 @@
-//! Bytes in, aggregated events out. (stub: being implemented by the lead)
+//! Bytes in, aggregated events out: split a buffer into lines, check UTF-8 and length,
+//! unwrap container-runtime envelopes, parse, attribute, classify and aggregate.
+//!
+//! A buffer may end mid-line (file chunks, Kafka batches): the tail is carried to the
+//! next [`Pipeline::feed`] and flushed by [`Pipeline::finish`]. Every line that is not
+//! aggregated is counted under one [`Reason`]; the good lines of a buffer are always kept.
+
+use memchr::memchr_iter;
+
+use crate::aggregate::{self, Aggregator, Event};
+use crate::attribution::{self, Attributor, SourceContext};
+use crate::classify::Classifier;
+use crate::malformed::{Reason, ReasonCounts};
+use crate::parse::ndjson::Mapping;
+use crate::parse::unwrap::{unwrap_cri, unwrap_docker_into, Wrapping};
+use crate::parse::{detect, parse_line, Format};
+use crate::record::Record;
+
+/// Pipeline settings. Errors from [`Pipeline::new`] name the offending field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Fixed format, or `None` to detect it from the first lines.
+    pub format: Option<Format>,
+    /// Field mapping for [`Format::Ndjson`].
+    pub mapping: Mapping,
+    /// Longer lines are counted as [`Reason::LineTooLong`] and skipped.
+    pub max_line_bytes: usize,
+    /// Container-runtime envelopes to remove.
+    pub wrapping: Wrapping,
+    pub attribution: attribution::Config,
+    pub classifier: Classifier,
+    pub aggregate: aggregate::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            format: None,
+            mapping: Mapping::default(),
+            max_line_bytes: 64 * 1024,
+            wrapping: Wrapping::Auto,
+            attribution: attribution::Config::default(),
+            classifier: Classifier::default(),
+            aggregate: aggregate::Config::default(),
+        }
+    }
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    pub lines: u64,
+    pub accepted: u64,
+}
+
+/// Running totals since the pipeline was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub bytes: u64,
+    pub lines: u64,
+    pub accepted: u64,
+    pub reasons: ReasonCounts,
+}
+
+/// Reusable per-line state, kept apart from the aggregator so both can be borrowed.
+#[derive(Default)]
+struct Scratch {
+    unwrapped: String,
+    target: String,
+    version: String,
+}
+
+/// Parser + attribution + aggregation for one stream of lines.
+pub struct Pipeline {
+    format: Option<Format>,
+    mapping: Mapping,
+    max_line_bytes: usize,
+    wrapping: Wrapping,
+    classifier: Classifier,
+    attributor: Attributor,
+    aggregator: Aggregator,
+    totals: Totals,
+    /// Incomplete last line of the previous buffer.
+    carry: Vec<u8>,
+    /// The carried line already exceeded the limit; drop bytes up to the next newline.
+    carry_overflow: bool,
+    scratch: Scratch,
+}
+
+impl Pipeline {
+    pub fn new(cfg: Config) -> Result<Self, String> {
+        if cfg.max_line_bytes < 64 || cfg.max_line_bytes > 64 * 1024 * 1024 {
+            return Err("max_line_bytes must be between 64 and 67108864".into());
+        }
+        Ok(Pipeline {
+            format: cfg.format,
+            mapping: cfg.mapping,
+            max_line_bytes: cfg.max_line_bytes,
+            wrapping: cfg.wrapping,
+            classifier: cfg.classifier,
+            attributor: Attributor::new(cfg.attribution)?,
+            aggregator: Aggregator::new(cfg.aggregate)?,
+            totals: Totals::default(),
+            carry: Vec::new(),
+            carry_overflow: false,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// The format in use (`None` until detected).
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    pub fn aggregator(&self) -> &Aggregator {
+        &self.aggregator
+    }
+
+    pub fn aggregator_mut(&mut self) -> &mut Aggregator {
+        &mut self.aggregator
+    }
+
+    pub fn attributor_mut(&mut self) -> &mut Attributor {
+        &mut self.attributor
+    }
+
+    /// Bytes held back waiting for the end of their line.
+    pub fn pending_bytes(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Feed a buffer of lines. Lines without a timestamp get `now_ms`.
+    pub fn feed(&mut self, buf: &[u8], ctx: &SourceContext, now_ms: i64) -> FeedStats {
+        self.totals.bytes += buf.len() as u64;
+        let before = (self.totals.lines, self.totals.accepted);
+        if self.format.is_none() {
+            self.try_detect(buf);
+        }
+        let mut rest = buf;
+        // Complete the carried line first.
+        if !self.carry.is_empty() || self.carry_overflow {
+            match memchr::memchr(b'\n', rest) {
+                None => {
+                    self.extend_carry(rest);
+                    return self.stats_since(before);
+                }
+                Some(nl) => {
+                    self.extend_carry(&rest[..nl]);
+                    rest = &rest[nl + 1..];
+                    self.flush_carry(ctx, now_ms);
+                }
+            }
+        }
+        // Whole lines of this buffer; the tail after the last newline is carried.
+        let (whole, tail) = match memchr::memrchr(b'\n', rest) {
+            Some(nl) => (&rest[..nl + 1], &rest[nl + 1..]),
+            None => (&rest[..0], rest),
+        };
+        self.process_block(whole, ctx, now_ms);
+        self.extend_carry(tail);
+        self.stats_since(before)
+    }
+
+    /// End of stream: process a last line that had no newline.
+    pub fn finish(&mut self, ctx: &SourceContext, now_ms: i64) -> FeedStats {
+        let before = (self.totals.lines, self.totals.accepted);
+        if !self.carry.is_empty() || self.carry_overflow {
+            self.flush_carry(ctx, now_ms);
+        }
+        self.stats_since(before)
+    }
+
+    fn stats_since(&self, before: (u64, u64)) -> FeedStats {
+        FeedStats {
+            lines: self.totals.lines - before.0,
+            accepted: self.totals.accepted - before.1,
+        }
+    }
+
+    fn try_detect(&mut self, buf: &[u8]) {
+        let sample_end = buf.len().min(64 * 1024);
+        let mut sample = Vec::with_capacity(self.carry.len() + sample_end);
+        sample.extend_from_slice(&self.carry);
+        sample.extend_from_slice(&buf[..sample_end]);
+        self.format = detect::detect(&sample);
+    }
+
+    fn extend_carry(&mut self, bytes: &[u8]) {
+        if self.carry_overflow {
+            return;
+        }
+        if self.carry.len() + bytes.len() > self.max_line_bytes {
+            self.carry.clear();
+            self.carry_overflow = true;
+        } else {
+            self.carry.extend_from_slice(bytes);
+        }
+    }
+
+    fn flush_carry(&mut self, ctx: &SourceContext, now_ms: i64) {
+        if self.carry_overflow {
+            self.totals.lines += 1;
+            self.totals.reasons.add(Reason::LineTooLong);
+            self.carry_overflow = false;
+            self.carry.clear();
+            return;
+        }
+        let line = std::mem::take(&mut self.carry);
+        let mut block = line;
+        block.push(b'\n');
+        self.process_block(&block, ctx, now_ms);
+        block.clear();
+        self.carry = block; // keep the allocation
+    }
+
+    /// Process `block`, which is empty or ends with `\n`.
+    fn process_block(&mut self, block: &[u8], ctx: &SourceContext, now_ms: i64) {
+        if block.is_empty() {
+            return;
+        }
+        let all_utf8 = simdutf8::basic::from_utf8(block).is_ok();
+        let mut start = 0;
+        for nl in memchr_iter(b'\n', block) {
+            let raw = &block[start..nl];
+            start = nl + 1;
+            self.totals.lines += 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let outcome = if raw.len() > self.max_line_bytes {
+                Err(Reason::LineTooLong)
+            } else {
+                let text = if all_utf8 {
+                    // SAFETY: the whole block is valid UTF-8 and `raw` is cut at `\n`/`\r`,
+                    // which are ASCII and so always char boundaries; validating each line
+                    // again would cost a second pass over the hot path.
+                    Some(unsafe { std::str::from_utf8_unchecked(raw) })
+                } else {
+                    simdutf8::basic::from_utf8(raw).ok()
+                };
+                match text {
+                    None => Err(Reason::NotUtf8),
+                    Some(line) => self.process_line(line, ctx, now_ms),
+                }
+            };
+            match outcome {
+                Ok(()) => self.totals.accepted += 1,
+                Err(r) => self.totals.reasons.add(r),
+            }
+        }
+    }
+
+    fn process_line(&mut self, line: &str, ctx: &SourceContext, now_ms: i64) -> Result<(), Reason> {
+        if line.trim_ascii().is_empty() {
+            return Err(Reason::Blank);
+        }
+        let format = self.format.ok_or(Reason::BadSyntax)?;
+        let Scratch {
+            unwrapped,
+            target,
+            version,
+        } = &mut self.scratch;
+        let payload: &str = match self.wrapping {
+            Wrapping::None => line,
+            Wrapping::Auto => {
+                if line.starts_with("{\"log\":") && unwrap_docker_into(line, unwrapped) {
+                    unwrapped.as_str()
+                } else {
+                    unwrap_cri(line)
+                }
+            }
+        };
+        let mut rec = Record::default();
+        parse_line(format, &self.mapping, payload, &mut rec)?;
+        self.attributor.resolve(&rec, ctx, target, version)?;
+        let key = self.aggregator.key(target, version)?;
+        let ev = Event {
+            ts_ms: rec.ts_ms.unwrap_or(now_ms),
+            status: rec.status,
+            success: self.classifier.is_success(rec.status, rec.grpc_status),
+            latency_ms: rec.latency_ms,
+            flags: rec.flags,
+        };
+        self.aggregator.observe(key, &ev)
+    }
+}
+
+/// Parse every line of `buf` without aggregating (tests, fuzzing, debugging):
+/// calls `f` with each line's result.
+pub fn parse_each<F>(format: Format, mapping: &Mapping, buf: &[u8], mut f: F)
+where
+    F: FnMut(&str, Result<&Record<'_>, Reason>),
+{
+    for raw in buf.split(|&b| b == b'\n') {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        match std::str::from_utf8(raw) {
+            Err(_) => f("", Err(Reason::NotUtf8)),
+            Ok(line) if line.trim_ascii().is_empty() => {}
+            Ok(line) => {
+                let payload = unwrap_cri(line);
+                let mut rec = Record::default();
+                match parse_line(format, mapping, payload, &mut rec) {
+                    Ok(()) => f(line, Ok(&rec)),
+                    Err(r) => f(line, Err(r)),
+                }
+            }
+        }
+    }
+}

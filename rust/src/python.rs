@@ -1,1 +1,624 @@
-//! PyO3 bindings (stub).
+//! PyO3 binding layer: a thin translation between Python values and the pure core.
+//!
+//! Every call that touches many lines releases the GIL. Panics are caught here and turned
+//! into `CorePanic` exceptions, so a bug in the core can never abort the interpreter.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::aggregate::{self, KeySnapshot, WindowQuery};
+use crate::attribution::{self, Rule, SourceContext};
+use crate::classify::{Classifier, StatusSet};
+use crate::flags::FLAG_NAMES;
+use crate::malformed::{Reason, ReasonCounts};
+use crate::parse::ndjson::{Mapping, Unit};
+use crate::parse::unwrap::Wrapping;
+use crate::parse::{detect, Format};
+use crate::pipeline::{self, Pipeline};
+
+create_exception!(
+    _native,
+    CorePanic,
+    PyRuntimeError,
+    "A bug in the Rust core (a panic) was caught."
+);
+
+/// Run `f`, turning a panic into `CorePanic`.
+fn guarded<T>(f: impl FnOnce() -> T) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        CorePanic::new_err(format!("panic in canary-stream core: {msg}"))
+    })
+}
+
+// ---------------------------------------------------------------- config parsing
+
+/// Reads a config dict, rejecting unknown keys with the field path.
+struct Fields<'py> {
+    dict: Option<Bound<'py, PyDict>>,
+    path: String,
+    seen: Vec<String>,
+}
+
+impl<'py> Fields<'py> {
+    fn new(obj: Option<&Bound<'py, PyAny>>, path: &str) -> PyResult<Self> {
+        let dict = match obj {
+            None => None,
+            Some(o) if o.is_none() => None,
+            Some(o) => Some(
+                o.cast::<PyDict>()
+                    .map_err(|_| PyValueError::new_err(format!("{path}: expected a mapping")))?
+                    .clone(),
+            ),
+        };
+        Ok(Fields {
+            dict,
+            path: path.to_string(),
+            seen: Vec::new(),
+        })
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn raw(&mut self, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.seen.push(key.to_string());
+        match &self.dict {
+            None => Ok(None),
+            Some(d) => Ok(d.get_item(key)?.filter(|v| !v.is_none())),
+        }
+    }
+
+    fn get<T: FromPyObjectOwned<'py>>(&mut self, key: &str) -> PyResult<Option<T>> {
+        match self.raw(key)? {
+            None => Ok(None),
+            Some(v) => v.extract::<T>().map(Some).map_err(|e| {
+                let e: PyErr = e.into();
+                PyValueError::new_err(format!("{}: {}", self.field(key), e.value(v.py())))
+            }),
+        }
+    }
+
+    fn finish(self) -> PyResult<()> {
+        if let Some(d) = &self.dict {
+            for k in d.keys() {
+                let k: String = k.extract().unwrap_or_default();
+                if !self.seen.contains(&k) {
+                    return Err(PyValueError::new_err(format!(
+                        "{}: unknown field",
+                        self.field(&k)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+use pyo3::conversion::FromPyObjectOwned;
+
+fn bad(field: String, msg: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("{field}: {msg}"))
+}
+
+fn parse_format(field: &str, s: &str) -> PyResult<Option<Format>> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    Format::from_name(s).map(Some).ok_or_else(|| {
+        let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
+        bad(
+            field.into(),
+            format!(
+                "unknown format {s:?}; expected auto or one of {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn parse_unit(field: String, s: &str) -> PyResult<Unit> {
+    Unit::from_name(s).ok_or_else(|| {
+        bad(
+            field,
+            format!("unknown unit {s:?}; expected ns, us, ms or s"),
+        )
+    })
+}
+
+fn mapping_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Mapping> {
+    let mut f = Fields::new(obj, "mapping")?;
+    let mut m = Mapping::default();
+    macro_rules! key {
+        ($name:ident) => {
+            if let Some(v) = f.get::<String>(stringify!($name))? {
+                m.$name = v;
+            }
+        };
+    }
+    key!(status);
+    key!(duration);
+    key!(timestamp);
+    key!(target);
+    key!(version);
+    key!(grpc_status);
+    key!(flags);
+    key!(upstream_cluster);
+    key!(sni);
+    key!(upstream_host);
+    key!(authority);
+    if let Some(u) = f.get::<String>("duration_unit")? {
+        m.duration_unit = parse_unit(f.field("duration_unit"), &u)?;
+    }
+    if let Some(u) = f.get::<String>("timestamp_unit")? {
+        m.timestamp_unit = parse_unit(f.field("timestamp_unit"), &u)?;
+    }
+    if m.status.is_empty() {
+        return Err(bad(f.field("status"), "must name the status field"));
+    }
+    f.finish()?;
+    Ok(m)
+}
+
+fn rules_from(field: String, names: Vec<String>) -> PyResult<Vec<Rule>> {
+    names
+        .iter()
+        .map(|n| {
+            Rule::from_name(n).ok_or_else(|| {
+                let all: Vec<_> = Rule::ALL.iter().map(|r| r.name()).collect();
+                bad(
+                    field.clone(),
+                    format!("unknown rule {n:?}; expected one of {}", all.join(", ")),
+                )
+            })
+        })
+        .collect()
+}
+
+fn attribution_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<attribution::Config> {
+    let mut f = Fields::new(obj, "attribution")?;
+    let mut c = attribution::Config::default();
+    if let Some(r) = f.get::<Vec<String>>("rules")? {
+        c.rules = rules_from(f.field("rules"), r)?;
+    }
+    if let Some(p) = f.get::<HashMap<String, Vec<String>>>("per_target")? {
+        for (t, r) in p {
+            let rules = rules_from(format!("{}.{t}", f.field("per_target")), r)?;
+            c.per_target.insert(t, rules);
+        }
+    }
+    if let Some(s) = f.get::<Vec<(String, String)>>("suffixes")? {
+        c.suffixes = s;
+    }
+    if let Some(d) = f.get::<String>("cluster_domain")? {
+        c.cluster_domain = d;
+    }
+    c.default_version = f.get::<String>("default_version")?;
+    if let Some(v) = f.get::<String>("pod_plain_version")? {
+        c.pod_plain_version = v;
+    }
+    f.finish()?;
+    Ok(c)
+}
+
+fn classifier_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Classifier> {
+    let mut f = Fields::new(obj, "classifier")?;
+    let mut c = Classifier::default();
+    if let Some(preset) = f.get::<String>("preset")? {
+        c = match preset.as_str() {
+            "default" => Classifier::default(),
+            "flagger" => Classifier::flagger(),
+            other => {
+                return Err(bad(
+                    f.field("preset"),
+                    format!("unknown preset {other:?}; expected default or flagger"),
+                ))
+            }
+        };
+    }
+    if let Some(codes) = f.get::<Vec<u16>>("failure_status")? {
+        let mut set = StatusSet::empty();
+        for s in codes {
+            if s > 999 {
+                return Err(bad(
+                    f.field("failure_status"),
+                    format!("{s} is not an HTTP status"),
+                ));
+            }
+            set.insert(s);
+        }
+        c.failure_status = set;
+    }
+    if let Some(codes) = f.get::<Vec<u16>>("grpc_failure")? {
+        let mut mask = 0u32;
+        for g in codes {
+            if g > 16 {
+                return Err(bad(
+                    f.field("grpc_failure"),
+                    format!("{g} is not a gRPC status code (0-16)"),
+                ));
+            }
+            mask |= 1 << g;
+        }
+        c.grpc_failure_mask = mask;
+    }
+    f.finish()?;
+    Ok(c)
+}
+
+fn aggregate_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<aggregate::Config> {
+    let mut f = Fields::new(obj, "aggregate")?;
+    let mut c = aggregate::Config::default();
+    if let Some(v) = f.get::<u32>("ring_secs")? {
+        c.ring_secs = v;
+    }
+    if let Some(v) = f.get::<i64>("allowed_lateness_ms")? {
+        c.allowed_lateness_ms = v;
+    }
+    if let Some(v) = f.get::<i64>("max_future_ms")? {
+        c.max_future_ms = v;
+    }
+    if let Some(v) = f.get::<usize>("max_keys")? {
+        c.max_keys = v;
+    }
+    if let Some(v) = f.get::<i64>("idle_evict_ms")? {
+        c.idle_evict_ms = v;
+    }
+    if let Some(v) = f.get::<Vec<f64>>("thresholds_ms")? {
+        c.thresholds_ms = v;
+    }
+    f.finish()?;
+    Ok(c)
+}
+
+fn pipeline_config(cfg: Option<&Bound<'_, PyAny>>) -> PyResult<pipeline::Config> {
+    let mut f = Fields::new(cfg, "")?;
+    let mut c = pipeline::Config::default();
+    if let Some(s) = f.get::<String>("format")? {
+        c.format = parse_format("format", &s)?;
+    }
+    if let Some(n) = f.get::<usize>("max_line_bytes")? {
+        c.max_line_bytes = n;
+    }
+    if let Some(w) = f.get::<String>("wrapping")? {
+        c.wrapping = match w.as_str() {
+            "auto" => Wrapping::Auto,
+            "none" => Wrapping::None,
+            other => {
+                return Err(bad(
+                    "wrapping".into(),
+                    format!("unknown wrapping {other:?}; expected auto or none"),
+                ))
+            }
+        };
+    }
+    c.mapping = mapping_from(f.raw("mapping")?.as_ref())?;
+    c.attribution = attribution_from(f.raw("attribution")?.as_ref())?;
+    c.classifier = classifier_from(f.raw("classifier")?.as_ref())?;
+    c.aggregate = aggregate_from(f.raw("aggregate")?.as_ref())?;
+    f.finish()?;
+    Ok(c)
+}
+
+// ---------------------------------------------------------------- results to Python
+
+fn reasons_dict<'py>(py: Python<'py>, r: &ReasonCounts) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, n) in r.nonzero() {
+        d.set_item(name, n)?;
+    }
+    Ok(d)
+}
+
+fn snapshot_dict<'py>(py: Python<'py>, s: &KeySnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("target", &s.target)?;
+    d.set_item("version", &s.version)?;
+    d.set_item("start_ms", s.start_ms)?;
+    d.set_item("end_ms", s.end_ms)?;
+    d.set_item("requests", s.requests)?;
+    d.set_item("successes", s.successes)?;
+    d.set_item("failures", s.failures)?;
+    d.set_item("status_0", s.status_0)?;
+    d.set_item("status_2xx", s.status_2xx)?;
+    d.set_item("status_3xx", s.status_3xx)?;
+    d.set_item("status_4xx", s.status_4xx)?;
+    d.set_item("status_5xx", s.status_5xx)?;
+    d.set_item("rps", s.rps)?;
+    d.set_item("success_rate", s.success_rate)?;
+    d.set_item("latency_count", s.latency_count)?;
+    d.set_item("p50_ms", s.p50_ms)?;
+    d.set_item("p90_ms", s.p90_ms)?;
+    d.set_item("p99_ms", s.p99_ms)?;
+    d.set_item("p999_ms", s.p999_ms)?;
+    d.set_item("min_ms", s.min_ms)?;
+    d.set_item("max_ms", s.max_ms)?;
+    d.set_item("mean_ms", s.mean_ms)?;
+    let flags = PyDict::new(py);
+    for (i, n) in s.flags.iter().enumerate() {
+        if *n > 0 {
+            flags.set_item(FLAG_NAMES[i], n)?;
+        }
+    }
+    d.set_item("flags", flags)?;
+    let exceed = PyList::empty(py);
+    for (t, n) in &s.exceed {
+        exceed.append((t, n))?;
+    }
+    d.set_item("exceed", exceed)?;
+    let series = PyList::empty(py);
+    for b in &s.series {
+        let p = PyDict::new(py);
+        p.set_item("start_ms", b.start_ms)?;
+        p.set_item("requests", b.requests)?;
+        p.set_item("successes", b.successes)?;
+        p.set_item("failures", b.failures)?;
+        p.set_item("latency_count", b.latency_count)?;
+        p.set_item("exceed", b.exceed.clone())?;
+        series.append(p)?;
+    }
+    d.set_item("series", series)?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------- the pipeline
+
+/// A parser + attribution + aggregator for one stream. Not thread-safe: one owner.
+#[pyclass(module = "canary_stream._native", name = "Pipeline")]
+struct PyPipeline {
+    inner: Pipeline,
+}
+
+fn context(pod: String, namespace: String, target: String, version: String) -> SourceContext {
+    SourceContext {
+        pod,
+        namespace,
+        target,
+        version,
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[pymethods]
+impl PyPipeline {
+    #[new]
+    #[pyo3(signature = (config=None))]
+    fn new(config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let cfg = pipeline_config(config)?;
+        let inner = Pipeline::new(cfg).map_err(PyValueError::new_err)?;
+        Ok(PyPipeline { inner })
+    }
+
+    /// Feed bytes (any number of lines; a trailing partial line is kept for the next call).
+    /// Returns (lines, accepted) for this call. The GIL is released while parsing.
+    #[pyo3(signature = (data, *, pod=String::new(), namespace=String::new(), target=String::new(), version=String::new(), now_ms=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        py: Python<'_>,
+        data: &[u8],
+        pod: String,
+        namespace: String,
+        target: String,
+        version: String,
+        now_ms: Option<i64>,
+    ) -> PyResult<(u64, u64)> {
+        let ctx = context(pod, namespace, target, version);
+        let now = now_ms.unwrap_or_else(wall_ms);
+        let inner = &mut self.inner;
+        let stats = py.detach(|| guarded(|| inner.feed(data, &ctx, now)))?;
+        Ok((stats.lines, stats.accepted))
+    }
+
+    /// End of stream: process a last line without a newline.
+    #[pyo3(signature = (*, pod=String::new(), namespace=String::new(), target=String::new(), version=String::new(), now_ms=None))]
+    fn finish(
+        &mut self,
+        pod: String,
+        namespace: String,
+        target: String,
+        version: String,
+        now_ms: Option<i64>,
+    ) -> PyResult<(u64, u64)> {
+        let ctx = context(pod, namespace, target, version);
+        let now = now_ms.unwrap_or_else(wall_ms);
+        let stats = guarded(|| self.inner.finish(&ctx, now))?;
+        Ok((stats.lines, stats.accepted))
+    }
+
+    /// Per-key figures over a window (`window_ms=None`: since the key appeared).
+    #[pyo3(signature = (window_ms=None, *, end_ms=None, target=None, series=false))]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        window_ms: Option<i64>,
+        end_ms: Option<i64>,
+        target: Option<String>,
+        series: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        if let Some(w) = window_ms {
+            if w <= 0 {
+                return Err(bad("window_ms".into(), "must be positive"));
+            }
+        }
+        let q = WindowQuery {
+            window_ms,
+            end_ms,
+            target,
+            series,
+        };
+        let agg = self.inner.aggregator();
+        let snaps = py.detach(|| guarded(|| agg.snapshot(&q)))?;
+        let out = PyList::empty(py);
+        for s in &snaps {
+            out.append(snapshot_dict(py, s)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Running totals: bytes, lines, accepted, and the skipped lines per reason.
+    fn totals<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.inner.totals();
+        let d = PyDict::new(py);
+        d.set_item("bytes", t.bytes)?;
+        d.set_item("lines", t.lines)?;
+        d.set_item("accepted", t.accepted)?;
+        let malformed = ReasonCounts(std::array::from_fn(|i| {
+            if Reason::ALL[i].is_malformed() {
+                t.reasons.0[i]
+            } else {
+                0
+            }
+        }));
+        let skipped = ReasonCounts(std::array::from_fn(|i| {
+            if Reason::ALL[i].is_malformed() {
+                0
+            } else {
+                t.reasons.0[i]
+            }
+        }));
+        d.set_item("malformed", reasons_dict(py, &malformed)?)?;
+        d.set_item("skipped", reasons_dict(py, &skipped)?)?;
+        d.set_item("pending_bytes", self.inner.pending_bytes())?;
+        Ok(d)
+    }
+
+    /// The format in use (`None` until detected).
+    #[getter]
+    fn format(&self) -> Option<&'static str> {
+        self.inner.format().map(Format::name)
+    }
+
+    /// Newest event time seen, ms since the epoch.
+    #[getter]
+    fn watermark_ms(&self) -> Option<i64> {
+        self.inner.aggregator().watermark_ms()
+    }
+
+    /// Map an upstream host (`ip` or `ip:port`) to a version (the controller feeds pod IPs).
+    fn set_host(&mut self, host: &str, version: &str) {
+        self.inner.attributor_mut().set_host(host, version);
+    }
+
+    fn remove_host(&mut self, host: &str) -> bool {
+        self.inner.attributor_mut().remove_host(host)
+    }
+
+    fn replace_hosts(&mut self, hosts: HashMap<String, String>) {
+        self.inner.attributor_mut().replace_hosts(hosts);
+    }
+}
+
+/// Guess the format of a sample of lines; `None` when nothing matches.
+#[pyfunction]
+fn detect_format(sample: &[u8]) -> PyResult<Option<&'static str>> {
+    guarded(|| detect::detect(sample).map(Format::name))
+}
+
+/// Parse lines without aggregating (debugging, tests): one dict per non-blank line,
+/// `{"ok": bool, "reason": str | None, ...fields}`.
+#[pyfunction]
+#[pyo3(signature = (data, format, mapping=None))]
+fn parse_lines<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    format: &str,
+    mapping: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let fmt = parse_format("format", format)?
+        .ok_or_else(|| bad("format".into(), "parse_lines needs a concrete format"))?;
+    let mapping = mapping_from(mapping)?;
+    let out = PyList::empty(py);
+    let mut err: Option<PyErr> = None;
+    guarded(|| {
+        pipeline::parse_each(fmt, &mapping, data, |_line, res| {
+            if err.is_some() {
+                return;
+            }
+            let d = PyDict::new(py);
+            let r = (|| -> PyResult<()> {
+                match res {
+                    Err(reason) => {
+                        d.set_item("ok", false)?;
+                        d.set_item("reason", reason.name())?;
+                    }
+                    Ok(rec) => {
+                        d.set_item("ok", true)?;
+                        d.set_item("reason", py.None())?;
+                        d.set_item("ts_ms", rec.ts_ms)?;
+                        d.set_item("status", rec.status)?;
+                        d.set_item("grpc_status", rec.grpc_status)?;
+                        d.set_item("latency_ms", rec.latency_ms)?;
+                        d.set_item("flags", rec.flags.names().collect::<Vec<_>>())?;
+                        d.set_item("upstream_cluster", rec.upstream_cluster)?;
+                        d.set_item("sni", rec.sni)?;
+                        d.set_item("upstream_host", rec.upstream_host)?;
+                        d.set_item("authority", rec.authority)?;
+                        d.set_item("target", rec.target)?;
+                        d.set_item("version", rec.version)?;
+                    }
+                }
+                out.append(&d)
+            })();
+            if let Err(e) = r {
+                err = Some(e);
+            }
+        })
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Names of the malformed/skip reasons, in a stable order.
+#[pyfunction]
+fn reason_names() -> Vec<(&'static str, bool)> {
+    Reason::ALL
+        .iter()
+        .map(|r| (r.name(), r.is_malformed()))
+        .collect()
+}
+
+/// For tests of the panic guard only: panics inside the core.
+#[pyfunction]
+fn _panic_for_test() -> PyResult<()> {
+    guarded(|| panic!("deliberate test panic"))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPipeline>()?;
+    m.add_function(wrap_pyfunction!(detect_format, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(reason_names, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    m.add("CorePanic", m.py().get_type::<CorePanic>())?;
+    m.add("FLAG_NAMES", FLAG_NAMES.to_vec())?;
+    m.add(
+        "FORMATS",
+        Format::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
+    )?;
+    let _ = PyBytes::new(m.py(), b"");
+    Ok(())
+}

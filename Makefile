@@ -1,0 +1,55 @@
+# Two commands on a fresh machine (see README):
+#   make demo   install and run the main job on embedded defaults
+#   make test   install everything and run every test and check
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test install install-dev check rust-test py-test fuzz bench clean sample
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The extension is rebuilt by maturin (release profile) whenever this runs.
+install: $(BIN)/python
+	$(BIN)/pip install -q .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+demo: install
+	$(BIN)/canary-stream analyze
+
+test: install-dev check rust-test py-test fuzz
+	@echo "all checks and tests passed"
+
+check:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy --strict python/canary_stream
+
+rust-test:
+	cargo test
+
+py-test:
+	$(BIN)/pytest -q
+
+# Short coverage-guided fuzzing of every parser through the bindings (atheris).
+fuzz:
+	$(BIN)/python tests/fuzz_parsers.py -atheris_runs=20000
+
+bench: install-dev
+	$(BIN)/pytest benches -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,ops -p no:randomly
+	$(BIN)/python benches/report.py
+
+sample: install-dev
+	$(BIN)/python -m canary_stream.sample
+
+clean:
+	rm -rf $(VENV) target
