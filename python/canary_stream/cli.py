@@ -11,7 +11,14 @@ from importlib import resources
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from canary_stream import __version__
 from canary_stream.core import FORMATS, Aggregator, AggregatorConfig, Classification, Source, Windowing
@@ -46,15 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("files", nargs="*", metavar="FILE", help="log files (plain or gzip); '-' for stdin")
     a.add_argument("--format", default="auto", choices=["auto", *FORMATS])
-    a.add_argument("--window", type=_positive_float, metavar="S", help="report per tumbling window of S seconds")
+    a.add_argument(
+        "--window", type=_positive_float, metavar="S", help="report per tumbling window of S seconds"
+    )
     a.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    a.add_argument("--baseline", action="append", metavar="VERSION",
-                   help=f"baseline version name(s) to compare against (default: {', '.join(BASELINE_VERSIONS)})")
-    a.add_argument("--flagger-success", action="store_true",
-                   help="count only 5xx as failures (Flagger's request-success-rate); "
-                   "by default no-response (status 0) and server-side gRPC errors fail too")
-    a.add_argument("--default-version", metavar="VERSION",
-                   help="version for lines no attribution rule can attribute (default: count them as malformed)")
+    a.add_argument(
+        "--baseline",
+        action="append",
+        metavar="VERSION",
+        help=f"baseline version name(s) to compare against (default: {', '.join(BASELINE_VERSIONS)})",
+    )
+    a.add_argument(
+        "--flagger-success",
+        action="store_true",
+        help="count only 5xx as failures (Flagger's request-success-rate); "
+        "by default no-response (status 0) and server-side gRPC errors fail too",
+    )
+    a.add_argument(
+        "--default-version",
+        metavar="VERSION",
+        help="version for lines no attribution rule can attribute (default: count them as malformed)",
+    )
     a.add_argument("--max-line-bytes", type=int, default=64 * 1024)
     a.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     a.set_defaults(func=cmd_analyze)
@@ -107,7 +126,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.default_version:
         from dataclasses import replace
 
-        config = replace(config, attribution=replace(config.attribution, default_version=args.default_version))
+        config = replace(
+            config, attribution=replace(config.attribution, default_version=args.default_version)
+        )
     try:
         agg = Aggregator(config)
     except ValueError as e:
@@ -139,7 +160,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             try:
                 for data, pos in read_chunks(inp, chunk):
                     agg.feed(data, source=source)
-                    progress.update(task, completed=done_before + pos if pos else None, advance=None if pos else len(data))
+                    progress.update(
+                        task, completed=done_before + pos if pos else None, advance=None if pos else len(data)
+                    )
                     if windows and not args.json:
                         for start, end, stats in windows.poll():
                             render_table(out, _window_title(start, end), stats, baselines)
@@ -183,8 +206,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _window_title(start_ms: int, end_ms: int) -> str:
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    return f"window {time.strftime(fmt, time.gmtime(start_ms / 1000))} .. {time.strftime(fmt, time.gmtime(end_ms / 1000))}"
+    def iso(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+    return f"window {iso(start_ms)} .. {iso(end_ms)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -37,8 +37,8 @@ class Input:
 
 
 def _open(inp: Input) -> BinaryIO:
-    raw: BinaryIO = sys.stdin.buffer if inp.is_stdin else open(inp.path, "rb")  # noqa: SIM115
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    raw: Any = sys.stdin.buffer if inp.is_stdin else open(inp.path, "rb")  # noqa: SIM115
+    buffered: io.BufferedReader = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     # Gzip is recognised by its magic bytes, not the file name (stdin may be gzip too).
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]

@@ -93,7 +93,9 @@ def _flags(s: VersionStats, top: int = 3) -> str:
     return ", ".join(f"{k}:{v}" for k, v in items) or "-"
 
 
-def render_table(console: Console, title: str, stats: Sequence[VersionStats], baselines: Sequence[str]) -> None:
+def render_table(
+    console: Console, title: str, stats: Sequence[VersionStats], baselines: Sequence[str]
+) -> None:
     table = Table(title=title, title_justify="left")
     for col, just in [
         ("target", "left"),
@@ -130,9 +132,7 @@ def render_table(console: Console, title: str, stats: Sequence[VersionStats], ba
         delta = "-" if c.success_rate_delta_pp is None else f"{c.success_rate_delta_pp:+.2f} pp"
         p50 = "-" if c.p50_ratio is None else f"x{c.p50_ratio:.2f}"
         p99 = "-" if c.p99_ratio is None else f"x{c.p99_ratio:.2f}"
-        console.print(
-            f"  {c.target}: {c.candidate} vs {c.baseline}: success {delta}, p50 {p50}, p99 {p99}"
-        )
+        console.print(f"  {c.target}: {c.candidate} vs {c.baseline}: success {delta}, p50 {p50}, p99 {p99}")
 
 
 def render_totals(console: Console, totals: Totals, fmt: str | None) -> None:

@@ -201,8 +201,17 @@ fn attribution_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<attribution::Con
             c.per_target.insert(t, rules);
         }
     }
-    if let Some(s) = f.get::<Vec<(String, String)>>("suffixes")? {
-        c.suffixes = s;
+    if let Some(pairs) = f.get::<Vec<Vec<String>>>("suffixes")? {
+        c.suffixes = pairs
+            .into_iter()
+            .map(|p| match <[String; 2]>::try_from(p) {
+                Ok([s, v]) => Ok((s, v)),
+                Err(_) => Err(bad(
+                    f.field("suffixes"),
+                    "each entry must be [suffix, version]",
+                )),
+            })
+            .collect::<PyResult<_>>()?;
     }
     if let Some(d) = f.get::<String>("cluster_domain")? {
         c.cluster_domain = d;
