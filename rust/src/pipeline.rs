@@ -99,7 +99,7 @@ impl Pipeline {
             wrapping: cfg.wrapping,
             classifier: cfg.classifier,
             attributor: Attributor::new(cfg.attribution)?,
-            aggregator: Aggregator::new(cfg.aggregate)?,
+            aggregator: Aggregator::new(cfg.aggregate).map_err(|e| format!("aggregate.{e}"))?,
             totals: Totals::default(),
             carry: Vec::new(),
             carry_overflow: false,
