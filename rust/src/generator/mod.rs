@@ -269,8 +269,8 @@ impl GenConfig {
         // Timestamps must stay within 1970..=9999 (RFC 3339 four-digit years).
         const MAX_MS: i64 = 253_402_300_799_000;
         let span_ms = self.lines as f64 * 1000.0 / self.rps;
-        if self.start_ms < self.out_of_order_ms || !(self.start_ms as f64 + span_ms < MAX_MS as f64)
-        {
+        let end_ms = self.start_ms as f64 + span_ms;
+        if self.start_ms < self.out_of_order_ms || end_ms.is_nan() || end_ms >= MAX_MS as f64 {
             return Err(format!(
                 "start_ms: timestamps must stay within 1970..=9999 (start {}, jitter {}, span {} ms)",
                 self.start_ms, self.out_of_order_ms, span_ms

@@ -110,8 +110,9 @@ impl Rng {
     }
 }
 
-const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+// ln 2 split as in fdlibm: LN2_HI has its low 32 bits zero so `k * LN2_HI` is exact.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
 const SQRT2: f64 = std::f64::consts::SQRT_2;
 
