@@ -439,10 +439,14 @@ pub fn generate(
     cfg.validate()?;
     let plan = model::Plan::new(cfg);
     let mut w = formats::Writer::new(cfg, &plan);
-    out.reserve(cfg.lines.saturating_mul(formats::typical_line_len(cfg)));
+    // Reserve up front, but never more than 256 MiB: a huge `lines` must fail by
+    // growing (or be refused by the caller), not by one giant allocation.
+    const MAX_RESERVE: usize = 256 << 20;
+    let bytes = cfg.lines.saturating_mul(formats::typical_line_len(cfg));
+    out.reserve(bytes.min(MAX_RESERVE));
     let mut truth = truth;
     if let Some(t) = truth.as_deref_mut() {
-        t.reserve(cfg.lines);
+        t.reserve(cfg.lines.min(MAX_RESERVE / std::mem::size_of::<Truth>()));
     }
     let mut sampler = model::Sampler::new(cfg, &plan);
     for i in 0..cfg.lines {
