@@ -1,1 +1,0 @@
-//! Deterministic generator of realistic access logs in every supported format. (stub)
