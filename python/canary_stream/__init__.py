@@ -20,6 +20,8 @@ from canary_stream.core import (
     VersionStats,
     Windowing,
     detect_format,
+    generate,
+    generate_with_truth,
     parse_lines,
 )
 
@@ -42,5 +44,7 @@ __all__ = [
     "Windowing",
     "__version__",
     "detect_format",
+    "generate",
+    "generate_with_truth",
     "parse_lines",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -21,7 +22,15 @@ from rich.progress import (
 )
 
 from canary_stream import __version__
-from canary_stream.core import FORMATS, Aggregator, AggregatorConfig, Classification, Source, Windowing
+from canary_stream.core import (
+    FORMATS,
+    Aggregator,
+    AggregatorConfig,
+    Classification,
+    Source,
+    Windowing,
+    generate,
+)
 from canary_stream.readers import Input, read_chunks
 from canary_stream.report import BASELINE_VERSIONS, render_table, render_totals, report_json
 
@@ -77,7 +86,40 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-line-bytes", type=int, default=64 * 1024)
     a.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     a.set_defaults(func=cmd_analyze)
+
+    g = sub.add_parser(
+        "generate",
+        help="write deterministic, realistic access logs (a canary rollout) for replay and benchmarks",
+    )
+    g.add_argument("--format", default="istio-text", choices=FORMATS)
+    g.add_argument("--lines", type=int, default=10_000)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--attribution", default="subset", choices=["subset", "host_suffix", "sni"])
+    g.add_argument("--malformed-rate", type=float, default=0.0, help="share of malformed lines (0..1)")
+    g.add_argument("-o", "--output", default="-", help="file to write ('.gz' compresses); default stdout")
+    g.set_defaults(func=cmd_generate)
     return p
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"malformed_rate": args.malformed_rate}
+    if args.format.startswith("istio"):
+        overrides["attribution"] = args.attribution
+    try:
+        data = generate(args.format, lines=args.lines, seed=args.seed, **overrides)
+    except ValueError as e:
+        Console(stderr=True).print(f"[red]invalid generator settings: {e}[/red]")
+        return 2
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    elif args.output.endswith(".gz"):
+        with gzip.open(args.output, "wb") as f:
+            f.write(data)
+    else:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    return 0
 
 
 class _Windows:

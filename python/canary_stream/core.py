@@ -331,3 +331,19 @@ def detect_format(sample: bytes) -> str | None:
 def parse_lines(data: bytes, format: str, mapping: FieldMapping | None = None) -> list[dict[str, Any]]:
     """Parse lines without aggregating (debugging and tests); one dict per non-blank line."""
     return _native.parse_lines(data, format, asdict(mapping) if mapping else None)
+
+
+def generate(format: str, lines: int = 10_000, seed: int = 42, **overrides: Any) -> bytes:
+    """Deterministic, realistic access-log lines in ``format`` (a canary rollout of
+    ``podinfo.test`` unless ``services`` is given). Other keys: ``start_ms``, ``rps``,
+    ``attribution`` (subset | host_suffix | sni), ``malformed_rate``, ``out_of_order_ms``,
+    ``json_all_strings``, ``tcp_rate``, ``services`` (see rust/src/generator)."""
+    return _native.generate({"format": format, "lines": lines, "seed": seed, **overrides})
+
+
+def generate_with_truth(
+    format: str, lines: int = 10_000, seed: int = 42, **overrides: Any
+) -> tuple[bytes, dict[str, list[Any]]]:
+    """Like :func:`generate`, plus what every line means (columns: ts_ms, target,
+    version, status, grpc_status, latency_ms, flags, kind, malformed)."""
+    return _native.generate_with_truth({"format": format, "lines": lines, "seed": seed, **overrides})

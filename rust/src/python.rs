@@ -15,6 +15,7 @@ use crate::aggregate::{self, KeySnapshot, WindowQuery};
 use crate::attribution::{self, Rule, SourceContext};
 use crate::classify::{Classifier, StatusSet};
 use crate::flags::FLAG_NAMES;
+use crate::generator::{self, GenConfig, Latency, ServiceSpec, Style, VersionSpec};
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::{Mapping, Unit};
 use crate::parse::unwrap::Wrapping;
@@ -384,6 +385,219 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &KeySnapshot) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
+// ---------------------------------------------------------------- the generator
+
+/// Largest `lines` the Python layer lets the generator produce in one call.
+const MAX_GENERATED_LINES: usize = 50_000_000;
+
+fn latency_from(field: String, obj: &Bound<'_, PyAny>) -> PyResult<Latency> {
+    let mut f = Fields::new(Some(obj), &field)?;
+    let kind: String = f.get("kind")?.ok_or_else(|| {
+        bad(
+            f.field("kind"),
+            "required (lognormal, bimodal, pareto, constant)",
+        )
+    })?;
+    let need = |f: &mut Fields<'_>, k: &str| -> PyResult<f64> {
+        f.get::<f64>(k)?.ok_or_else(|| bad(f.field(k), "required"))
+    };
+    let l = match kind.as_str() {
+        "lognormal" => Latency::LogNormal {
+            median_ms: need(&mut f, "median_ms")?,
+            sigma: need(&mut f, "sigma")?,
+        },
+        "bimodal" => Latency::Bimodal {
+            fast_ms: need(&mut f, "fast_ms")?,
+            slow_ms: need(&mut f, "slow_ms")?,
+            slow_share: need(&mut f, "slow_share")?,
+            sigma: need(&mut f, "sigma")?,
+        },
+        "pareto" => Latency::Pareto {
+            scale_ms: need(&mut f, "scale_ms")?,
+            shape: need(&mut f, "shape")?,
+        },
+        "constant" => Latency::Constant(need(&mut f, "value_ms")?),
+        other => {
+            return Err(bad(
+                f.field("kind"),
+                format!("unknown latency kind {other:?}"),
+            ))
+        }
+    };
+    f.finish()?;
+    Ok(l)
+}
+
+fn gen_config_from(obj: &Bound<'_, PyAny>) -> PyResult<GenConfig> {
+    let mut f = Fields::new(Some(obj), "")?;
+    let fmt_name: String = f.get("format")?.unwrap_or_else(|| "istio-text".into());
+    let format = parse_format("format", &fmt_name)?
+        .ok_or_else(|| bad("format".into(), "the generator needs a concrete format"))?;
+    let mut c = GenConfig::demo(format);
+    if let Some(v) = f.get::<u64>("seed")? {
+        c.seed = v;
+    }
+    if let Some(v) = f.get::<usize>("lines")? {
+        if v > MAX_GENERATED_LINES {
+            return Err(bad(
+                "lines".into(),
+                format!("at most {MAX_GENERATED_LINES} per call"),
+            ));
+        }
+        c.lines = v;
+    }
+    if let Some(v) = f.get::<i64>("start_ms")? {
+        c.start_ms = v;
+    }
+    if let Some(v) = f.get::<f64>("rps")? {
+        c.rps = v;
+    }
+    if let Some(v) = f.get::<f64>("malformed_rate")? {
+        c.malformed_rate = v;
+    }
+    if let Some(v) = f.get::<i64>("out_of_order_ms")? {
+        c.out_of_order_ms = v;
+    }
+    if let Some(v) = f.get::<bool>("json_all_strings")? {
+        c.json_all_strings = v;
+    }
+    if let Some(v) = f.get::<f64>("tcp_rate")? {
+        c.tcp_rate = v;
+    }
+    if let Some(v) = f.get::<String>("attribution")? {
+        c.attribution = match v.as_str() {
+            "subset" => Style::Subset,
+            "host_suffix" => Style::HostSuffix,
+            "sni" => Style::Sni,
+            other => {
+                return Err(bad(
+                    "attribution".into(),
+                    format!("unknown style {other:?}; expected subset, host_suffix or sni"),
+                ))
+            }
+        };
+    }
+    if let Some(list) = f.raw("services")? {
+        let list = list
+            .cast::<PyList>()
+            .map_err(|_| bad("services".into(), "expected a list"))?;
+        let mut services = Vec::new();
+        for (si, item) in list.iter().enumerate() {
+            let at = format!("services[{si}]");
+            let mut sf = Fields::new(Some(&item), &at)?;
+            let name: String = sf
+                .get("name")?
+                .ok_or_else(|| bad(sf.field("name"), "required"))?;
+            let namespace: String = sf.get("namespace")?.unwrap_or_else(|| "default".into());
+            let port: u16 = sf.get("port")?.unwrap_or(80);
+            let mut versions = Vec::new();
+            if let Some(vl) = sf.raw("versions")? {
+                let vl = vl
+                    .cast::<PyList>()
+                    .map_err(|_| bad(sf.field("versions"), "expected a list"))?;
+                for (vi, v) in vl.iter().enumerate() {
+                    let vat = format!("{at}.versions[{vi}]");
+                    let mut vf = Fields::new(Some(&v), &vat)?;
+                    let vname: String = vf
+                        .get("name")?
+                        .ok_or_else(|| bad(vf.field("name"), "required"))?;
+                    let latency = match vf.raw("latency")? {
+                        Some(l) => latency_from(vf.field("latency"), &l)?,
+                        None => Latency::LogNormal {
+                            median_ms: 20.0,
+                            sigma: 0.6,
+                        },
+                    };
+                    versions.push(VersionSpec {
+                        name: vname,
+                        weight: vf.get("weight")?.unwrap_or(1.0),
+                        error_rate: vf.get("error_rate")?.unwrap_or(0.0),
+                        reset_rate: vf.get("reset_rate")?.unwrap_or(0.0),
+                        latency,
+                    });
+                    vf.finish()?;
+                }
+            }
+            sf.finish()?;
+            services.push(ServiceSpec {
+                name,
+                namespace,
+                port,
+                versions,
+            });
+        }
+        c.services = services;
+    }
+    f.finish()?;
+    c.validate().map_err(PyValueError::new_err)?;
+    Ok(c)
+}
+
+/// Generate access-log lines (deterministic for a given config and seed). The config
+/// starts from the demo rollout of its `format`; every given key overrides it.
+#[pyfunction]
+fn generate<'py>(py: Python<'py>, config: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let cfg = gen_config_from(config)?;
+    let out = py.detach(|| {
+        guarded(|| {
+            let mut out = Vec::new();
+            generator::generate(&cfg, &mut out, None).map(|_| out)
+        })
+    })?;
+    let out = out.map_err(PyValueError::new_err)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Like [`generate`], plus the ground truth of every line as columns.
+#[pyfunction]
+fn generate_with_truth<'py>(
+    py: Python<'py>,
+    config: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>)> {
+    let cfg = gen_config_from(config)?;
+    let (bytes, truth) = py
+        .detach(|| guarded(|| generator::generate_vec(&cfg)))?
+        .map_err(PyValueError::new_err)?;
+    let d = PyDict::new(py);
+    d.set_item("ts_ms", truth.iter().map(|t| t.ts_ms).collect::<Vec<_>>())?;
+    d.set_item(
+        "target",
+        truth
+            .iter()
+            .map(|t| cfg.expected_target(t))
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "version",
+        truth
+            .iter()
+            .map(|t| cfg.expected_version(t))
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item("status", truth.iter().map(|t| t.status).collect::<Vec<_>>())?;
+    d.set_item(
+        "grpc_status",
+        truth.iter().map(|t| t.grpc_status).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "latency_ms",
+        truth.iter().map(|t| t.latency_ms).collect::<Vec<_>>(),
+    )?;
+    d.set_item("flags", truth.iter().map(|t| t.flags.0).collect::<Vec<_>>())?;
+    d.set_item(
+        "kind",
+        truth
+            .iter()
+            .map(|t| format!("{:?}", t.kind).to_lowercase())
+            .collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "malformed",
+        truth.iter().map(|t| t.malformed).collect::<Vec<_>>(),
+    )?;
+    Ok((PyBytes::new(py, &bytes), d))
+}
+
 // ---------------------------------------------------------------- the pipeline
 
 /// A parser + attribution + aggregator for one stream. Not thread-safe: one owner.
@@ -621,6 +835,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;
     m.add_function(wrap_pyfunction!(parse_lines, m)?)?;
     m.add_function(wrap_pyfunction!(reason_names, m)?)?;
+    m.add_function(wrap_pyfunction!(generate, m)?)?;
+    m.add_function(wrap_pyfunction!(generate_with_truth, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add("CorePanic", m.py().get_type::<CorePanic>())?;
     m.add("FLAG_NAMES", FLAG_NAMES.to_vec())?;
@@ -628,6 +844,5 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "FORMATS",
         Format::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
     )?;
-    let _ = PyBytes::new(m.py(), b"");
     Ok(())
 }
