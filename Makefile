@@ -37,16 +37,20 @@ check:
 rust-test:
 	cargo test
 
+# The benchmarks run once each (timing off) so they cannot rot unnoticed.
 py-test:
 	$(BIN)/pytest -q
+	BENCH_LINES=20000 BENCH_ROWS=200000 $(BIN)/pytest -q benches
 
 # Short coverage-guided fuzzing of every parser through the bindings (atheris).
 fuzz:
 	$(BIN)/python tests/fuzz_parsers.py -atheris_runs=20000
 
 bench: install-dev
-	$(BIN)/pytest benches -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,ops -p no:randomly
-	$(BIN)/python benches/report.py
+	mkdir -p .benchmarks
+	$(BIN)/pytest benches -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,ops \
+		--benchmark-json=.benchmarks/latest.json
+	$(BIN)/python benches/report.py .benchmarks/latest.json
 
 sample: install-dev
 	$(BIN)/python -m canary_stream.sample

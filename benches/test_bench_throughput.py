@@ -1,0 +1,139 @@
+"""Throughput of parse + aggregate against the peers, on the same bytes in the same run.
+
+Ours: one core (the feed runs on the calling thread with the GIL released). Polars uses its
+default thread pool (both cores here), which only makes the comparison harder for us.
+`make bench` prints the ratios (benches/report.py)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+from canary_stream import Aggregator, AggregatorConfig
+
+
+def ours(data: bytes, fmt: str) -> int:
+    agg = Aggregator(AggregatorConfig(format=fmt))  # type: ignore[arg-type]
+    res = agg.feed(data, now_ms=0)
+    agg.snapshot(None)
+    return res.accepted
+
+
+def polars_ndjson(data: bytes) -> pl.DataFrame:
+    """The Polars way: read_ndjson, then group by cluster with success rate and quantiles."""
+    df = pl.read_ndjson(io.BytesIO(data))
+    return df.group_by("upstream_cluster").agg(
+        pl.len().alias("requests"),
+        (pl.col("response_code") < 500).mean().alias("success_rate"),
+        pl.col("duration").quantile(0.5).alias("p50"),
+        pl.col("duration").quantile(0.9).alias("p90"),
+        pl.col("duration").quantile(0.99).alias("p99"),
+    )
+
+
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+    s = sorted(values)
+    return tuple(s[math.floor(q * (len(s) - 1))] for q in (0.5, 0.9, 0.99))  # type: ignore[return-value]
+
+
+def orjson_dicts(data: bytes) -> dict[str, Any]:
+    """The plain-Python way: orjson per line into dicts, then exact quantiles."""
+    acc: dict[str, list[Any]] = defaultdict(lambda: [0, 0, []])
+    for line in data.splitlines():
+        rec = orjson.loads(line)
+        a = acc[rec["upstream_cluster"]]
+        a[0] += 1
+        a[1] += rec["response_code"] < 500
+        a[2].append(rec["duration"])
+    return {k: (n, ok / n, _quantiles(lat)) for k, (n, ok, lat) in acc.items()}
+
+
+def python_split_text(data: bytes) -> dict[bytes, Any]:
+    """The fastest plain-Python TEXT baseline: bytes.split on spaces (code, duration, cluster)."""
+    acc: dict[bytes, list[Any]] = defaultdict(lambda: [0, 0, []])
+    for line in data.splitlines():
+        f = line.split(b" ")
+        a = acc[f[-6]]
+        a[0] += 1
+        a[1] += int(f[4]) < 500
+        a[2].append(int(f[14]))
+    return {k: (n, ok / n, _quantiles(lat)) for k, (n, ok, lat) in acc.items()}
+
+
+@pytest.mark.benchmark(group="istio-json")
+def test_ours_istio_json(benchmark: Any, istio_json: bytes) -> None:
+    benchmark.extra_info["bytes"] = len(istio_json)
+    benchmark.extra_info["lines"] = istio_json.count(b"\n")
+    accepted = benchmark(ours, istio_json, "istio-json")
+    assert accepted == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-json")
+def test_polars_istio_json(benchmark: Any, istio_json: bytes) -> None:
+    benchmark.extra_info["bytes"] = len(istio_json)
+    benchmark.extra_info["lines"] = istio_json.count(b"\n")
+    out = benchmark(polars_ndjson, istio_json)
+    assert out["requests"].sum() == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-json")
+def test_orjson_istio_json(benchmark: Any, istio_json: bytes) -> None:
+    benchmark.extra_info["bytes"] = len(istio_json)
+    benchmark.extra_info["lines"] = istio_json.count(b"\n")
+    out = benchmark.pedantic(orjson_dicts, args=(istio_json,), rounds=3, iterations=1)
+    assert sum(v[0] for v in out.values()) == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-text")
+def test_ours_istio_text(benchmark: Any, istio_text: bytes) -> None:
+    benchmark.extra_info["bytes"] = len(istio_text)
+    benchmark.extra_info["lines"] = istio_text.count(b"\n")
+    accepted = benchmark(ours, istio_text, "istio-text")
+    assert accepted == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-text")
+def test_python_split_istio_text(benchmark: Any, istio_text: bytes) -> None:
+    benchmark.extra_info["bytes"] = len(istio_text)
+    benchmark.extra_info["lines"] = istio_text.count(b"\n")
+    out = benchmark.pedantic(python_split_text, args=(istio_text,), rounds=3, iterations=1)
+    assert sum(v[0] for v in out.values()) == benchmark.extra_info["lines"]
+
+
+def ours_columnar(df: pl.DataFrame) -> int:
+    agg = Aggregator(AggregatorConfig(format="ndjson"))
+    res = agg.ingest_arrow(df)
+    agg.snapshot(None)
+    return int(res["accepted"])
+
+
+def polars_columnar(df: pl.DataFrame) -> pl.DataFrame:
+    """Polars on the same in-memory frame: per (version, 1 s bucket) counts, success and
+    three quantiles (the same work a sliding window needs)."""
+    return df.group_by("version", pl.col("timestamp") // 1000).agg(
+        pl.len().alias("requests"),
+        (pl.col("status") < 500).mean().alias("success_rate"),
+        pl.col("latency_ms").quantile(0.5).alias("p50"),
+        pl.col("latency_ms").quantile(0.9).alias("p90"),
+        pl.col("latency_ms").quantile(0.99).alias("p99"),
+    )
+
+
+@pytest.mark.benchmark(group="columnar")
+def test_ours_columnar(benchmark: Any, columnar: pl.DataFrame) -> None:
+    benchmark.extra_info["rows"] = columnar.height
+    accepted = benchmark(ours_columnar, columnar)
+    assert accepted == columnar.height
+
+
+@pytest.mark.benchmark(group="columnar")
+def test_polars_columnar(benchmark: Any, columnar: pl.DataFrame) -> None:
+    benchmark.extra_info["rows"] = columnar.height
+    out = benchmark(polars_columnar, columnar)
+    assert out["requests"].sum() == columnar.height
