@@ -65,7 +65,10 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
 #[inline]
 fn timestamp(v: Value<'_>) -> Result<Option<i64>, Reason> {
     match v {
-        Value::Null | Value::Str { raw: b"-" | b"", .. } => Ok(None),
+        Value::Null
+        | Value::Str {
+            raw: b"-" | b"", ..
+        } => Ok(None),
         Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
         Value::Str { raw, .. } => parse_rfc3339_ms(raw).map(Some).ok_or(Reason::BadTimestamp),
         _ => Err(Reason::BadTimestamp),
@@ -123,7 +126,10 @@ mod tests {
         assert_eq!(r.flags, Flags::parse(b"UF,URX"));
         assert_eq!(r.upstream_host, "");
         assert_eq!(r.sni, "");
-        assert_eq!(r.upstream_cluster, "outbound|9080|canary|reviews.default.svc.cluster.local");
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|9080|canary|reviews.default.svc.cluster.local"
+        );
         assert_eq!(r.latency_ms, Some(62.0));
     }
 
@@ -136,7 +142,11 @@ mod tests {
             r#"{"duration":3}"#,
         ] {
             let r = run(line).unwrap();
-            assert_eq!((r.status, r.ts_ms, r.latency_ms), (0, None, Some(3.0)), "{line}");
+            assert_eq!(
+                (r.status, r.ts_ms, r.latency_ms),
+                (0, None, Some(3.0)),
+                "{line}"
+            );
         }
         for line in [
             r#"{"response_code":200}"#,
@@ -150,7 +160,10 @@ mod tests {
     #[test]
     fn numbers() {
         assert_eq!(run(r#"{"duration":12.5}"#).unwrap().latency_ms, Some(12.5));
-        assert_eq!(run(r#"{"duration":"12.5"}"#).unwrap().latency_ms, Some(12.5));
+        assert_eq!(
+            run(r#"{"duration":"12.5"}"#).unwrap().latency_ms,
+            Some(12.5)
+        );
         assert_eq!(run(r#"{"duration":1e3}"#).unwrap().latency_ms, Some(1000.0));
         for line in [
             r#"{"duration":-1}"#,
@@ -190,10 +203,30 @@ mod tests {
         let r = run(line).unwrap();
         assert_eq!(r.grpc_status, Some(14));
         assert_eq!(r.version, "v2");
-        assert_eq!(run(r#"{"duration":2,"grpc_status":4}"#).unwrap().grpc_status, Some(4));
-        assert_eq!(run(r#"{"duration":2,"grpc_status":"4"}"#).unwrap().grpc_status, Some(4));
-        assert_eq!(run(r#"{"duration":2,"grpc_status":"-"}"#).unwrap().grpc_status, None);
-        assert_eq!(run(r#"{"duration":2,"grpc_status":null}"#).unwrap().grpc_status, None);
+        assert_eq!(
+            run(r#"{"duration":2,"grpc_status":4}"#)
+                .unwrap()
+                .grpc_status,
+            Some(4)
+        );
+        assert_eq!(
+            run(r#"{"duration":2,"grpc_status":"4"}"#)
+                .unwrap()
+                .grpc_status,
+            Some(4)
+        );
+        assert_eq!(
+            run(r#"{"duration":2,"grpc_status":"-"}"#)
+                .unwrap()
+                .grpc_status,
+            None
+        );
+        assert_eq!(
+            run(r#"{"duration":2,"grpc_status":null}"#)
+                .unwrap()
+                .grpc_status,
+            None
+        );
     }
 
     #[test]
@@ -220,7 +253,10 @@ mod tests {
         assert_eq!(run(spaced).unwrap().status, 200);
         assert_eq!(run(r#"{"duration":4}x"#), Err(Reason::BadSyntax));
         assert_eq!(run("not json"), Err(Reason::BadSyntax));
-        assert_eq!(run(r#"{"duration":4,"upstream_cluster":{"a":1}}"#), Err(Reason::BadSyntax));
+        assert_eq!(
+            run(r#"{"duration":4,"upstream_cluster":{"a":1}}"#),
+            Err(Reason::BadSyntax)
+        );
         assert_eq!(run(r#"{"duration":4,"#), Err(Reason::Truncated));
     }
 
@@ -306,7 +342,9 @@ mod tests {
         let mut x: u64 = 0x9e3779b97f4a7c15;
         let mut ms: u64 = 0;
         while size < total_bytes {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let r = x >> 16;
             ms += r % 7;
             let code = CODES[(r % 8) as usize];
@@ -403,6 +441,23 @@ mod exp {
     fn speed_exp_breakdown() {
         let lines = super::tests::istio_lines(50 << 20);
         let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let small: Vec<String> = lines.iter().take(1300).cloned().collect();
+        let small_bytes: usize = small.iter().map(|l| l.len() + 1).sum();
+        let secs = super::tests::best_secs(7, || {
+            let mut n = 0usize;
+            for _ in 0..50 {
+                for l in &small {
+                    let mut rec = crate::record::Record::default();
+                    let _ = super::parse(std::hint::black_box(l), &mut rec);
+                    n += rec.status as usize;
+                }
+            }
+            std::hint::black_box(n);
+        });
+        println!(
+            "parse (1 MB, in cache): {:.0} MB/s",
+            50.0 * small_bytes as f64 / secs / 1e6
+        );
         for name in ["scan", "memchr_quotes", "parse", "scan", "parse"] {
             let secs = super::tests::best_secs(7, || {
                 let mut n = 0usize;
@@ -427,5 +482,24 @@ mod exp {
             });
             println!("{name}: {:.0} MB/s", bytes as f64 / secs / 1e6);
         }
+    }
+}
+#[cfg(test)]
+mod exp2 {
+    /// For instruction counting under callgrind: parse 2000 lines 10 times.
+    #[test]
+    #[ignore]
+    fn exp_count_instructions() {
+        let lines = super::tests::istio_lines(2000 * 795);
+        let mut n = 0usize;
+        for _ in 0..10 {
+            for l in &lines {
+                let mut rec = crate::record::Record::default();
+                let _ = super::parse(std::hint::black_box(l), &mut rec);
+                n += rec.status as usize;
+            }
+        }
+        println!("{} lines", lines.len() * 10);
+        std::hint::black_box(n);
     }
 }

@@ -78,8 +78,7 @@ pub struct Member<'a> {
 #[inline]
 pub fn str_of<'a>(line: &'a str, raw: &[u8]) -> &'a str {
     let start = (raw.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
-    line.get(start..start.wrapping_add(raw.len()))
-        .unwrap_or("")
+    line.get(start..start.wrapping_add(raw.len())).unwrap_or("")
 }
 
 /// `key == name`, compiled to a few word compares (no `memcmp` call) since `N` is known.
@@ -145,6 +144,48 @@ impl<'a> ObjectScanner<'a> {
     pub fn next_member(&mut self) -> Result<Option<Member<'a>>, ScanError> {
         let s = self.s;
         let mut i = self.pos;
+        // Compact JSON (what Envoy and Linkerd write) takes the fast paths: `,"` between
+        // members, `":"` between a key and a string value.
+        if self.state == State::Next && s.get(i..i + 2) == Some(b",\"") {
+            i += 1;
+        } else {
+            match self.advance_to_key(i)? {
+                Some(k) => i = k,
+                None => return Ok(None),
+            }
+        }
+        // Key: `s[i]` is its opening quote.
+        let key_start = i + 1;
+        let (key_end, key_escaped) = self.specials.string_end(key_start)?;
+        let key = s.get(key_start..key_end).ok_or(ScanError::BadSyntax)?;
+        let (value, next) = if s.get(key_end + 1..key_end + 3) == Some(b":\"") {
+            let start = key_end + 3;
+            let (end, escaped) = self.specials.string_end(start)?;
+            let raw = s.get(start..end).ok_or(ScanError::BadSyntax)?;
+            (Value::Str { raw, escaped }, end + 1)
+        } else {
+            i = skip_ws(s, key_end + 1);
+            match s.get(i) {
+                Some(b':') => {}
+                Some(_) => return Err(ScanError::BadSyntax),
+                None => return Err(ScanError::Truncated),
+            }
+            self.value_at(skip_ws(s, i + 1))?
+        };
+        self.pos = next;
+        self.state = State::Next;
+        Ok(Some(Member {
+            key,
+            key_escaped,
+            value,
+        }))
+    }
+
+    /// The general way to the next key from `i`: the opening `{` or a `,`, whitespace;
+    /// `Ok(Some(index of the key's quote))`, or `Ok(None)` after the closing `}`.
+    #[inline(never)]
+    fn advance_to_key(&mut self, mut i: usize) -> Result<Option<usize>, ScanError> {
+        let s = self.s;
         match self.state {
             State::Next => {
                 i = skip_ws(s, i);
@@ -170,40 +211,16 @@ impl<'a> ObjectScanner<'a> {
             }
             State::Done => return Ok(None),
         }
-        // Key.
         match s.get(i) {
-            Some(b'"') => {}
-            Some(_) => return Err(ScanError::BadSyntax),
-            None => return Err(ScanError::Truncated),
+            Some(b'"') => Ok(Some(i)),
+            Some(_) => Err(ScanError::BadSyntax),
+            None => Err(ScanError::Truncated),
         }
-        let key_start = i + 1;
-        let (key_end, key_escaped) = self.specials.string_end(key_start)?;
-        let key = s.get(key_start..key_end).ok_or(ScanError::BadSyntax)?;
-        i = key_end + 1;
-        // Common case `":` first, whitespace second.
-        if s.get(i) != Some(&b':') {
-            i = skip_ws(s, i);
-            match s.get(i) {
-                Some(b':') => {}
-                Some(_) => return Err(ScanError::BadSyntax),
-                None => return Err(ScanError::Truncated),
-            }
-        }
-        i = skip_ws(s, i + 1);
-        // Value.
-        let (value, next) = self.value_at(i)?;
-        self.pos = next;
-        self.state = State::Next;
-        Ok(Some(Member {
-            key,
-            key_escaped,
-            value,
-        }))
     }
 
     /// After the closing `}`: only whitespace may follow.
     #[inline]
-    fn finish(&mut self, i: usize) -> Result<Option<Member<'a>>, ScanError> {
+    fn finish(&mut self, i: usize) -> Result<Option<usize>, ScanError> {
         if skip_ws(self.s, i) == self.s.len() {
             self.state = State::Done;
             Ok(None)
@@ -227,6 +244,7 @@ impl<'a> ObjectScanner<'a> {
                 let raw = s.get(i..end).ok_or(ScanError::BadSyntax)?;
                 Ok((Value::Num(raw), end))
             }
+            Some(b'n') if s.get(i..i + 4) == Some(b"null") => Ok((Value::Null, i + 4)),
             Some(b'n') => literal(s, i, b"null").map(|e| (Value::Null, e)),
             Some(b't') => literal(s, i, b"true").map(|e| (Value::Bool(true), e)),
             Some(b'f') => literal(s, i, b"false").map(|e| (Value::Bool(false), e)),
@@ -329,71 +347,117 @@ fn required_digits(s: &[u8], i: usize) -> Result<usize, ScanError> {
     }
 }
 
-/// Locates `"` and `\` bytes through bitmaps of one 64-byte block of the line at a time,
-/// computed when the walk first needs the block.
+/// Blocks of 64 bytes whose bitmaps are computed in one go (1 KiB: most access-log
+/// lines fit in one window).
+const WINDOW_BLOCKS: usize = 16;
+
+/// Locates `"` and `\` bytes through bitmaps of the 64-byte blocks of a window of the
+/// line, computed all at once (independent SSE2 work, no per-string calls).
 struct Specials<'a> {
     s: &'a [u8],
-    /// Start of the cached block (a multiple of 64).
-    base: usize,
-    /// Bit k set when `s[base + k]` is `"`.
-    quotes: u64,
-    /// Bit k set when `s[base + k]` is `\`.
-    backslashes: u64,
+    /// Start of the window (a multiple of 64).
+    start: usize,
+    /// Bit j of `quotes[k]` is set when `s[start + 64 k + j]` is `"`.
+    quotes: [u64; WINDOW_BLOCKS],
+    /// Same for `\`.
+    backslashes: [u64; WINDOW_BLOCKS],
+    /// No backslash anywhere in the window: every quote ends a string.
+    plain: bool,
 }
 
 impl<'a> Specials<'a> {
     #[inline(always)]
     fn new(s: &'a [u8]) -> Self {
-        // Every line needs its first block: compute it now.
-        let (quotes, backslashes) = block_masks(s, 0);
-        Specials {
+        let mut sp = Specials {
             s,
-            base: 0,
-            quotes,
-            backslashes,
+            start: 0,
+            quotes: [0; WINDOW_BLOCKS],
+            backslashes: [0; WINDOW_BLOCKS],
+            plain: true,
+        };
+        sp.fill(0);
+        sp
+    }
+
+    /// Compute the bitmaps of the window starting at `start`.
+    #[inline(never)]
+    fn fill(&mut self, start: usize) {
+        self.start = start;
+        let s = self.s;
+        for (k, q) in self.quotes.iter_mut().enumerate() {
+            let base = start + 64 * k;
+            *q = if base < s.len() {
+                block_mask(s, base, b'"')
+            } else {
+                0
+            };
+        }
+        // Backslashes are rare: one memchr over the window says whether their bitmaps
+        // are needed at all.
+        let window = s.get(start..s.len().min(start + 64 * WINDOW_BLOCKS));
+        self.plain = window.is_none_or(|w| memchr::memchr(b'\\', w).is_none());
+        if self.plain {
+            self.backslashes = [0; WINDOW_BLOCKS];
+        } else {
+            for (k, b) in self.backslashes.iter_mut().enumerate() {
+                let base = start + 64 * k;
+                *b = if base < s.len() {
+                    block_mask(s, base, b'\\')
+                } else {
+                    0
+                };
+            }
         }
     }
 
     /// Closing quote of the string whose body starts at `from`, and whether the body
-    /// held an escape. Fast path: the end is in the cached block with no backslash
-    /// before it.
+    /// held an escape. Fast path: no backslash in the window and the end is in the
+    /// same or the next block.
     #[inline(always)]
     fn string_end(&mut self, from: usize) -> Result<(usize, bool), ScanError> {
-        let off = from.wrapping_sub(self.base);
-        if off < 64 {
-            let q = self.quotes >> off;
-            // Bits below the first quote (all ones when there is none).
-            let before = (q & q.wrapping_neg()).wrapping_sub(1);
-            if q != 0 && (self.backslashes >> off) & before == 0 {
+        let rel = from.wrapping_sub(self.start);
+        let k = rel / 64;
+        if self.plain && k + 1 < WINDOW_BLOCKS {
+            let q = self.quotes[k] >> (rel % 64);
+            if q != 0 {
                 return Ok((from + q.trailing_zeros() as usize, false));
+            }
+            let q = self.quotes[k + 1];
+            if q != 0 {
+                return Ok((
+                    self.start + 64 * (k + 1) + q.trailing_zeros() as usize,
+                    false,
+                ));
             }
         }
         self.string_end_slow(from)
     }
 
-    /// The general case: the string crosses blocks or holds escapes.
+    /// The general case: escapes, long strings, the end of the window.
     #[inline(never)]
     fn string_end_slow(&mut self, mut from: usize) -> Result<(usize, bool), ScanError> {
         let mut escaped = false;
         loop {
-            let off = from.wrapping_sub(self.base);
-            if off >= 64 {
+            let rel = from.wrapping_sub(self.start);
+            let k = rel / 64;
+            let (Some(&quotes), Some(&backslashes)) = (self.quotes.get(k), self.backslashes.get(k))
+            else {
+                // Past the window (or before it): move the window.
                 if from >= self.s.len() {
                     return Err(ScanError::Truncated);
                 }
-                self.base = from & !63;
-                (self.quotes, self.backslashes) = block_masks(self.s, self.base);
+                self.fill(from & !63);
                 continue;
-            }
-            let q = self.quotes >> off;
-            let any = q | (self.backslashes >> off);
+            };
+            let q = quotes >> (rel % 64);
+            let any = q | (backslashes >> (rel % 64));
             if any == 0 {
-                from = self.base + 64;
+                from = self.start + 64 * (k + 1);
                 continue;
             }
-            let k = any.trailing_zeros();
-            let p = from + k as usize;
-            if (q >> k) & 1 == 1 {
+            let j = any.trailing_zeros();
+            let p = from + j as usize;
+            if (q >> j) & 1 == 1 {
                 return Ok((p, escaped));
             }
             escaped = true;
@@ -402,26 +466,30 @@ impl<'a> Specials<'a> {
     }
 }
 
-/// Bitmaps of the `"` and `\` bytes in `s[base..base + 64]` (bytes past the end count
-/// as neither).
-#[inline]
-fn block_masks(s: &[u8], base: usize) -> (u64, u64) {
+/// Bitmap of the `byte` bytes in `s[base..base + 64]` (bytes past the end never match).
+#[inline(always)]
+fn block_mask(s: &[u8], base: usize, byte: u8) -> u64 {
     if let Some(block) = s
         .get(base..base.wrapping_add(64))
         .and_then(|b| <&[u8; 64]>::try_from(b).ok())
     {
-        return mask64(block);
+        return eq_mask64(block, byte);
     }
-    // Last, partial block: take the 64 bytes that end the line and shift out the part
-    // before `base` (no copy); only lines shorter than 64 bytes need padding.
+    partial_block_mask(s, base, byte)
+}
+
+/// [`block_mask`] for the last, partial block: take the 64 bytes that end the line and
+/// shift out the part before `base` (no copy); only lines shorter than 64 bytes need
+/// padding.
+#[inline(never)]
+fn partial_block_mask(s: &[u8], base: usize, byte: u8) -> u64 {
     if let Some(window_start) = s.len().checked_sub(64) {
         if let Some(block) = s
             .get(window_start..)
             .and_then(|b| <&[u8; 64]>::try_from(b).ok())
         {
             let shift = base.saturating_sub(window_start).min(63);
-            let (q, b) = mask64(block);
-            return (q >> shift, b >> shift);
+            return eq_mask64(block, byte) >> shift;
         }
     }
     let mut padded = [0u8; 64];
@@ -430,51 +498,49 @@ fn block_masks(s: &[u8], base: usize) -> (u64, u64) {
     if let (Some(dst), Some(src)) = (padded.get_mut(..n), tail.get(..n)) {
         dst.copy_from_slice(src);
     }
-    mask64(&padded)
+    // Padding zeros match nothing we look for (`"` or `\`).
+    eq_mask64(&padded, byte)
 }
 
-/// (`"` bitmap, `\` bitmap) of a 64-byte block.
+/// Bit k set when `block[k] == byte`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn mask64(block: &[u8; 64]) -> (u64, u64) {
-    // SAFETY: `mask64_sse2` only requires SSE2, which this cfg guarantees is enabled at
-    // compile time (it is part of the x86_64 baseline); it takes no pointers. Without
+fn eq_mask64(block: &[u8; 64], byte: u8) -> u64 {
+    // SAFETY: `eq_mask64_sse2` only requires SSE2, which this cfg guarantees is enabled
+    // at compile time (it is part of the x86_64 baseline); it takes no pointers. Without
     // the intrinsics, LLVM does not turn a byte-compare loop into pmovmskb (checked in
     // the asm), and the per-string memchr2 scanner this replaced was ~2x slower on the
     // `speed_istio_json` test.
-    unsafe { mask64_sse2(block) }
+    unsafe { eq_mask64_sse2(block, byte) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 #[target_feature(enable = "sse2")]
-fn mask64_sse2(block: &[u8; 64]) -> (u64, u64) {
+fn eq_mask64_sse2(block: &[u8; 64], byte: u8) -> u64 {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let (mut q, mut b) = (0u64, 0u64);
+    let needle = _mm_set1_epi8(byte as i8);
+    let mut m = 0u64;
     for (k, chunk) in block.chunks_exact(16).enumerate() {
         let (lo, hi) = chunk.split_at(8);
         // Two 8-byte reads; LLVM merges them into one unaligned 16-byte load.
         let lo = i64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
         let hi = i64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
         let v = _mm_set_epi64x(hi, lo);
-        q |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16 as u64) << (16 * k);
-        b |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16 as u64) << (16 * k);
+        m |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, needle)) as u16 as u64) << (16 * k);
     }
-    (q, b)
+    m
 }
 
 /// Portable fallback.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn mask64(block: &[u8; 64]) -> (u64, u64) {
-    let (mut q, mut b) = (0u64, 0u64);
+fn eq_mask64(block: &[u8; 64], byte: u8) -> u64 {
+    let mut m = 0u64;
     for (k, &c) in block.iter().enumerate() {
-        q |= ((c == b'"') as u64) << k;
-        b |= ((c == b'\\') as u64) << k;
+        m |= ((c == byte) as u64) << k;
     }
-    (q, b)
+    m
 }
 
 /// `s[p]` is a backslash: check the escape and return the index after it.
@@ -576,7 +642,10 @@ impl<'a> Value<'a> {
         match self {
             Value::Num(raw) => Ok(Some(raw)),
             Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
-            Value::Str { raw: b"-" | b"", .. } | Value::Null => Ok(None),
+            Value::Str {
+                raw: b"-" | b"", ..
+            }
+            | Value::Null => Ok(None),
             Value::Str { raw, .. } => Ok(Some(raw)),
             Value::Bool(_) | Value::Nested(_) => Err(Reason::BadNumber),
         }
@@ -715,11 +784,26 @@ mod tests {
             m[1].value,
             s("long string that goes past the word-at-a-time part into memchr2 territory")
         );
-        // Escape past the first 64-byte block.
+        // Escape past the first 64-byte block, and past the first window.
         let long = format!(r#"{{"k":"{}\"{}"}}"#, "x".repeat(40), "y".repeat(7));
         let m = members(&long).unwrap();
         assert_eq!(m.len(), 1);
         assert!(matches!(m[0].value, Value::Str { escaped: true, .. }));
+        let longer = format!(
+            r#"{{"k":"{}","e":"\\","z":"{}"}}"#,
+            "x".repeat(1500),
+            "y".repeat(900)
+        );
+        let m = members(&longer).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m[1].value,
+            Value::Str {
+                raw: b"\\\\",
+                escaped: true
+            }
+        );
+        assert_eq!(m[2].value, s(&"y".repeat(900)));
     }
 
     #[test]
@@ -793,7 +877,10 @@ mod tests {
         assert_eq!(s("-").text_field(line), Ok(""));
         assert_eq!(Value::Null.text_field(line), Ok(""));
         assert_eq!(Value::Bool(true).text_field(line), Ok("true"));
-        assert_eq!(Value::Nested(b"{}").text_field(line), Err(Reason::BadSyntax));
+        assert_eq!(
+            Value::Nested(b"{}").text_field(line),
+            Err(Reason::BadSyntax)
+        );
         assert_eq!(
             Value::Str {
                 raw: b"a\\n",
@@ -814,7 +901,10 @@ mod tests {
         assert_eq!(s("abc").status(), Err(Reason::BadNumber));
         assert_eq!(Value::Bool(true).status(), Err(Reason::BadNumber));
         assert_eq!(Value::Num(b"12.5").non_negative_f64(), Ok(Some(12.5)));
-        assert_eq!(Value::Num(b"1e400").non_negative_f64(), Err(Reason::BadNumber));
+        assert_eq!(
+            Value::Num(b"1e400").non_negative_f64(),
+            Err(Reason::BadNumber)
+        );
         assert_eq!(Value::Num(b"-3").non_negative_f64(), Err(Reason::BadNumber));
         assert_eq!(s("Unavailable").grpc_status(), Ok(Some(14)));
         assert_eq!(s("UNAVAILABLE").grpc_status(), Ok(Some(14)));
@@ -845,15 +935,15 @@ mod tests {
 
     #[test]
     fn string_end_across_blocks() {
-        for len in [0usize, 5, 63, 64, 65, 127, 128, 200] {
-            for q in 0..len.min(140) {
+        for len in [0usize, 5, 63, 64, 65, 127, 128, 200, 1030, 2100] {
+            for q in (0..len).step_by(1 + len / 150) {
                 // One quote (or an escaped quote pair) somewhere in a string of `a`s.
                 let mut v = vec![b'a'; len];
                 v[q] = b'"';
                 if q > 0 && q % 3 == 0 {
                     v[q - 1] = b'\\';
                 }
-                for from in [0, q / 2, q] {
+                for from in [0, q / 2, q.saturating_sub(70), q, q + 1] {
                     let mut sp = Specials::new(&v);
                     assert_eq!(
                         sp.string_end(from),
