@@ -25,8 +25,7 @@
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
-use crate::parse::json_scan::{key_is, ObjectScanner, Value};
-use crate::parse::time::parse_rfc3339_ms;
+use crate::parse::json_scan::{key_is, ObjectScanner};
 use crate::record::Record;
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
@@ -45,7 +44,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
             7 if key_is(k, b"version") => rec.version = v.text_field(line)?,
             8 if key_is(k, b"duration") => duration = v.non_negative_f64()?,
             9 if key_is(k, b"authority") => rec.authority = v.text_field(line)?,
-            10 if key_is(k, b"start_time") => rec.ts_ms = timestamp(v)?,
+            10 if key_is(k, b"start_time") => rec.ts_ms = v.rfc3339_ms()?,
             11 if key_is(k, b"grpc_status") => rec.grpc_status = v.grpc_status()?,
             13 if key_is(k, b"response_code") => rec.status = v.status()?.unwrap_or(0),
             13 if key_is(k, b"upstream_host") => rec.upstream_host = v.text_field(line)?,
@@ -61,24 +60,11 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     Ok(())
 }
 
-/// `start_time`: RFC 3339 string, or absent (`null`, `"-"`, `""`).
-#[inline]
-fn timestamp(v: Value<'_>) -> Result<Option<i64>, Reason> {
-    match v {
-        Value::Null
-        | Value::Str {
-            raw: b"-" | b"", ..
-        } => Ok(None),
-        Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
-        Value::Str { raw, .. } => parse_rfc3339_ms(raw).map(Some).ok_or(Reason::BadTimestamp),
-        _ => Err(Reason::BadTimestamp),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::json_scan;
+    use crate::parse::json_scan::{self, Value};
+    use crate::parse::time::parse_rfc3339_ms;
     use proptest::prelude::*;
 
     /// Reference §1.4 example (c): typed Envoy output, inbound on a canary pod.

@@ -670,6 +670,23 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// An RFC 3339 timestamp string → ms since the epoch; `None` for `null`, `"-"` or
+    /// `""`; [`Reason::BadTimestamp`] for anything else that does not parse.
+    #[inline]
+    pub fn rfc3339_ms(self) -> Result<Option<i64>, Reason> {
+        match self {
+            Value::Null
+            | Value::Str {
+                raw: b"-" | b"", ..
+            } => Ok(None),
+            Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
+            Value::Str { raw, .. } => crate::parse::time::parse_rfc3339_ms(raw)
+                .map(Some)
+                .ok_or(Reason::BadTimestamp),
+            _ => Err(Reason::BadTimestamp),
+        }
+    }
+
     /// A gRPC status: a number or numeric string that fits `u16`, or a canonical code
     /// name in Envoy's `%GRPC_STATUS%` spellings (`Unavailable`, `UNAVAILABLE`); `None`
     /// when absent. Anything else is [`Reason::BadNumber`].
