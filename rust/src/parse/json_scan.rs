@@ -383,29 +383,35 @@ impl<'a> Specials<'a> {
     #[inline(never)]
     fn fill(&mut self, start: usize) {
         self.start = start;
-        let s = self.s;
-        for (k, q) in self.quotes.iter_mut().enumerate() {
-            let base = start + 64 * k;
-            *q = if base < s.len() {
-                block_mask(s, base, b'"')
-            } else {
-                0
-            };
-        }
+        let rest = self.s.get(start..).unwrap_or(&[]);
+        let window = rest.get(..64 * WINDOW_BLOCKS).unwrap_or(rest);
+        Self::fill_masks(&mut self.quotes, window, b'"');
         // Backslashes are rare: one memchr over the window says whether their bitmaps
         // are needed at all.
-        let window = s.get(start..s.len().min(start + 64 * WINDOW_BLOCKS));
-        self.plain = window.is_none_or(|w| memchr::memchr(b'\\', w).is_none());
+        self.plain = memchr::memchr(b'\\', window).is_none();
         if self.plain {
             self.backslashes = [0; WINDOW_BLOCKS];
         } else {
-            for (k, b) in self.backslashes.iter_mut().enumerate() {
-                let base = start + 64 * k;
-                *b = if base < s.len() {
-                    block_mask(s, base, b'\\')
-                } else {
-                    0
-                };
+            Self::fill_masks(&mut self.backslashes, window, b'\\');
+        }
+    }
+
+    /// Bitmaps of `byte` for the blocks of `window` (at most `WINDOW_BLOCKS` blocks).
+    #[inline(always)]
+    fn fill_masks(masks: &mut [u64; WINDOW_BLOCKS], window: &[u8], byte: u8) {
+        *masks = [0; WINDOW_BLOCKS];
+        let mut blocks = window.chunks_exact(64);
+        let mut filled = 0;
+        for (m, block) in masks.iter_mut().zip(&mut blocks) {
+            if let Ok(block) = <&[u8; 64]>::try_from(block) {
+                *m = eq_mask64(block, byte);
+            }
+            filled += 1;
+        }
+        let tail = blocks.remainder();
+        if !tail.is_empty() {
+            if let Some(m) = masks.get_mut(filled) {
+                *m = tail_mask(window, tail.len(), byte);
             }
         }
     }
@@ -466,37 +472,23 @@ impl<'a> Specials<'a> {
     }
 }
 
-/// Bitmap of the `byte` bytes in `s[base..base + 64]` (bytes past the end never match).
-#[inline(always)]
-fn block_mask(s: &[u8], base: usize, byte: u8) -> u64 {
+/// Bitmap of `byte` in the last `n` (< 64) bytes of `s`: take the 64 bytes that end `s`
+/// and shift out the part before the tail (no copy); only inputs shorter than 64 bytes
+/// need padding.
+#[inline(never)]
+fn tail_mask(s: &[u8], n: usize, byte: u8) -> u64 {
     if let Some(block) = s
-        .get(base..base.wrapping_add(64))
+        .len()
+        .checked_sub(64)
+        .and_then(|w| s.get(w..))
         .and_then(|b| <&[u8; 64]>::try_from(b).ok())
     {
-        return eq_mask64(block, byte);
-    }
-    partial_block_mask(s, base, byte)
-}
-
-/// [`block_mask`] for the last, partial block: take the 64 bytes that end the line and
-/// shift out the part before `base` (no copy); only lines shorter than 64 bytes need
-/// padding.
-#[inline(never)]
-fn partial_block_mask(s: &[u8], base: usize, byte: u8) -> u64 {
-    if let Some(window_start) = s.len().checked_sub(64) {
-        if let Some(block) = s
-            .get(window_start..)
-            .and_then(|b| <&[u8; 64]>::try_from(b).ok())
-        {
-            let shift = base.saturating_sub(window_start).min(63);
-            return eq_mask64(block, byte) >> shift;
-        }
+        return eq_mask64(block, byte) >> (64 - n.clamp(1, 64));
     }
     let mut padded = [0u8; 64];
-    let tail = s.get(base..).unwrap_or(&[]);
-    let n = tail.len().min(64);
-    if let (Some(dst), Some(src)) = (padded.get_mut(..n), tail.get(..n)) {
-        dst.copy_from_slice(src);
+    let tail = s.get(s.len().saturating_sub(n)..).unwrap_or(&[]);
+    if let Some(dst) = padded.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
     }
     // Padding zeros match nothing we look for (`"` or `\`).
     eq_mask64(&padded, byte)
