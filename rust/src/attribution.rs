@@ -295,11 +295,15 @@ impl Attributor {
             return Err(Reason::UnattributableVersion);
         }
 
-        let rules = self
-            .cfg
-            .per_target
-            .get(target.as_str())
-            .unwrap_or(&self.cfg.rules);
+        // Skip hashing the target on the hot path when no target has its own rules.
+        let rules = if self.cfg.per_target.is_empty() {
+            &self.cfg.rules
+        } else {
+            self.cfg
+                .per_target
+                .get(target.as_str())
+                .unwrap_or(&self.cfg.rules)
+        };
         for rule in rules {
             if let Some(v) = self.apply(*rule, rec, ctx) {
                 version.push_str(v);
