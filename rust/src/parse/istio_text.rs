@@ -1,9 +1,531 @@
-//! Parser for the `istio_text` format. (stub: being implemented)
+//! Parser for Istio's default TEXT access-log format (and Envoy's own shorter default).
+//!
+//! Istio (1.9+; `%UPSTREAM_CLUSTER_RAW%` since ~1.23, `%UPSTREAM_CLUSTER%` before, same
+//! position and shape):
+//!
+//! ```text
+//! [START_TIME] "METHOD PATH PROTOCOL" CODE FLAGS DETAILS TERM_DETAILS "TRANSPORT_FAILURE"
+//! BYTES_RX BYTES_TX DURATION UPSTREAM_SVC_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY"
+//! "UPSTREAM_HOST" UPSTREAM_CLUSTER UPSTREAM_LOCAL DOWNSTREAM_LOCAL DOWNSTREAM_REMOTE SNI ROUTE
+//! ```
+//!
+//! Envoy does not escape quoted fields, so a `"` may appear inside XFF or User-Agent. The
+//! fixed prefix is therefore read left to right (up to the upstream service time) and the
+//! fixed suffix right to left from the end of the line (route name back to `"AUTHORITY"`);
+//! the middle (`"XFF" "UA" "REQUEST_ID"`) is never scanned, which is also what makes the
+//! parser fast. Every jump between delimiters is a `memchr`/`memrchr`.
+//!
+//! Variants, told apart by the token after `FLAGS` (no configuration needed):
+//! - digit → Envoy's own default (no Istio, e.g. Contour): `FLAGS BYTES_RX BYTES_TX DURATION
+//!   UPSTREAM_SVC_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST"` and the line ends
+//!   there; no cluster and no SNI (left "").
+//! - `"` → Istio 1.3–1.8: one quoted `"%DYNAMIC_METADATA(istio.mixer:status)%"` instead of
+//!   `DETAILS TERM_DETAILS`; the suffix is the same as today's.
+//! - anything else → the current Istio default.
+//!
+//! `-` means absent and becomes "". TCP entries (method `-`) are `Err(NotHttp)`.
+//! Errors: a delimiter missing before the end of the line (or fewer suffix tokens than the
+//! format has) is `Truncated`; a required field written as `-` is `MissingField`; a
+//! malformed number is `BadNumber`; an unparsable start time is `BadTimestamp`; any other
+//! shape mismatch is `BadSyntax`.
 
+use memchr::{memchr, memrchr};
+
+use crate::flags::Flags;
 use crate::malformed::Reason;
+use crate::parse::num::{parse_status, parse_u64};
+use crate::parse::time::parse_rfc3339_ms;
 use crate::record::Record;
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
-pub fn parse<'a>(_line: &'a str, _rec: &mut Record<'a>) -> Result<(), Reason> {
-    Err(Reason::BadSyntax)
+pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+    let b = line.as_bytes();
+
+    // [START_TIME]: 24 bytes with ms (`2026-11-26T05:06:07.123Z`), else search.
+    if b.first() != Some(&b'[') {
+        return Err(Reason::BadSyntax);
+    }
+    let ts_end = if b.get(25) == Some(&b']') {
+        25
+    } else {
+        find(b, 1, b']').ok_or(Reason::Truncated)?
+    };
+    let ts = b.get(1..ts_end).ok_or(Reason::BadSyntax)?;
+
+    // "METHOD PATH PROTOCOL"
+    let mut p = expect(b, ts_end + 1, b" \"")?;
+    let method_end = find(b, p, b' ').ok_or(Reason::Truncated)?;
+    if b.get(p..method_end) == Some(b"-") {
+        return Err(Reason::NotHttp);
+    }
+    p = end_of_quoted(b, method_end + 1, is_digit_or_dash)?;
+    p = expect(b, p, b" ")?;
+
+    // Timestamp after the TCP check: TCP entries are skipped whatever their time.
+    rec.ts_ms = Some(match ts {
+        b"-" => return Err(Reason::MissingField),
+        _ => parse_rfc3339_ms(ts).ok_or(Reason::BadTimestamp)?,
+    });
+
+    // RESPONSE_CODE RESPONSE_FLAGS
+    let (code, q) = token(b, p)?;
+    rec.status = required(code, parse_status)?;
+    let (flags, q) = token(b, q)?;
+    rec.flags = Flags::parse(flags);
+
+    let envoy_default = match b.get(q) {
+        Some(c) if c.is_ascii_digit() => true,
+        Some(b'"') => {
+            // Istio 1.3–1.8: "MIXER_STATUS" "TRANSPORT_FAILURE"
+            p = end_of_quoted(b, q + 1, is_quote)?;
+            p = expect(b, p, b" \"")?;
+            p = end_of_quoted(b, p, is_digit)?;
+            p = expect(b, p, b" ")?;
+            false
+        }
+        Some(_) => {
+            // DETAILS TERM_DETAILS "TRANSPORT_FAILURE"
+            let (_, r) = token(b, q)?;
+            let (_, r) = token(b, r)?;
+            p = expect(b, r, b"\"")?;
+            p = end_of_quoted(b, p, is_digit)?;
+            p = expect(b, p, b" ")?;
+            false
+        }
+        None => return Err(Reason::Truncated),
+    };
+    if envoy_default {
+        p = q;
+    }
+
+    // BYTES_RECEIVED BYTES_SENT DURATION UPSTREAM_SERVICE_TIME
+    let (_, r) = token(b, p)?;
+    let (_, r) = token(b, r)?;
+    let (duration, r) = token(b, r)?;
+    rec.latency_ms = Some(required(duration, parse_u64)? as f64);
+    let (_, prefix_end) = token(b, r)?;
+    // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
+
+    // Suffix, right to left. `host_close` is the closing quote of "UPSTREAM_HOST".
+    let host_close = if envoy_default {
+        match b.last() {
+            Some(b'"') => b.len() - 1,
+            _ => return Err(Reason::Truncated),
+        }
+    } else {
+        let host_close = memrchr(b'"', b).ok_or(Reason::Truncated)?;
+        if host_close <= prefix_end {
+            return Err(Reason::Truncated);
+        }
+        let tail = b.get(host_close + 1..).ok_or(Reason::Truncated)?;
+        let [cluster, _up_local, _down_local, _down_remote, sni, _route] = istio_tail(tail)?;
+        rec.upstream_cluster = absent_if_dash(str_at(line, host_close + 1, cluster)?);
+        rec.sni = absent_if_dash(str_at(line, host_close + 1, sni)?);
+        host_close
+    };
+    let host_open = memrchr(
+        b'"',
+        b.get(prefix_end + 1..host_close).ok_or(Reason::Truncated)?,
+    )
+    .ok_or(Reason::Truncated)?
+        + prefix_end
+        + 1;
+    rec.upstream_host = absent_if_dash(
+        line.get(host_open + 1..host_close)
+            .ok_or(Reason::BadSyntax)?,
+    );
+    // `"AUTHORITY" "UPSTREAM_HOST"`: the authority closes two bytes before.
+    let auth_close = host_open.checked_sub(2).ok_or(Reason::Truncated)?;
+    if b.get(auth_close..host_open) != Some(b"\" ") {
+        return Err(Reason::BadSyntax);
+    }
+    let auth_open = memrchr(
+        b'"',
+        b.get(prefix_end + 1..auth_close).ok_or(Reason::Truncated)?,
+    )
+    .ok_or(Reason::Truncated)?
+        + prefix_end
+        + 1;
+    rec.authority = absent_if_dash(
+        line.get(auth_open + 1..auth_close)
+            .ok_or(Reason::BadSyntax)?,
+    );
+    Ok(())
+}
+
+/// Split ` CLUSTER UP_LOCAL DOWN_LOCAL DOWN_REMOTE SNI ROUTE` (after the upstream host's
+/// closing quote) into its six tokens, as ranges relative to `tail`.
+#[inline]
+fn istio_tail(tail: &[u8]) -> Result<[(usize, usize); 6], Reason> {
+    if tail.first() != Some(&b' ') {
+        // The last quote of the line is not the upstream host's: the line is cut short
+        // (inside the suffix's quoted fields or earlier).
+        return Err(Reason::Truncated);
+    }
+    let mut out = [(0usize, 0usize); 6];
+    let mut start = 1;
+    let mut spaces = memchr::memchr_iter(b' ', tail.get(1..).unwrap_or_default());
+    for (i, slot) in out.iter_mut().enumerate() {
+        let end = match spaces.next() {
+            Some(rel) => rel + 1,
+            None if i == 5 => tail.len(),
+            None => return Err(Reason::Truncated),
+        };
+        if end == start {
+            // An empty last token: the line stops after a separator (cut short).
+            return Err(if i == 5 {
+                Reason::Truncated
+            } else {
+                Reason::BadSyntax
+            });
+        }
+        *slot = (start, end);
+        start = end + 1;
+    }
+    // The route name must end the line: more tokens are not this format.
+    if start != tail.len() + 1 {
+        return Err(Reason::BadSyntax);
+    }
+    Ok(out)
+}
+
+/// `line[base + r.0 .. base + r.1]`.
+#[inline]
+fn str_at(line: &str, base: usize, r: (usize, usize)) -> Result<&str, Reason> {
+    line.get(base + r.0..base + r.1).ok_or(Reason::BadSyntax)
+}
+
+/// Envoy writes `-` for an absent value.
+#[inline]
+pub(crate) fn absent_if_dash(s: &str) -> &str {
+    if s == "-" {
+        ""
+    } else {
+        s
+    }
+}
+
+/// A required numeric field: `-` is `MissingField`, anything unparsable `BadNumber`.
+#[inline]
+fn required<T>(s: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Result<T, Reason> {
+    match parse(s) {
+        Some(v) => Ok(v),
+        None if s == b"-" => Err(Reason::MissingField),
+        None => Err(Reason::BadNumber),
+    }
+}
+
+/// Position of the first `needle` at or after `from`. Fields are mostly a few bytes long,
+/// so a short scalar look comes first; the SIMD search takes over for long ones.
+#[inline(always)]
+pub(crate) fn find(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let hay = b.get(from..)?;
+    let head = hay.len().min(8);
+    if let Some(i) = hay[..head].iter().position(|&c| c == needle) {
+        return Some(from + i);
+    }
+    memchr(needle, hay.get(head..)?).map(|i| from + head + i)
+}
+
+/// The space-terminated token at `from` and the position after its space.
+/// Reaching the end of the line without a space means the line was cut.
+#[inline(always)]
+fn token(b: &[u8], from: usize) -> Result<(&[u8], usize), Reason> {
+    let end = find(b, from, b' ').ok_or(Reason::Truncated)?;
+    Ok((b.get(from..end).ok_or(Reason::Truncated)?, end + 1))
+}
+
+/// Require the bytes `lit` at `at`; returns the position after them. A line that stops
+/// inside `lit` was cut short.
+#[inline(always)]
+fn expect(b: &[u8], at: usize, lit: &[u8]) -> Result<usize, Reason> {
+    match b.get(at..at + lit.len()) {
+        Some(s) if s == lit => Ok(at + lit.len()),
+        Some(_) => Err(Reason::BadSyntax),
+        None if lit.starts_with(b.get(at..).unwrap_or_default()) => Err(Reason::Truncated),
+        None => Err(Reason::BadSyntax),
+    }
+}
+
+/// Inside a quoted field starting at `from`: the position just after the closing quote,
+/// taken as the first `"` followed by a space and a byte that `next_starts` accepts (the
+/// start of the next field), or by the end of the line (which the caller's next `expect`
+/// reports as truncation). Unescaped quotes inside the field are skipped that way.
+#[inline]
+fn end_of_quoted(b: &[u8], from: usize, next_starts: fn(u8) -> bool) -> Result<usize, Reason> {
+    let mut p = from;
+    loop {
+        let q = find(b, p, b'"').ok_or(Reason::Truncated)?;
+        match (b.get(q + 1), b.get(q + 2)) {
+            (None, _) | (Some(b' '), None) => return Ok(q + 1),
+            (Some(b' '), Some(&c)) if next_starts(c) => return Ok(q + 1),
+            _ => p = q + 1,
+        }
+    }
+}
+
+#[inline]
+fn is_digit(c: u8) -> bool {
+    c.is_ascii_digit()
+}
+
+#[inline]
+fn is_digit_or_dash(c: u8) -> bool {
+    c.is_ascii_digit() || c == b'-'
+}
+
+#[inline]
+fn is_quote(c: u8) -> bool {
+    c == b'"'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// §1.4 (a): client side, 200, primary subset.
+    pub(crate) const LINE_A: &str = "[2026-11-26T05:06:07.123Z] \"GET /reviews/0 HTTP/1.1\" 200 - via_upstream - \"-\" 0 358 12 11 \"-\" \"Go-http-client/1.1\" \"9b1f3c2e-6d1a-9c4f-a1b2-3c4d5e6f7a8b\" \"reviews:9080\" \"10.244.1.17:9080\" outbound|9080|primary|reviews.default.svc.cluster.local 10.244.2.5:51234 10.96.41.10:9080 10.244.2.5:40112 - default";
+    /// §1.4 (b): 503 UF,URX, canary subset, no upstream service time.
+    const LINE_B: &str = "[2026-11-26T05:06:07.456Z] \"GET /reviews/1 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \"-\" 0 91 62 - \"-\" \"Go-http-client/1.1\" \"c0ffee00-1111-2222-3333-444455556666\" \"reviews:9080\" \"10.244.3.22:9080\" outbound|9080|canary|reviews.default.svc.cluster.local - 10.96.41.10:9080 10.244.2.5:40114 - default";
+    /// istio.io access-log task shape (418, curl, `%UPSTREAM_CLUSTER%` era), server-side SNI.
+    const LINE_TASK: &str = "[2020-11-25T21:26:18.409Z] \"GET /status/418 HTTP/1.1\" 418 - via_upstream - \"-\" 0 135 4 4 \"-\" \"curl/7.73.0-DEV\" \"84961386-6d84-929d-98bd-c5aee93b5c88\" \"httpbin:8000\" \"10.44.1.27:80\" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default";
+
+    fn ok(line: &str) -> Record<'_> {
+        let mut rec = Record::default();
+        parse(line, &mut rec).unwrap_or_else(|e| panic!("{e:?} for {line}"));
+        rec
+    }
+
+    fn err(line: &str) -> Reason {
+        let mut rec = Record::default();
+        parse(line, &mut rec).expect_err(line)
+    }
+
+    #[test]
+    fn example_a() {
+        let r = ok(LINE_A);
+        assert_eq!(r.ts_ms, parse_rfc3339_ms(b"2026-11-26T05:06:07.123Z"));
+        assert_eq!(r.status, 200);
+        assert!(r.flags.is_empty());
+        assert_eq!(r.latency_ms, Some(12.0));
+        assert_eq!(r.upstream_host, "10.244.1.17:9080");
+        assert_eq!(r.authority, "reviews:9080");
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|9080|primary|reviews.default.svc.cluster.local"
+        );
+        assert_eq!(r.sni, "");
+        assert_eq!(r.grpc_status, None);
+        assert_eq!(r.target, "");
+        assert_eq!(r.version, "");
+    }
+
+    #[test]
+    fn example_b() {
+        let r = ok(LINE_B);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.flags.names().collect::<Vec<_>>(), vec!["UF", "URX"]);
+        assert_eq!(r.latency_ms, Some(62.0));
+        assert_eq!(r.upstream_host, "10.244.3.22:9080");
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|9080|canary|reviews.default.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn istio_task_line() {
+        let r = ok(LINE_TASK);
+        assert_eq!(r.status, 418);
+        assert_eq!(r.latency_ms, Some(4.0));
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|8000||httpbin.foo.svc.cluster.local"
+        );
+        assert_eq!(r.authority, "httpbin:8000");
+        assert_eq!(r.upstream_host, "10.44.1.27:80");
+    }
+
+    #[test]
+    fn server_side_sni_and_status_zero() {
+        let line = "[2026-11-26T05:06:07.130Z] \"POST /api HTTP/2\" 0 DC downstream_remote_disconnect - \"-\" 12 0 1500 - \"10.0.0.9\" \"grpc-go/1.60\" \"id-1\" \"reviews.default.svc.cluster.local:9080\" \"10.244.3.22:9080\" inbound|9080|| 127.0.0.6:46243 10.244.3.22:9080 10.244.2.5:51234 outbound_.9080_.canary_.reviews.default.svc.cluster.local default";
+        let r = ok(line);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.flags.names().collect::<Vec<_>>(), vec!["DC"]);
+        assert_eq!(r.latency_ms, Some(1500.0));
+        assert_eq!(r.upstream_cluster, "inbound|9080||");
+        assert_eq!(
+            r.sni,
+            "outbound_.9080_.canary_.reviews.default.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn quotes_and_spaces_inside_fields() {
+        // `"` inside the UA and XFF, spaces in the transport failure reason, `" ` in the UA.
+        let line = "[2026-11-26T05:06:07.123Z] \"GET /x?q=1 HTTP/1.1\" 503 UF upstream_reset_before_response_started{connection_failure,TLS_error:_x} - \"TLS error: 268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED\" 0 91 3 - \"1.2.3.4, \"5.6.7.8\"\" \"Mozilla/5.0 \"evil\" \"x\" y\" \"req\" \"reviews:9080\" \"10.244.3.22:9080\" outbound|9080|canary|reviews.default.svc.cluster.local - 10.96.41.10:9080 10.244.2.5:40114 - default";
+        let r = ok(line);
+        assert_eq!(r.status, 503);
+        assert_eq!(r.latency_ms, Some(3.0));
+        assert_eq!(r.authority, "reviews:9080");
+        assert_eq!(r.upstream_host, "10.244.3.22:9080");
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|9080|canary|reviews.default.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn dashes_are_absent() {
+        let line = "[2026-11-26T05:06:07.123Z] \"GET / HTTP/1.1\" 404 NR route_not_found - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - 10.96.0.1:80 10.0.0.1:1234 - -";
+        let r = ok(line);
+        assert_eq!(r.status, 404);
+        assert_eq!(r.flags.names().collect::<Vec<_>>(), vec!["NR"]);
+        assert_eq!(r.latency_ms, Some(0.0));
+        assert_eq!(
+            (r.authority, r.upstream_host, r.upstream_cluster, r.sni),
+            ("", "", "", "")
+        );
+    }
+
+    #[test]
+    fn old_cluster_variant_and_other_timestamps() {
+        // Same shape with `%UPSTREAM_CLUSTER%` (alt_stat_name-free value) and a ns timestamp.
+        let line = LINE_A.replace("2026-11-26T05:06:07.123Z", "2026-11-26T05:06:07.123456Z");
+        let r = ok(&line);
+        assert_eq!(r.ts_ms, parse_rfc3339_ms(b"2026-11-26T05:06:07.123Z"));
+        let line = LINE_A.replace("2026-11-26T05:06:07.123Z", "2026-11-26T05:06:07Z");
+        assert_eq!(ok(&line).ts_ms, parse_rfc3339_ms(b"2026-11-26T05:06:07Z"));
+    }
+
+    #[test]
+    fn istio_1_3_variant() {
+        let line = "[2020-03-01T10:00:00.000Z] \"GET /productpage HTTP/1.1\" 200 - \"-\" \"-\" 0 5183 40 39 \"-\" \"curl/7.64\" \"abc\" \"productpage:9080\" \"10.1.1.5:9080\" outbound|9080|v1|productpage.default.svc.cluster.local - 10.0.0.20:9080 10.1.1.9:51000 - default";
+        let r = ok(line);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.latency_ms, Some(40.0));
+        assert_eq!(
+            r.upstream_cluster,
+            "outbound|9080|v1|productpage.default.svc.cluster.local"
+        );
+        assert_eq!(r.upstream_host, "10.1.1.5:9080");
+    }
+
+    #[test]
+    fn envoy_default_format() {
+        let line = "[2026-11-26T05:06:07.123Z] \"GET /b \"q\" HTTP/1.1\" 200 - 0 17 5 4 \"-\" \"curl/8 \"x\" \" \"rid\" \"example.com\" \"10.0.0.7:8080\"";
+        let r = ok(line);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.latency_ms, Some(5.0));
+        assert_eq!(r.authority, "example.com");
+        assert_eq!(r.upstream_host, "10.0.0.7:8080");
+        assert_eq!((r.upstream_cluster, r.sni), ("", ""));
+        // Cut short or extended: not the Envoy default shape.
+        assert_eq!(err(&line[..line.len() - 1]), Reason::Truncated);
+    }
+
+    #[test]
+    fn tcp_entries_are_not_http() {
+        let line = "[2026-11-26T05:06:07.123Z] \"- - -\" 0 - - - \"-\" 1234 5678 100 - \"-\" \"-\" \"-\" \"-\" \"10.0.0.1:3306\" outbound|3306||mysql.db.svc.cluster.local 10.0.0.2:40000 10.96.0.5:3306 10.0.0.2:39999 - -";
+        assert_eq!(err(line), Reason::NotHttp);
+        assert_eq!(
+            err("[2026-11-26T05:06:07.123Z] \"- - -\" 0 UF"),
+            Reason::NotHttp
+        );
+    }
+
+    #[test]
+    fn bad_fields() {
+        assert_eq!(err(&LINE_A.replace(" 200 ", " 2x0 ")), Reason::BadNumber);
+        assert_eq!(err(&LINE_A.replace(" 200 ", " 2000 ")), Reason::BadNumber);
+        assert_eq!(err(&LINE_A.replace(" 200 ", " - ")), Reason::MissingField);
+        assert_eq!(
+            err(&LINE_A.replace(" 358 12 ", " 358 1.5 ")),
+            Reason::BadNumber
+        );
+        assert_eq!(
+            err(&LINE_A.replace(" 358 12 ", " 358 - ")),
+            Reason::MissingField
+        );
+        assert_eq!(
+            err(&LINE_A.replace("2026-11-26T05:06:07.123Z", "2026-13-26T05:06:07.123Z")),
+            Reason::BadTimestamp
+        );
+        assert_eq!(
+            err(&LINE_A.replace("2026-11-26T05:06:07.123Z", "yesterday")),
+            Reason::BadTimestamp
+        );
+        assert_eq!(err(&format!("{LINE_A} extra")), Reason::BadSyntax);
+        assert_eq!(
+            err(&LINE_A.replace(" - default", "  default")),
+            Reason::BadSyntax
+        );
+        assert_eq!(err(&LINE_A[1..]), Reason::BadSyntax);
+        assert_eq!(err("hello world"), Reason::BadSyntax);
+        assert_eq!(err(""), Reason::BadSyntax);
+    }
+
+    #[test]
+    fn truncation_is_recognised() {
+        for cut in [
+            "[2026-11-26T05:06:07.1",
+            "[2026-11-26T05:06:07.123Z]",
+            "[2026-11-26T05:06:07.123Z] \"GET /rev",
+            "[2026-11-26T05:06:07.123Z] \"GET /reviews/0 HTTP/1.1\" 200",
+        ] {
+            assert_eq!(err(cut), Reason::Truncated, "{cut}");
+        }
+        // Cut anywhere after the prefix, up to the route name (a route name cut short is
+        // still a route name: not recognisable).
+        let suffix_start = LINE_A.find(" \"-\" \"Go").unwrap();
+        for end in suffix_start..=LINE_A.len() - "default".len() {
+            let r = err(&LINE_A[..end]);
+            assert_eq!(r, Reason::Truncated, "cut at {end}: {}", &LINE_A[..end]);
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_every_example_is_refused() {
+        for line in [LINE_A, LINE_B, LINE_TASK] {
+            for end in 0..=line.len() - "default".len() {
+                let mut rec = Record::default();
+                assert!(parse(&line[..end], &mut rec).is_err(), "{}", &line[..end]);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(s in any::<String>()) {
+            let mut rec = Record::default();
+            let _ = parse(&s, &mut rec);
+        }
+
+        #[test]
+        fn mutated_lines_never_panic(pos in 0usize..400, ch in any::<char>(), cut in 0usize..400) {
+            let mut s: String = LINE_B.to_string();
+            let pos = pos.min(s.len());
+            if s.is_char_boundary(pos) {
+                s.insert(pos, ch);
+            }
+            let new_len = s.len() - cut.min(s.len());
+            if s.is_char_boundary(new_len) {
+                s.truncate(new_len);
+            }
+            let mut rec = Record::default();
+            let _ = parse(&s, &mut rec);
+        }
+
+        #[test]
+        fn any_ua_and_xff_roundtrip(ua in "[ -~]{0,80}", xff in "[ -~]{0,40}", status in 0u16..600, dur in 0u32..100000) {
+            let line = format!("[2026-11-26T05:06:07.123Z] \"GET / HTTP/1.1\" {status} - via_upstream - \"-\" 0 1 {dur} - \"{xff}\" \"{ua}\" \"rid\" \"a:1\" \"10.0.0.1:80\" outbound|80|v2|a.b.svc.cluster.local - 10.96.0.1:80 10.0.0.2:1 - default");
+            let r = ok(&line);
+            prop_assert_eq!(r.status, status);
+            prop_assert_eq!(r.latency_ms, Some(dur as f64));
+            prop_assert_eq!(r.authority, "a:1");
+            prop_assert_eq!(r.upstream_host, "10.0.0.1:80");
+            prop_assert_eq!(r.upstream_cluster, "outbound|80|v2|a.b.svc.cluster.local");
+        }
+    }
 }
