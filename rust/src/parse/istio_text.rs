@@ -29,7 +29,10 @@
 //! malformed number is `BadNumber`; an unparsable start time is `BadTimestamp`; any other
 //! shape mismatch is `BadSyntax`.
 
-use memchr::{memchr, memrchr};
+use memchr::memrchr;
+
+pub(crate) mod scan;
+pub(crate) use scan::find;
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
@@ -162,18 +165,29 @@ fn istio_tail(tail: &[u8]) -> Result<[(usize, usize); 6], Reason> {
         // (inside the suffix's quoted fields or earlier).
         return Err(Reason::Truncated);
     }
+    // Five separators after the leading space; positions relative to `tail[1..]`.
+    let (sp, n, more) = scan::positions::<5>(tail.get(1..).unwrap_or_default(), b' ');
+    if more {
+        // More tokens than the format has.
+        return Err(Reason::BadSyntax);
+    }
+    if n < 5 {
+        return Err(Reason::Truncated);
+    }
+    let ends = [
+        sp[0] + 1,
+        sp[1] + 1,
+        sp[2] + 1,
+        sp[3] + 1,
+        sp[4] + 1,
+        tail.len(),
+    ];
     let mut out = [(0usize, 0usize); 6];
     let mut start = 1;
-    let mut spaces = memchr::memchr_iter(b' ', tail.get(1..).unwrap_or_default());
-    for (i, slot) in out.iter_mut().enumerate() {
-        let end = match spaces.next() {
-            Some(rel) => rel + 1,
-            None if i == 5 => tail.len(),
-            None => return Err(Reason::Truncated),
-        };
+    for (slot, end) in out.iter_mut().zip(ends) {
         if end == start {
             // An empty last token: the line stops after a separator (cut short).
-            return Err(if i == 5 {
+            return Err(if end == tail.len() {
                 Reason::Truncated
             } else {
                 Reason::BadSyntax
@@ -181,10 +195,6 @@ fn istio_tail(tail: &[u8]) -> Result<[(usize, usize); 6], Reason> {
         }
         *slot = (start, end);
         start = end + 1;
-    }
-    // The route name must end the line: more tokens are not this format.
-    if start != tail.len() + 1 {
-        return Err(Reason::BadSyntax);
     }
     Ok(out)
 }
@@ -207,7 +217,7 @@ pub(crate) fn absent_if_dash(s: &str) -> &str {
 
 /// A required numeric field: `-` is `MissingField`, anything unparsable `BadNumber`.
 #[inline]
-fn required<T>(s: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Result<T, Reason> {
+pub(crate) fn required<T>(s: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Result<T, Reason> {
     match parse(s) {
         Some(v) => Ok(v),
         None if s == b"-" => Err(Reason::MissingField),
@@ -215,22 +225,10 @@ fn required<T>(s: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Result<T, Reason
     }
 }
 
-/// Position of the first `needle` at or after `from`. Fields are mostly a few bytes long,
-/// so a short scalar look comes first; the SIMD search takes over for long ones.
-#[inline(always)]
-pub(crate) fn find(b: &[u8], from: usize, needle: u8) -> Option<usize> {
-    let hay = b.get(from..)?;
-    let head = hay.len().min(8);
-    if let Some(i) = hay[..head].iter().position(|&c| c == needle) {
-        return Some(from + i);
-    }
-    memchr(needle, hay.get(head..)?).map(|i| from + head + i)
-}
-
 /// The space-terminated token at `from` and the position after its space.
 /// Reaching the end of the line without a space means the line was cut.
 #[inline(always)]
-fn token(b: &[u8], from: usize) -> Result<(&[u8], usize), Reason> {
+pub(crate) fn token(b: &[u8], from: usize) -> Result<(&[u8], usize), Reason> {
     let end = find(b, from, b' ').ok_or(Reason::Truncated)?;
     Ok((b.get(from..end).ok_or(Reason::Truncated)?, end + 1))
 }
@@ -238,7 +236,7 @@ fn token(b: &[u8], from: usize) -> Result<(&[u8], usize), Reason> {
 /// Require the bytes `lit` at `at`; returns the position after them. A line that stops
 /// inside `lit` was cut short.
 #[inline(always)]
-fn expect(b: &[u8], at: usize, lit: &[u8]) -> Result<usize, Reason> {
+pub(crate) fn expect(b: &[u8], at: usize, lit: &[u8]) -> Result<usize, Reason> {
     match b.get(at..at + lit.len()) {
         Some(s) if s == lit => Ok(at + lit.len()),
         Some(_) => Err(Reason::BadSyntax),
@@ -252,7 +250,11 @@ fn expect(b: &[u8], at: usize, lit: &[u8]) -> Result<usize, Reason> {
 /// start of the next field), or by the end of the line (which the caller's next `expect`
 /// reports as truncation). Unescaped quotes inside the field are skipped that way.
 #[inline]
-fn end_of_quoted(b: &[u8], from: usize, next_starts: fn(u8) -> bool) -> Result<usize, Reason> {
+pub(crate) fn end_of_quoted(
+    b: &[u8],
+    from: usize,
+    next_starts: fn(u8) -> bool,
+) -> Result<usize, Reason> {
     let mut p = from;
     loop {
         let q = find(b, p, b'"').ok_or(Reason::Truncated)?;
@@ -265,12 +267,12 @@ fn end_of_quoted(b: &[u8], from: usize, next_starts: fn(u8) -> bool) -> Result<u
 }
 
 #[inline]
-fn is_digit(c: u8) -> bool {
+pub(crate) fn is_digit(c: u8) -> bool {
     c.is_ascii_digit()
 }
 
 #[inline]
-fn is_digit_or_dash(c: u8) -> bool {
+pub(crate) fn is_digit_or_dash(c: u8) -> bool {
     c.is_ascii_digit() || c == b'-'
 }
 
@@ -493,6 +495,108 @@ mod tests {
                 assert!(parse(&line[..end], &mut rec).is_err(), "{}", &line[..end]);
             }
         }
+    }
+
+    /// Realistic, varied Istio TEXT lines (~350–500 B) for the speed test.
+    pub(crate) fn varied_lines(target_bytes: usize) -> String {
+        const UAS: [&str; 5] = [
+            "Go-http-client/1.1",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "curl/8.5.0",
+            "grpc-go/1.62.1",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \"quoted\" Mobile/15E148",
+        ];
+        let mut out = String::with_capacity(target_bytes + 1024);
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let mut i = 0u64;
+        while out.len() < target_bytes {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            i += 1;
+            let (code, flags, details, svc) = match x % 20 {
+                0 => (
+                    503,
+                    "UF,URX",
+                    "upstream_reset_before_response_started{connection_failure}",
+                    "-".to_string(),
+                ),
+                1 => (0, "DC", "downstream_remote_disconnect", "-".to_string()),
+                2 => (404, "NR", "route_not_found", "-".to_string()),
+                _ => (200, "-", "via_upstream", format!("{}", x % 90)),
+            };
+            let subset = if x % 10 < 2 { "canary" } else { "primary" };
+            let ms = (x >> 8) % 1000;
+            let dur = (x >> 20) % 400;
+            let ua = UAS[((x >> 30) % 5) as usize];
+            let (cluster, sni) = if (x >> 33) % 3 == 0 {
+                (
+                    "inbound|9080||".to_string(),
+                    format!("outbound_.9080_.{subset}_.reviews.default.svc.cluster.local"),
+                )
+            } else {
+                (
+                    format!("outbound|9080|{subset}|reviews.default.svc.cluster.local"),
+                    "-".to_string(),
+                )
+            };
+            use std::fmt::Write;
+            let _ = writeln!(
+                out,
+                "[2026-11-26T05:{:02}:{:02}.{ms:03}Z] \"GET /reviews/{i} HTTP/1.1\" {code} {flags} {details} - \"-\" 0 {} {dur} {svc} \"10.0.{}.{}\" \"{ua}\" \"{:08x}-6d1a-9c4f-a1b2-{:012x}\" \"reviews:9080\" \"10.244.{}.{}:9080\" {cluster} 10.244.2.5:{} 10.96.41.10:9080 10.244.2.5:{} {sni} default",
+                (i / 60) % 60,
+                i % 60,
+                (x >> 12) % 5000,
+                (x >> 40) % 256,
+                (x >> 48) % 256,
+                x as u32,
+                x >> 16,
+                (x >> 24) % 8,
+                (x >> 36) % 256,
+                30000 + (x >> 44) % 30000,
+                30000 + (x >> 50) % 30000,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn varied_lines_all_parse() {
+        let text = varied_lines(200_000);
+        for line in text.lines() {
+            let r = ok(line);
+            assert!(r.upstream_cluster.contains("|"));
+            assert_eq!(r.authority, "reviews:9080");
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn speed_istio_text() {
+        let text = varied_lines(50 << 20);
+        let lines: Vec<&str> = text.lines().collect();
+        let bytes = text.len() as f64;
+        let mut best = f64::MAX;
+        let mut checksum = 0u64;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for line in &lines {
+                let mut rec = Record::default();
+                if parse(line, &mut rec).is_ok() {
+                    checksum = checksum
+                        .wrapping_add(rec.status as u64)
+                        .wrapping_add(rec.upstream_cluster.len() as u64);
+                }
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "speed_istio_text: {} lines, {:.0} B/line avg: {:.0} MB/s, {:.2} M lines/s (best of 5; checksum {checksum})",
+            lines.len(),
+            bytes / lines.len() as f64,
+            bytes / best / 1e6,
+            lines.len() as f64 / best / 1e6
+        );
     }
 
     proptest! {
