@@ -126,13 +126,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
         rec.sni = absent_if_dash(str_at(line, host_close + 1, sni)?);
         host_close
     };
-    let host_open = memrchr(
-        b'"',
-        b.get(prefix_end + 1..host_close).ok_or(Reason::Truncated)?,
-    )
-    .ok_or(Reason::Truncated)?
-        + prefix_end
-        + 1;
+    let host_open = scan::rfind(b, prefix_end + 1, host_close, b'"').ok_or(Reason::Truncated)?;
     rec.upstream_host = absent_if_dash(
         line.get(host_open + 1..host_close)
             .ok_or(Reason::BadSyntax)?,
@@ -142,13 +136,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     if b.get(auth_close..host_open) != Some(b"\" ") {
         return Err(Reason::BadSyntax);
     }
-    let auth_open = memrchr(
-        b'"',
-        b.get(prefix_end + 1..auth_close).ok_or(Reason::Truncated)?,
-    )
-    .ok_or(Reason::Truncated)?
-        + prefix_end
-        + 1;
+    let auth_open = scan::rfind(b, prefix_end + 1, auth_close, b'"').ok_or(Reason::Truncated)?;
     rec.authority = absent_if_dash(
         line.get(auth_open + 1..auth_close)
             .ok_or(Reason::BadSyntax)?,
@@ -529,7 +517,7 @@ mod tests {
             let ms = (x >> 8) % 1000;
             let dur = (x >> 20) % 400;
             let ua = UAS[((x >> 30) % 5) as usize];
-            let (cluster, sni) = if (x >> 33) % 3 == 0 {
+            let (cluster, sni) = if (x >> 33).is_multiple_of(3) {
                 (
                     "inbound|9080||".to_string(),
                     format!("outbound_.9080_.{subset}_.reviews.default.svc.cluster.local"),
