@@ -37,7 +37,7 @@ pub(crate) use scan::find;
 use crate::flags::Flags;
 use crate::malformed::Reason;
 use crate::parse::num::{parse_status, parse_u64};
-use crate::parse::time::parse_rfc3339_ms;
+use crate::parse::time::{days_from_civil, parse_rfc3339_ms};
 use crate::record::Record;
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
@@ -67,7 +67,10 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     // Timestamp after the TCP check: TCP entries are skipped whatever their time.
     rec.ts_ms = Some(match ts {
         b"-" => return Err(Reason::MissingField),
-        _ => parse_rfc3339_ms(ts).ok_or(Reason::BadTimestamp)?,
+        _ => match start_time_ms(ts) {
+            Some(ms) => ms,
+            None => parse_rfc3339_ms(ts).ok_or(Reason::BadTimestamp)?,
+        },
     });
 
     // RESPONSE_CODE RESPONSE_FLAGS
@@ -109,7 +112,73 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     let (_, prefix_end) = token(b, r)?;
     // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
 
-    // Suffix, right to left. `host_close` is the closing quote of "UPSTREAM_HOST".
+    // Suffix, right to left.
+    let suffix = suffix(b, prefix_end, envoy_default)?;
+    let field = |(s, e): Range| absent_if_dash(line.get(s..e).unwrap_or_default());
+    rec.upstream_cluster = field(suffix.cluster);
+    rec.sni = field(suffix.sni);
+    rec.upstream_host = field(suffix.host);
+    rec.authority = field(suffix.authority);
+    Ok(())
+}
+
+/// Fast path for Envoy's `%START_TIME%` shape `YYYY-MM-DDTHH:MM:SS.mmmZ` (exactly 24
+/// bytes): straight-line digit checks, no loops over optional parts. `None` for any other
+/// shape or an out-of-range field; the caller then asks the general RFC 3339 parser, so the
+/// result is always the same as [`parse_rfc3339_ms`].
+#[inline(always)]
+fn start_time_ms(ts: &[u8]) -> Option<i64> {
+    let t: &[u8; 24] = ts.try_into().ok()?;
+    if t[4] != b'-'
+        || t[7] != b'-'
+        || t[10] != b'T'
+        || t[13] != b':'
+        || t[16] != b':'
+        || t[19] != b'.'
+        || t[23] != b'Z'
+    {
+        return None;
+    }
+    let d = |i: usize| t[i].wrapping_sub(b'0') as u32;
+    // All digit positions at once: any byte that is not a digit makes this exceed 9.
+    let worst = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+        .iter()
+        .fold(0, |m, &i| m.max(d(i)));
+    if worst > 9 {
+        return None;
+    }
+    let year = (d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3)) as i64;
+    let (mo, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
+    let (h, mi, sec) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
+    let ms = (d(20) * 100 + d(21) * 10 + d(22)) as i64;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, mo, day);
+    Some((days * 86400 + (h * 3600 + mi * 60 + sec) as i64) * 1000 + ms)
+}
+
+type Range = (usize, usize);
+
+/// What the suffix gives, as byte ranges of the line.
+struct Suffix {
+    cluster: Range,
+    sni: Range,
+    host: Range,
+    authority: Range,
+}
+
+/// The suffix, right to left: the upstream host's closing quote is the last quote of the
+/// line (Istio; what follows is split into its six tokens) or its last byte (Envoy). Tells a
+/// cut line (`Truncated`) from a foreign shape (`BadSyntax`).
+///
+/// (Tried and measured slower or equal, `speed_*` A/B on this machine: one backward walk
+/// over spaces and quotes with SWAR, the same with a reverse `memchr2` iterator, and with
+/// SSE2 64-byte masks. Two SIMD/SWAR sweeps with no per-token calls win.)
+#[inline(always)]
+fn suffix(b: &[u8], prefix_end: usize, envoy_default: bool) -> Result<Suffix, Reason> {
+    let mut cluster = (0, 0);
+    let mut sni = (0, 0);
     let host_close = if envoy_default {
         match b.last() {
             Some(b'"') => b.len() - 1,
@@ -121,27 +190,25 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
             return Err(Reason::Truncated);
         }
         let tail = b.get(host_close + 1..).ok_or(Reason::Truncated)?;
-        let [cluster, _up_local, _down_local, _down_remote, sni, _route] = istio_tail(tail)?;
-        rec.upstream_cluster = absent_if_dash(str_at(line, host_close + 1, cluster)?);
-        rec.sni = absent_if_dash(str_at(line, host_close + 1, sni)?);
+        let [c, _up_local, _down_local, _down_remote, s, _route] = istio_tail(tail)?;
+        let base = host_close + 1;
+        cluster = (base + c.0, base + c.1);
+        sni = (base + s.0, base + s.1);
         host_close
     };
     let host_open = scan::rfind(b, prefix_end + 1, host_close, b'"').ok_or(Reason::Truncated)?;
-    rec.upstream_host = absent_if_dash(
-        line.get(host_open + 1..host_close)
-            .ok_or(Reason::BadSyntax)?,
-    );
     // `"AUTHORITY" "UPSTREAM_HOST"`: the authority closes two bytes before.
     let auth_close = host_open.checked_sub(2).ok_or(Reason::Truncated)?;
     if b.get(auth_close..host_open) != Some(b"\" ") {
         return Err(Reason::BadSyntax);
     }
     let auth_open = scan::rfind(b, prefix_end + 1, auth_close, b'"').ok_or(Reason::Truncated)?;
-    rec.authority = absent_if_dash(
-        line.get(auth_open + 1..auth_close)
-            .ok_or(Reason::BadSyntax)?,
-    );
-    Ok(())
+    Ok(Suffix {
+        cluster,
+        sni,
+        host: (host_open + 1, host_close),
+        authority: (auth_open + 1, auth_close),
+    })
 }
 
 /// Split ` CLUSTER UP_LOCAL DOWN_LOCAL DOWN_REMOTE SNI ROUTE` (after the upstream host's
@@ -185,12 +252,6 @@ fn istio_tail(tail: &[u8]) -> Result<[(usize, usize); 6], Reason> {
         start = end + 1;
     }
     Ok(out)
-}
-
-/// `line[base + r.0 .. base + r.1]`.
-#[inline]
-fn str_at(line: &str, base: usize, r: (usize, usize)) -> Result<&str, Reason> {
-    line.get(base + r.0..base + r.1).ok_or(Reason::BadSyntax)
 }
 
 /// Envoy writes `-` for an absent value.
@@ -566,7 +627,8 @@ mod tests {
         let bytes = text.len() as f64;
         let mut best = f64::MAX;
         let mut checksum = 0u64;
-        for _ in 0..5 {
+        // Best of many passes: the machine is shared, the best pass is the parser's speed.
+        for _ in 0..15 {
             let t = std::time::Instant::now();
             for line in &lines {
                 let mut rec = Record::default();
@@ -579,7 +641,7 @@ mod tests {
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "speed_istio_text: {} lines, {:.0} B/line avg: {:.0} MB/s, {:.2} M lines/s (best of 5; checksum {checksum})",
+            "speed_istio_text: {} lines, {:.0} B/line avg: {:.0} MB/s, {:.2} M lines/s (best of 15 passes; checksum {checksum})",
             lines.len(),
             bytes / lines.len() as f64,
             bytes / best / 1e6,
@@ -592,6 +654,16 @@ mod tests {
         fn arbitrary_strings_never_panic(s in any::<String>()) {
             let mut rec = Record::default();
             let _ = parse(&s, &mut rec);
+        }
+
+        #[test]
+        fn fast_start_time_agrees_with_rfc3339(ts in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z", junk in "[0-9/:.TZa ]{24}") {
+            let fast = start_time_ms(ts.as_bytes());
+            prop_assert_eq!(fast, parse_rfc3339_ms(ts.as_bytes()));
+            // Whenever the fast path answers, it agrees; else it defers.
+            if let Some(v) = start_time_ms(junk.as_bytes()) {
+                prop_assert_eq!(Some(v), parse_rfc3339_ms(junk.as_bytes()));
+            }
         }
 
         #[test]
