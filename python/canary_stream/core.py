@@ -84,7 +84,7 @@ class AggregatorConfig:
 
     format: Format = "auto"
     max_line_bytes: int = 64 * 1024
-    wrapping: Literal["auto", "none"] = "auto"
+    wrapping: Literal["auto", "none", "cri", "docker"] = "auto"
     mapping: FieldMapping = field(default_factory=FieldMapping)
     attribution: Attribution = field(default_factory=Attribution)
     classification: Classification = field(default_factory=Classification)

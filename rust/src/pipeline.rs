@@ -12,7 +12,7 @@ use crate::attribution::{self, Attributor, SourceContext};
 use crate::classify::Classifier;
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::Mapping;
-use crate::parse::unwrap::{unwrap_cri, unwrap_docker_into, Wrapping};
+use crate::parse::unwrap::{unwrap_cri, unwrap_line, Unwrapped, Wrapping};
 use crate::parse::{detect, parse_line, Format};
 use crate::record::Record;
 
@@ -262,15 +262,11 @@ impl Pipeline {
             target,
             version,
         } = &mut self.scratch;
-        let payload: &str = match self.wrapping {
-            Wrapping::None => line,
-            Wrapping::Auto => {
-                if line.starts_with("{\"log\":") && unwrap_docker_into(line, unwrapped) {
-                    unwrapped.as_str()
-                } else {
-                    unwrap_cri(line)
-                }
-            }
+        // CRI `P` (partial) lines are parsed as they are: access-log lines are far below
+        // the runtimes' 16 KiB split size, and a split line fails as `truncated`.
+        let payload: &str = match unwrap_line(line, self.wrapping, unwrapped) {
+            Unwrapped::Borrowed { payload, .. } => payload,
+            Unwrapped::Decoded { .. } => unwrapped.as_str(),
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;

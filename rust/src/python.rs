@@ -308,10 +308,12 @@ fn pipeline_config(cfg: Option<&Bound<'_, PyAny>>) -> PyResult<pipeline::Config>
         c.wrapping = match w.as_str() {
             "auto" => Wrapping::Auto,
             "none" => Wrapping::None,
+            "cri" => Wrapping::Cri,
+            "docker" => Wrapping::Docker,
             other => {
                 return Err(bad(
                     "wrapping".into(),
-                    format!("unknown wrapping {other:?}; expected auto or none"),
+                    format!("unknown wrapping {other:?}; expected auto, none, cri or docker"),
                 ))
             }
         };
