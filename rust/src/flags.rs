@@ -71,6 +71,9 @@ mod tests {
         assert_eq!(Flags::parse(b"-"), Flags::NONE);
         let f = Flags::parse(b"UF,URX");
         assert_eq!(f.names().collect::<Vec<_>>(), vec!["UF", "URX"]);
-        assert_eq!(Flags::parse(b"XYZ,DC").names().collect::<Vec<_>>(), vec!["DC"]);
+        assert_eq!(
+            Flags::parse(b"XYZ,DC").names().collect::<Vec<_>>(),
+            vec!["DC"]
+        );
     }
 }

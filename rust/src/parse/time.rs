@@ -133,8 +133,8 @@ pub fn parse_nginx_time_ms(s: &[u8]) -> Option<i64> {
     let oh = digits(s, 22, 2)? as i64;
     let om = digits(s, 24, 2)? as i64;
     let days = days_from_civil(y, mo, d);
-    let secs = days * 86400 + h as i64 * 3600 + mi as i64 * 60 + sec as i64
-        - sign * (oh * 3600 + om * 60);
+    let secs =
+        days * 86400 + h as i64 * 3600 + mi as i64 * 60 + sec as i64 - sign * (oh * 3600 + om * 60);
     Some(secs * 1000)
 }
 
@@ -182,16 +182,19 @@ mod tests {
         // 2026-11-26T05:06:07.123Z
         let base = parse_rfc3339_ms(b"2026-11-26T05:06:07Z").unwrap();
         assert_eq!(base % 1000, 0);
-        assert_eq!(parse_rfc3339_ms(b"2026-11-26T05:06:07.123Z"), Some(base + 123));
-        assert_eq!(parse_rfc3339_ms(b"2026-11-26T05:06:07.1Z"), Some(base + 100));
+        assert_eq!(
+            parse_rfc3339_ms(b"2026-11-26T05:06:07.123Z"),
+            Some(base + 123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms(b"2026-11-26T05:06:07.1Z"),
+            Some(base + 100)
+        );
         assert_eq!(
             parse_rfc3339_ms(b"2026-11-26T05:06:07.436964052Z"),
             Some(base + 436)
         );
-        assert_eq!(
-            parse_rfc3339_ms(b"2026-11-26T06:06:07+01:00"),
-            Some(base)
-        );
+        assert_eq!(parse_rfc3339_ms(b"2026-11-26T06:06:07+01:00"), Some(base));
         assert_eq!(parse_rfc3339_ms(b"2026-11-26T05:06:07"), Some(base));
         assert_eq!(parse_rfc3339_ms(b"2026-13-26T05:06:07Z"), None);
         assert_eq!(parse_rfc3339_ms(b"2026-11-26T05:06:07.Z"), None);
