@@ -390,7 +390,7 @@ impl<Cn: Counter> Sketch<Cn> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
