@@ -229,8 +229,9 @@ impl<Cn: Counter> Sketch<Cn> {
     #[inline]
     pub fn insert_n(&mut self, x: f64, n: u64) {
         self.count = self.count.plus(n);
-        // `!(x >= MIN)` also sends NaN to the zero bin.
-        if !(x >= MIN_VALUE_MS) {
+        // NaN fails `>=` too, so it lands in the zero bin.
+        let significant = x >= MIN_VALUE_MS;
+        if !significant {
             self.zero = self.zero.plus(n);
             return;
         }
