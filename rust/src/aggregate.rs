@@ -419,6 +419,10 @@ struct KeyState {
     last_event_ms: i64,
     thresholds: [f64; MAX_THRESHOLDS],
     n_thresholds: usize,
+    /// Epoch and slot of the bucket written last: consecutive events of a key mostly hit
+    /// the same second, and this skips the `rem_euclid` (a hardware division).
+    cur_epoch: i64,
+    cur_slot: usize,
 }
 
 impl KeyState {
@@ -458,6 +462,10 @@ pub struct Aggregator {
     hasher: DefaultHashBuilder,
     live: usize,
     watermark: Option<i64>,
+    /// Accepted event times [min_ts, max_ts], derived from the watermark whenever it moves
+    /// (one comparison pair per event instead of the rules' arithmetic).
+    min_ts: i64,
+    max_ts: i64,
     /// Thresholds set per target with `set_thresholds`.
     target_thresholds: HashMap<Box<str>, Vec<f64>>,
     generation: u64,
@@ -475,6 +483,8 @@ impl Aggregator {
             hasher: DefaultHashBuilder::default(),
             live: 0,
             watermark: None,
+            min_ts: i64::MIN,
+            max_ts: i64::MAX,
             target_thresholds: HashMap::new(),
             generation: 0,
         })
@@ -528,6 +538,8 @@ impl Aggregator {
             last_event_ms: self.watermark.unwrap_or(i64::MIN),
             thresholds: [0.0; MAX_THRESHOLDS],
             n_thresholds: 0,
+            cur_epoch: NO_EPOCH,
+            cur_slot: 0,
         };
         let t = self
             .target_thresholds
@@ -559,44 +571,64 @@ impl Aggregator {
     /// Fold one event into its bucket.
     #[inline]
     pub fn observe(&mut self, key: KeyId, ev: &Event) -> Result<(), Reason> {
-        let ring = self.cfg.ring_secs as i64;
-        let epoch = ev.ts_ms.div_euclid(BUCKET_MS);
-        if let Some(wm) = self.watermark {
-            if ev.ts_ms > wm.saturating_add(self.cfg.max_future_ms) {
-                return Err(Reason::FutureTimestamp);
-            }
-            if ev.ts_ms < wm.saturating_sub(self.cfg.allowed_lateness_ms)
-                || epoch <= wm.div_euclid(BUCKET_MS) - ring
-            {
-                return Err(Reason::DroppedLate);
-            }
+        let ts = ev.ts_ms;
+        if ts < self.min_ts {
+            return Err(Reason::DroppedLate);
+        }
+        if ts > self.max_ts {
+            return Err(Reason::FutureTimestamp);
         }
         let Some(Some(k)) = self.keys.get_mut(key as usize) else {
             return Err(Reason::KeyLimit);
         };
-        let slot = epoch.rem_euclid(ring) as usize;
-        let Some(b) = k.ring.get_mut(slot) else {
+        let epoch = ts.div_euclid(BUCKET_MS);
+        let b = if epoch == k.cur_epoch {
+            k.ring.get_mut(k.cur_slot)
+        } else {
+            let slot = epoch.rem_euclid(self.cfg.ring_secs as i64) as usize;
+            let b = k.ring.get_mut(slot);
+            if let Some(b) = b.as_ref() {
+                if b.epoch > epoch {
+                    // The slot already serves a newer second: this one left the ring.
+                    return Err(Reason::DroppedLate);
+                }
+            }
+            if epoch > k.cur_epoch {
+                k.cur_epoch = epoch;
+                k.cur_slot = slot;
+            }
+            b
+        };
+        let Some(b) = b else {
             return Err(Reason::DroppedLate);
         };
         if b.epoch != epoch {
-            if b.epoch > epoch {
-                // The slot already serves a newer second: this one left the ring.
-                return Err(Reason::DroppedLate);
-            }
             k.cumulative.add_bucket(b);
             b.reset(epoch);
         }
         let n = k.n_thresholds.min(MAX_THRESHOLDS);
         b.record(ev, clean_latency(ev.latency_ms), &k.thresholds[..n]);
-        k.last_event_ms = k.last_event_ms.max(ev.ts_ms);
-        if k.first_epoch == NO_EPOCH || epoch < k.first_epoch {
+        k.last_event_ms = k.last_event_ms.max(ts);
+        if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
             k.first_epoch = epoch;
         }
-        self.watermark = Some(match self.watermark {
-            Some(wm) => wm.max(ev.ts_ms),
-            None => ev.ts_ms,
-        });
+        match self.watermark {
+            Some(wm) if wm >= ts => {}
+            _ => self.advance_watermark(ts),
+        }
         Ok(())
+    }
+
+    /// Move the watermark to `ts` and recompute the accepted range: not older than the
+    /// allowed lateness nor than the oldest bucket of the ring, not too far ahead.
+    fn advance_watermark(&mut self, ts: i64) {
+        self.watermark = Some(ts);
+        let oldest_bucket = (ts.div_euclid(BUCKET_MS) - self.cfg.ring_secs as i64 + 1)
+            .saturating_mul(BUCKET_MS);
+        self.min_ts = ts
+            .saturating_sub(self.cfg.allowed_lateness_ms)
+            .max(oldest_bucket);
+        self.max_ts = ts.saturating_add(self.cfg.max_future_ms);
     }
 
     /// Newest event time seen.
