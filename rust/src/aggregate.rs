@@ -228,16 +228,22 @@ pub struct KeySnapshot {
     pub series: Vec<BucketPoint>,
 }
 
-/// Slot of status classes: 0 → status 0, 1..=4 → 2xx..5xx. Other statuses (1..=199,
-/// ≥ 600) count as requests but in no class.
+/// Slot of status classes: 0 → status 0, 1..=4 → 2xx..5xx, [`NO_CLASS`] for the
+/// statuses in no class (1..=199, ≥ 600), which count as requests only.
 #[inline]
-fn status_class(status: u16) -> Option<usize> {
-    match status {
-        0 => Some(0),
-        200..=599 => Some((status / 100 - 1) as usize),
-        _ => None,
+fn status_class(status: u16) -> usize {
+    const BY_HUNDREDS: [u8; 7] = [NO_CLASS as u8, NO_CLASS as u8, 1, 2, 3, 4, NO_CLASS as u8];
+    if status == 0 {
+        0
+    } else {
+        BY_HUNDREDS
+            .get((status / 100).min(6) as usize)
+            .map_or(NO_CLASS, |c| *c as usize)
     }
 }
+
+/// Status-class slot counting nothing (saves a branch on the hot path).
+const NO_CLASS: usize = 5;
 
 /// A latency as aggregated: NaN / negative → absent, huge → clamped.
 #[inline]
@@ -251,13 +257,15 @@ pub(crate) fn clean_latency(l: Option<f64>) -> Option<f64> {
 /// Epoch of a slot that never held data.
 const NO_EPOCH: i64 = i64::MIN;
 
-/// One second of one key. Counters are u32: 4·10⁹ events in one second is out of reach.
+/// One second of one key. Counters are u32 and add with wrapping arithmetic: 4·10⁹
+/// events in one second is out of reach (the ingest peaks around 10⁸/s).
 #[derive(Debug, Clone)]
 struct Bucket {
     epoch: i64,
     requests: u32,
     successes: u32,
-    status: [u32; 5],
+    /// By [`status_class`]; the last slot is the no-class sink.
+    status: [u32; 6],
     exceed: [u32; MAX_THRESHOLDS],
     lat_sum: f64,
     lat_min: f64,
@@ -274,7 +282,7 @@ impl Bucket {
             epoch: NO_EPOCH,
             requests: 0,
             successes: 0,
-            status: [0; 5],
+            status: [0; 6],
             exceed: [0; MAX_THRESHOLDS],
             lat_sum: 0.0,
             lat_min: f64::INFINITY,
@@ -289,7 +297,7 @@ impl Bucket {
         self.epoch = epoch;
         self.requests = 0;
         self.successes = 0;
-        self.status = [0; 5];
+        self.status = [0; 6];
         self.exceed = [0; MAX_THRESHOLDS];
         self.lat_sum = 0.0;
         self.lat_min = f64::INFINITY;
@@ -303,10 +311,10 @@ impl Bucket {
     /// `bin` is `sketch::bin_of` of the latency (ignored without latency).
     #[inline]
     fn record(&mut self, ev: &Event, latency: Option<f64>, bin: i32, thresholds: &[f64]) {
-        self.requests = self.requests.saturating_add(1);
-        self.successes = self.successes.saturating_add(ev.success as u32);
-        if let Some(c) = status_class(ev.status).and_then(|c| self.status.get_mut(c)) {
-            *c = c.saturating_add(1);
+        self.requests = self.requests.wrapping_add(1);
+        self.successes = self.successes.wrapping_add(ev.success as u32);
+        if let Some(c) = self.status.get_mut(status_class(ev.status)) {
+            *c = c.wrapping_add(1);
         }
         if let Some(l) = latency {
             self.sketch.insert_bin(bin, 1);
@@ -319,7 +327,7 @@ impl Bucket {
                 self.lat_max = l;
             }
             for (c, t) in self.exceed.iter_mut().zip(thresholds) {
-                *c = c.saturating_add((l > *t) as u32);
+                *c = c.wrapping_add((l > *t) as u32);
             }
         }
         if !ev.flags.is_empty() {
@@ -327,7 +335,7 @@ impl Bucket {
             let mut bits = ev.flags.0;
             while bits != 0 {
                 if let Some(c) = counts.get_mut(bits.trailing_zeros() as usize) {
-                    *c = c.saturating_add(1);
+                    *c = c.wrapping_add(1);
                 }
                 bits &= bits - 1;
             }
@@ -425,9 +433,11 @@ struct KeyState {
     last_event_ms: i64,
     thresholds: [f64; MAX_THRESHOLDS],
     n_thresholds: usize,
-    /// Epoch and slot of the bucket written last: consecutive events of a key mostly hit
-    /// the same second, and this skips the `rem_euclid` (a hardware division).
+    /// Epoch, start time and slot of the newest bucket written: most events of a key hit
+    /// it, and recognising it by one subtraction skips the epoch and slot arithmetic
+    /// (`rem_euclid` is a hardware division).
     cur_epoch: i64,
+    cur_start_ms: i64,
     cur_slot: usize,
 }
 
@@ -545,6 +555,7 @@ impl Aggregator {
             thresholds: [0.0; MAX_THRESHOLDS],
             n_thresholds: 0,
             cur_epoch: NO_EPOCH,
+            cur_start_ms: i64::MIN,
             cur_slot: 0,
         };
         let t = self
@@ -603,37 +614,41 @@ impl Aggregator {
         let Some(Some(k)) = self.keys.get_mut(key as usize) else {
             return Err(Reason::KeyLimit);
         };
-        let epoch = ts.div_euclid(BUCKET_MS);
-        let b = if epoch == k.cur_epoch {
+        let in_current =
+            (ts.wrapping_sub(k.cur_start_ms) as u64) < BUCKET_MS as u64 && k.cur_epoch != NO_EPOCH;
+        let b = if in_current {
+            // Invariant: ring[cur_slot] holds cur_epoch.
             k.ring.get_mut(k.cur_slot)
         } else {
+            let epoch = ts.div_euclid(BUCKET_MS);
             let slot = epoch.rem_euclid(self.cfg.ring_secs as i64) as usize;
-            let b = k.ring.get_mut(slot);
-            if let Some(b) = b.as_ref() {
-                if b.epoch > epoch {
-                    // The slot already serves a newer second: this one left the ring.
-                    return Err(Reason::DroppedLate);
-                }
+            let Some(b) = k.ring.get_mut(slot) else {
+                return Err(Reason::DroppedLate);
+            };
+            if b.epoch > epoch {
+                // The slot already serves a newer second: this one left the ring.
+                return Err(Reason::DroppedLate);
+            }
+            if b.epoch != epoch {
+                k.cumulative.add_bucket(b);
+                b.reset(epoch);
             }
             if epoch > k.cur_epoch {
                 k.cur_epoch = epoch;
+                k.cur_start_ms = epoch.saturating_mul(BUCKET_MS);
                 k.cur_slot = slot;
             }
-            b
+            if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
+                k.first_epoch = epoch;
+            }
+            Some(b)
         };
         let Some(b) = b else {
             return Err(Reason::DroppedLate);
         };
-        if b.epoch != epoch {
-            k.cumulative.add_bucket(b);
-            b.reset(epoch);
-        }
         let n = k.n_thresholds.min(MAX_THRESHOLDS);
         b.record(ev, latency, bin, &k.thresholds[..n]);
         k.last_event_ms = k.last_event_ms.max(ts);
-        if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
-            k.first_epoch = epoch;
-        }
         match self.watermark {
             Some(wm) if wm >= ts => {}
             _ => self.advance_watermark(ts),

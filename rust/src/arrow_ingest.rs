@@ -602,6 +602,12 @@ pub fn ingest_batch(
             Some(col) => fill_success(col, start, &mut sc.success[..len]),
             None => sc.success[..len].fill(2),
         }
+        // Resolve "no success value" with the classifier here, in its own loop.
+        for (o, st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
+            if *o == 2 {
+                *o = classifier.is_success((*st).min(u16::MAX as u32) as u16, None) as u8;
+            }
+        }
         if let StrCol::Dict { codes, .. } = &target {
             fill_codes(codes, start, &mut sc.tcode[..len]);
         }
@@ -630,11 +636,7 @@ pub fn ingest_batch(
                     return Err(Reason::BadNumber);
                 };
                 let key = res.resolve(agg, &target, &version, start + i, (tc, vc))?;
-                let success = match succ {
-                    0 => false,
-                    1 => true,
-                    _ => classifier.is_success(status, None),
-                };
+                let success = succ != 0;
                 let ev = Event {
                     ts_ms,
                     status,
