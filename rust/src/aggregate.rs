@@ -102,6 +102,9 @@ impl Default for Config {
     }
 }
 
+/// Largest accepted `max_keys` (key ids stay below 2³¹, leaving room for marker values).
+pub const MAX_KEYS_LIMIT: usize = 1 << 31;
+
 /// Smallest and largest accepted `ring_secs`.
 pub const RING_SECS_RANGE: (u32, u32) = (10, 86_400);
 
@@ -128,10 +131,9 @@ impl Config {
                 self.max_future_ms
             ));
         }
-        if self.max_keys == 0 || self.max_keys > u32::MAX as usize {
+        if self.max_keys == 0 || self.max_keys > MAX_KEYS_LIMIT {
             return Err(format!(
-                "max_keys must be between 1 and {} (got {})",
-                u32::MAX,
+                "max_keys must be between 1 and {MAX_KEYS_LIMIT} (got {})",
                 self.max_keys
             ));
         }

@@ -109,34 +109,50 @@ macro_rules! with_nums {
     };
 }
 
-/// Lossless-enough conversions of the native types we accept.
+/// Conversions of the native types we accept, simple enough for the per-column loops to
+/// vectorise.
 trait Native: Copy {
     fn to_f64(self) -> f64;
-    /// Integral value, `None` for fractional or out-of-range floats.
-    fn to_i128(self) -> Option<i128>;
+    /// The value as u32 when it is an integer in 0..=limit, else `u32::MAX`.
+    fn to_u32_upto(self, limit: u32) -> u32;
 }
 
-macro_rules! native_int {
+macro_rules! native_signed {
     ($($t:ty),*) => {$(
         impl Native for $t {
             #[inline]
             fn to_f64(self) -> f64 { self as f64 }
             #[inline]
-            fn to_i128(self) -> Option<i128> { Some(self as i128) }
+            fn to_u32_upto(self, limit: u32) -> u32 {
+                if self >= 0 && (self as i64) <= limit as i64 { self as u32 } else { u32::MAX }
+            }
         }
     )*};
 }
-native_int!(i8, i16, i32, i64, u8, u16, u32, u64);
+native_signed!(i8, i16, i32, i64);
+
+macro_rules! native_unsigned {
+    ($($t:ty),*) => {$(
+        impl Native for $t {
+            #[inline]
+            fn to_f64(self) -> f64 { self as f64 }
+            #[inline]
+            fn to_u32_upto(self, limit: u32) -> u32 {
+                if (self as u64) <= limit as u64 { self as u32 } else { u32::MAX }
+            }
+        }
+    )*};
+}
+native_unsigned!(u8, u16, u32, u64);
 
 macro_rules! native_float {
     ($($t:ty),*) => {$(
         impl Native for $t {
             #[inline]
             fn to_f64(self) -> f64 { self as f64 }
+            /// Floats are refused where integers are required.
             #[inline]
-            fn to_i128(self) -> Option<i128> {
-                (self.fract() == 0.0 && self.abs() < 1e30).then_some(self as i128)
-            }
+            fn to_u32_upto(self, _limit: u32) -> u32 { u32::MAX }
         }
     )*};
 }
@@ -341,16 +357,16 @@ struct Scratch {
     vcode: Vec<u32>,
     /// Sketch bin of each latency, computed in its own (vectorisable) loop.
     bin: Vec<i32>,
+    /// Key of each row, or [`NO_KEY`] / [`KEY_LIMIT`].
+    key: Vec<KeyId>,
 }
 
 fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
     with_nums!(col.nums, v => {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
         for (o, x) in out.iter_mut().zip(src) {
-            *o = match x.to_i128() {
-                Some(s) if (0..=65_535).contains(&s) => s as u32,
-                _ => STATUS_BAD,
-            };
+            let s = x.to_u32_upto(u16::MAX as u32);
+            *o = if s == u32::MAX { STATUS_BAD } else { s };
         }
     });
     mark_nulls(col.nulls, start, out, STATUS_MISSING);
@@ -360,10 +376,7 @@ fn fill_codes(col: &NumCol, start: usize, out: &mut [u32]) {
     with_nums!(col.nums, v => {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
         for (o, x) in out.iter_mut().zip(src) {
-            *o = match x.to_i128() {
-                Some(c) if (0..CODE_NULL as i128).contains(&c) => c as u32,
-                _ => CODE_NULL,
-            };
+            *o = x.to_u32_upto(CODE_NULL - 1); // u32::MAX = CODE_NULL when out of range
         }
     });
     mark_nulls(col.nulls, start, out, CODE_NULL);
@@ -438,8 +451,10 @@ struct KeyResolver<'a> {
 }
 
 const PAIR_SLOTS: usize = 256;
-/// Marks an empty pair slot / an unattributable pair.
+/// Marks an empty pair slot / an unattributable pair / a row without key.
 const NO_KEY: KeyId = KeyId::MAX;
+/// Marks a row refused for the key limit (ids stay below: `max_keys` ≤ 2³¹).
+const KEY_LIMIT: KeyId = KeyId::MAX - 1;
 const RECENT: usize = 8;
 
 impl<'a> KeyResolver<'a> {
@@ -578,6 +593,7 @@ pub fn ingest_batch(
         tcode: vec![0; CHUNK],
         vcode: vec![0; CHUNK],
         bin: vec![ZERO_BIN; CHUNK],
+        key: vec![NO_KEY; CHUNK],
     };
     let mut res = KeyResolver {
         pairs: vec![(CODE_NULL, CODE_NULL, NO_KEY); PAIR_SLOTS],
@@ -614,20 +630,49 @@ pub fn ingest_batch(
         if let StrCol::Dict { codes, .. } = &version {
             fill_codes(codes, start, &mut sc.vcode[..len]);
         }
+        // Keys, in their own loop (rows already refused for status or latency create no key).
+        let both_dict = matches!(
+            (&target, &version),
+            (StrCol::Dict { .. }, StrCol::Dict { .. })
+        );
+        for i in 0..len {
+            let (Some(&st), Some(&lat), Some(&tc), Some(&vc)) = (
+                sc.status.get(i),
+                sc.latency.get(i),
+                sc.tcode.get(i),
+                sc.vcode.get(i),
+            ) else {
+                break;
+            };
+            let key = if st >= STATUS_BAD || lat == LAT_BAD {
+                Ok(NO_KEY)
+            } else if both_dict {
+                res.resolve_codes(agg, &target, &version, tc, vc)
+            } else {
+                res.resolve(agg, &target, &version, start + i, (tc, vc))
+            };
+            if let Some(k) = sc.key.get_mut(i) {
+                *k = match key {
+                    Ok(k) => k,
+                    Err(Reason::KeyLimit) => KEY_LIMIT,
+                    Err(_) => NO_KEY,
+                };
+            }
+        }
         let rows_of_chunk = sc.ts[..len]
             .iter()
             .zip(&sc.status[..len])
             .zip(&sc.latency[..len])
             .zip(&sc.success[..len])
-            .zip(sc.tcode[..len].iter().zip(&sc.vcode[..len]))
+            .zip(&sc.key[..len])
             .zip(&sc.bin[..len]);
-        for (i, (((((&ts_ms, &st), &lat), &succ), (&tc, &vc)), &bin)) in rows_of_chunk.enumerate() {
-            let outcome = (|| {
-                let status = match st {
-                    STATUS_MISSING => return Err(Reason::MissingField),
-                    STATUS_BAD => return Err(Reason::BadNumber),
-                    s => s as u16,
-                };
+        for (((((&ts_ms, &st), &lat), &succ), &key), &bin) in rows_of_chunk {
+            let status = match st {
+                STATUS_MISSING => Err(Reason::MissingField),
+                STATUS_BAD => Err(Reason::BadNumber),
+                s => Ok(s as u16),
+            };
+            let outcome = status.and_then(|status| {
                 let latency_ms = if lat >= 0.0 {
                     Some(lat)
                 } else if lat == LAT_NULL {
@@ -635,17 +680,20 @@ pub fn ingest_batch(
                 } else {
                     return Err(Reason::BadNumber);
                 };
-                let key = res.resolve(agg, &target, &version, start + i, (tc, vc))?;
-                let success = succ != 0;
+                match key {
+                    NO_KEY => return Err(Reason::UnattributableVersion),
+                    KEY_LIMIT => return Err(Reason::KeyLimit),
+                    _ => {}
+                }
                 let ev = Event {
                     ts_ms,
                     status,
-                    success,
+                    success: succ != 0,
                     latency_ms,
                     flags: Flags::NONE,
                 };
                 agg.observe_binned(key, &ev, latency_ms, bin)
-            })();
+            });
             match outcome {
                 Ok(()) => stats.accepted += 1,
                 Err(r) => stats.reasons.add(r),
