@@ -710,6 +710,7 @@ mod tests {
     use crate::aggregate::{Config, WindowQuery};
     use crate::sketch::tests::{timed, Rng};
     use arrow_array::builder::{StringDictionaryBuilder, StringViewBuilder};
+    use arrow_array::types::UInt16Type;
     use arrow_array::{
         ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array,
         TimestampMicrosecondArray, UInt16Array,
@@ -1004,6 +1005,130 @@ mod tests {
         assert_eq!(min, 1234.0); // slice offset honoured
         let total: u64 = snap.iter().map(|s| s.requests).sum();
         assert_eq!(total, st.accepted);
+    }
+
+    /// The reference: the documented row rules applied with `Aggregator::observe`.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        rows: &[(
+            Option<&str>,
+            Option<&str>,
+            Option<i64>,
+            Option<f64>,
+            Option<i64>,
+        )],
+        now_ms: i64,
+    ) -> (Aggregator, IngestStats) {
+        let mut a = agg();
+        let c = Classifier::default();
+        let mut st = IngestStats {
+            rows: rows.len() as u64,
+            ..IngestStats::default()
+        };
+        for (t, v, status, lat, ts) in rows {
+            let outcome = (|| {
+                let status = match status {
+                    None => return Err(Reason::MissingField),
+                    Some(s) if (0..=65_535).contains(s) => *s as u16,
+                    Some(_) => return Err(Reason::BadNumber),
+                };
+                let latency_ms = match lat {
+                    None => None,
+                    Some(l) if *l >= 0.0 && l.is_finite() => Some(*l),
+                    Some(_) => return Err(Reason::BadNumber),
+                };
+                let (Some(t), Some(v)) = (t, v) else {
+                    return Err(Reason::UnattributableVersion);
+                };
+                if t.is_empty() || v.is_empty() {
+                    return Err(Reason::UnattributableVersion);
+                }
+                let key = a.key(t, v)?;
+                let ev = Event {
+                    ts_ms: ts.unwrap_or(now_ms),
+                    status,
+                    success: c.is_success(status, None),
+                    latency_ms,
+                    flags: Flags::NONE,
+                };
+                a.observe(key, &ev)
+            })();
+            match outcome {
+                Ok(()) => st.accepted += 1,
+                Err(r) => st.reasons.add(r),
+            }
+        }
+        (a, st)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+        /// Columnar ingest (any column encoding, nulls, bad values, chunk boundaries) gives
+        /// exactly the figures of Event-by-Event observe, and never panics.
+        #[test]
+        fn columnar_equals_event_by_event(
+            seed in proptest::prelude::any::<u64>(),
+            n in 0usize..2600,
+            target_dict in proptest::prelude::any::<bool>(),
+            version_view in proptest::prelude::any::<bool>(),
+        ) {
+            let mut r = Rng::new(seed);
+            let now_ms = 1_700_000_050_000i64;
+            let targets = [Some("a"), Some("b"), None, Some("")];
+            let versions = [Some("v1"), Some("v2"), None];
+            let statuses = [None, Some(200), Some(503), Some(0), Some(404), Some(-1), Some(70_000)];
+            let rows: Vec<_> = (0..n)
+                .map(|_| {
+                    let pick = |r: &mut Rng, k: usize| (r.next_u64() % k as u64) as usize;
+                    let t = targets[if pick(&mut r, 10) == 0 { 2 + pick(&mut r, 2) } else { pick(&mut r, 2) }];
+                    let v = versions[if pick(&mut r, 20) == 0 { 2 } else { pick(&mut r, 2) }];
+                    let st = statuses[if pick(&mut r, 5) == 0 { pick(&mut r, 7) } else { 1 }];
+                    let lat = match pick(&mut r, 12) {
+                        0 => None,
+                        1 => Some(0.0),
+                        2 => Some(-1.0),
+                        3 => Some(f64::NAN),
+                        _ => Some(r.lognormal(20.0, 0.8)),
+                    };
+                    let ts = match pick(&mut r, 15) {
+                        0 => None,
+                        1 => Some(now_ms - 40_000), // too late once time has moved on
+                        _ => Some(now_ms - 30_000 + (r.next_u64() % 40_000) as i64),
+                    };
+                    (t, v, st, lat, ts)
+                })
+                .collect();
+            let t_col: ArrayRef = if target_dict {
+                let mut b = StringDictionaryBuilder::<Int8Type>::new();
+                rows.iter().for_each(|row| b.append_option(row.0));
+                Arc::new(b.finish())
+            } else {
+                Arc::new(LargeStringArray::from(rows.iter().map(|row| row.0).collect::<Vec<_>>()))
+            };
+            let v_col: ArrayRef = if version_view {
+                let mut b = StringViewBuilder::new();
+                rows.iter().for_each(|row| b.append_option(row.1));
+                Arc::new(b.finish())
+            } else {
+                let mut b = StringDictionaryBuilder::<UInt16Type>::new();
+                rows.iter().for_each(|row| b.append_option(row.1));
+                Arc::new(b.finish())
+            };
+            let b = batch(vec![
+                ("target", t_col),
+                ("version", v_col),
+                ("status", Arc::new(Int64Array::from(rows.iter().map(|row| row.2).collect::<Vec<_>>())) as ArrayRef),
+                ("latency_ms", Arc::new(Float64Array::from(rows.iter().map(|row| row.3).collect::<Vec<_>>()))),
+                ("timestamp", Arc::new(Int64Array::from(rows.iter().map(|row| row.4).collect::<Vec<_>>()))),
+            ]);
+            let mut a = agg();
+            let got = ingest_batch(&mut a, &Classifier::default(), &b, &ColumnMapping::default(), now_ms).unwrap();
+            let (want_agg, want) = reference(&rows, now_ms);
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert_eq!(all(&a), all(&want_agg));
+            let q = WindowQuery { window_ms: Some(20_000), end_ms: None, target: None, series: true };
+            proptest::prop_assert_eq!(a.snapshot(&q), want_agg.snapshot(&q));
+        }
     }
 
     /// Rows of 2 keys alternating randomly, lognormal latencies; target/version columns as
