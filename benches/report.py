@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
                 continue
             b = benches[p]
             ratio = b["stats"]["median"] / mine["stats"]["median"]
-            print(f"{'':<12} {p:<32} {b['stats']['median'] * 1e3:>8.1f}ms  {rate(b)}  -> ours x{ratio:.1f} faster")
+            median_ms = b["stats"]["median"] * 1e3
+            print(f"{'':<12} {p:<32} {median_ms:>8.1f}ms  {rate(b)}  -> ours x{ratio:.1f} faster")
     mem = benches.get("test_memory_per_key_60s")
     if mem:
         info = mem["extra_info"]

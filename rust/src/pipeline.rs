@@ -8,6 +8,7 @@
 use memchr::memchr_iter;
 
 use crate::aggregate::{self, Aggregator, Event};
+use crate::arrow_ingest::{self, ColumnMapping, IngestStats};
 use crate::attribution::{self, Attributor, SourceContext};
 use crate::classify::Classifier;
 use crate::malformed::{Reason, ReasonCounts};
@@ -126,6 +127,26 @@ impl Pipeline {
 
     pub fn attributor_mut(&mut self) -> &mut Attributor {
         &mut self.attributor
+    }
+
+    /// Fold a columnar batch (see [`crate::arrow_ingest`]); rows count as lines in the totals.
+    pub fn ingest_batch(
+        &mut self,
+        batch: &arrow_array::RecordBatch,
+        mapping: &ColumnMapping,
+        now_ms: i64,
+    ) -> Result<IngestStats, String> {
+        let stats = arrow_ingest::ingest_batch(
+            &mut self.aggregator,
+            &self.classifier,
+            batch,
+            mapping,
+            now_ms,
+        )?;
+        self.totals.lines += stats.rows;
+        self.totals.accepted += stats.accepted;
+        self.totals.reasons.merge(&stats.reasons);
+        Ok(stats)
     }
 
     /// Bytes held back waiting for the end of their line.

@@ -9,7 +9,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyList};
+
+use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi_stream::RecordBatchStreamReader;
+use arrow_array::{RecordBatch, StructArray};
+
+use crate::arrow_ingest::{ColumnMapping, IngestStats};
 
 use crate::aggregate::{self, KeySnapshot, WindowQuery};
 use crate::attribution::{self, Rule, SourceContext};
@@ -752,6 +758,137 @@ impl PyPipeline {
     fn replace_hosts(&mut self, hosts: HashMap<String, String>) {
         self.inner.attributor_mut().replace_hosts(hosts);
     }
+
+    /// Latency thresholds (ms) whose exceedances are counted for every key of `target`.
+    fn set_thresholds(&mut self, target: &str, thresholds_ms: Vec<f64>) -> PyResult<()> {
+        self.inner
+            .aggregator_mut()
+            .set_thresholds(target, thresholds_ms)
+            .map_err(PyValueError::new_err)
+    }
+
+    /// Drop keys idle for `idle_evict_ms` before `now_ms`; returns how many.
+    fn evict_idle(&mut self, now_ms: i64) -> usize {
+        self.inner.aggregator_mut().evict_idle(now_ms)
+    }
+
+    /// Memory held: `{"total_bytes": n, "keys": [{"target", "version", "bytes"}]}`.
+    fn memory<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let agg = self.inner.aggregator();
+        let d = PyDict::new(py);
+        d.set_item("total_bytes", agg.memory_bytes())?;
+        let keys = PyList::empty(py);
+        for (id, target, version) in agg.keys() {
+            let k = PyDict::new(py);
+            k.set_item("target", target)?;
+            k.set_item("version", version)?;
+            k.set_item("bytes", agg.key_memory_bytes(id))?;
+            keys.append(k)?;
+        }
+        d.set_item("keys", keys)?;
+        Ok(d)
+    }
+
+    /// Fold Arrow data (anything with `__arrow_c_stream__` or `__arrow_c_array__`: a
+    /// Polars DataFrame, a pyarrow Table or RecordBatch) into the aggregator, zero-copy.
+    #[pyo3(signature = (data, mapping=None, now_ms=None))]
+    fn ingest_arrow<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        mapping: Option<&Bound<'py, PyAny>>,
+        now_ms: Option<i64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mapping = column_mapping_from(mapping)?;
+        let batches = import_arrow(data)?;
+        let now = now_ms.unwrap_or_else(wall_ms);
+        let inner = &mut self.inner;
+        let result = py.detach(|| {
+            guarded(|| {
+                let mut total = IngestStats::default();
+                for b in &batches {
+                    let s = inner.ingest_batch(b, &mapping, now)?;
+                    total.rows += s.rows;
+                    total.accepted += s.accepted;
+                    total.reasons.merge(&s.reasons);
+                }
+                Ok::<_, String>(total)
+            })
+        })?;
+        let stats = result.map_err(PyValueError::new_err)?;
+        let d = PyDict::new(py);
+        d.set_item("rows", stats.rows)?;
+        d.set_item("accepted", stats.accepted)?;
+        d.set_item("rejected", reasons_dict(py, &stats.reasons)?)?;
+        Ok(d)
+    }
+}
+
+fn column_mapping_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<ColumnMapping> {
+    let mut f = Fields::new(obj, "mapping")?;
+    let mut m = ColumnMapping::default();
+    macro_rules! key {
+        ($name:ident) => {
+            if let Some(v) = f.get::<String>(stringify!($name))? {
+                m.$name = v;
+            }
+        };
+    }
+    key!(target);
+    key!(version);
+    key!(status);
+    key!(latency);
+    key!(timestamp);
+    m.success = f.get::<String>("success")?;
+    if let Some(u) = f.get::<String>("latency_unit")? {
+        m.latency_unit = parse_unit(f.field("latency_unit"), &u)?;
+    }
+    f.finish()?;
+    Ok(m)
+}
+
+/// Import Arrow data through the PyCapsule interface, holding the GIL (a stream's
+/// callbacks may need it); the batches themselves are then processed without it.
+fn import_arrow(data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+    if data.hasattr("__arrow_c_stream__")? {
+        let capsule = data.call_method0("__arrow_c_stream__")?;
+        let capsule = capsule
+            .cast::<PyCapsule>()
+            .map_err(|_| PyValueError::new_err("__arrow_c_stream__ did not return a PyCapsule"))?;
+        let ptr = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+        // SAFETY: the capsule holds a valid FFI_ArrowArrayStream (Arrow PyCapsule
+        // interface); from_raw moves it out and marks the capsule's copy released.
+        let reader = unsafe { RecordBatchStreamReader::from_raw(ptr.as_ptr().cast()) }
+            .map_err(|e| PyValueError::new_err(format!("arrow stream: {e}")))?;
+        return reader
+            .map(|b| b.map_err(|e| PyValueError::new_err(format!("arrow stream: {e}"))))
+            .collect();
+    }
+    if data.hasattr("__arrow_c_array__")? {
+        let pair = data.call_method0("__arrow_c_array__")?;
+        let (schema, array): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+        let schema = schema
+            .cast::<PyCapsule>()
+            .map_err(|_| PyValueError::new_err("__arrow_c_array__: schema is not a PyCapsule"))?;
+        let array = array
+            .cast::<PyCapsule>()
+            .map_err(|_| PyValueError::new_err("__arrow_c_array__: array is not a PyCapsule"))?;
+        let schema_ptr = schema.pointer_checked(Some(c"arrow_schema"))?;
+        let array_ptr = array.pointer_checked(Some(c"arrow_array"))?;
+        // SAFETY: the capsules hold a valid schema and array (Arrow PyCapsule interface);
+        // the array is moved out (its capsule copy marked released), the schema borrowed.
+        let data = unsafe {
+            let array = FFI_ArrowArray::from_raw(array_ptr.as_ptr().cast());
+            let schema: &FFI_ArrowSchema = &*schema_ptr.as_ptr().cast::<FFI_ArrowSchema>();
+            from_ffi(array, schema)
+        }
+        .map_err(|e| PyValueError::new_err(format!("arrow array: {e}")))?;
+        let structs = StructArray::from(data);
+        return Ok(vec![RecordBatch::from(structs)]);
+    }
+    Err(PyValueError::new_err(
+        "expected Arrow data (an object with __arrow_c_stream__ or __arrow_c_array__, e.g. a Polars DataFrame or a pyarrow Table)",
+    ))
 }
 
 /// Guess the format of a sample of lines; `None` when nothing matches.

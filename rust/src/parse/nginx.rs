@@ -18,10 +18,11 @@
 //!
 //! Record fields:
 //! - `ts_ms` from `$time_local`, `status` = `$status` (what the client got);
-//! - `latency_ms` = the **sum** of the `$upstream_response_time` elements × 1000 — the time
-//!   spent in upstreams over all attempts, which is what the user waited for the backend;
-//!   `-` elements (no response time for that attempt) are skipped; when no element has a
-//!   time (no upstream contacted, e.g. a 499 or a local redirect) `$request_time` × 1000;
+//! - `latency_ms` = `$request_time` × 1000: the whole request as the client saw it, the
+//!   counterpart of Envoy's `%DURATION%` and what Flagger's nginx `request-duration` metric
+//!   measures (`nginx_ingress_controller_request_duration_seconds`); retries to another
+//!   upstream are inside it. When `$request_time` is `-`, the sum of the
+//!   `$upstream_response_time` elements (`-` elements skipped) is used instead;
 //! - `target` = `$proxy_upstream_name`; `version` = `"canary"` when
 //!   `$proxy_alternative_upstream_name` is non-empty (the balancer sets it only when the
 //!   canary served the request), else `"primary"`;
@@ -90,12 +91,16 @@ fn suffix<'a>(line: &'a str, prefix_end: usize, rec: &mut Record<'a>) -> Result<
     rec.target = name;
     rec.version = if alt.is_empty() { "primary" } else { "canary" };
     rec.upstream_host = absent_if_dash(last_element(line, upstream_addr));
-    let upstream_ms = sum_seconds(b.get(upstream_time.0..upstream_time.1).unwrap_or_default())?;
-    rec.latency_ms = Some(match upstream_ms {
-        Some(ms) => ms,
+    let request_ms = b
+        .get(request_time.0..request_time.1)
+        .filter(|t| *t != b"-")
+        .map(|t| parse_f64(t).ok_or(Reason::BadNumber))
+        .transpose()?;
+    rec.latency_ms = Some(match request_ms {
+        Some(s) => s * 1000.0,
         None => {
-            let t = b.get(request_time.0..request_time.1).unwrap_or_default();
-            required(t, parse_f64)? * 1000.0
+            let upstream = b.get(upstream_time.0..upstream_time.1).unwrap_or_default();
+            sum_seconds(upstream)?.ok_or(Reason::MissingField)?
         }
     });
     Ok(())
@@ -266,7 +271,7 @@ mod tests {
         let r = ok(LINE);
         assert_eq!(r.ts_ms, parse_rfc3339_ms(b"2026-02-25T10:30:15Z"));
         assert_eq!(r.status, 200);
-        assert!(close(r.latency_ms, 31.0), "{:?}", r.latency_ms);
+        assert!(close(r.latency_ms, 32.0), "{:?}", r.latency_ms);
         assert_eq!(r.target, "default-myapp-svc-80");
         assert_eq!(r.version, "primary");
         assert_eq!(r.upstream_host, "192.168.22.1:8080");
@@ -278,22 +283,27 @@ mod tests {
         let r = ok(CANARY);
         assert_eq!(r.ts_ms, parse_rfc3339_ms(b"2026-02-25T09:30:16Z"));
         assert_eq!(r.status, 201);
-        assert!(close(r.latency_ms, 19.0));
+        assert!(close(r.latency_ms, 20.0));
         assert_eq!(r.target, "default-myapp-80");
         assert_eq!(r.version, "canary");
         assert_eq!(r.upstream_host, "10.244.5.9:8080");
     }
 
     #[test]
-    fn retried_lists_are_summed() {
+    fn retried_lists_are_walked() {
         let r = ok(RETRIED);
         assert_eq!(r.status, 200);
-        assert!(close(r.latency_ms, 16.0), "{:?}", r.latency_ms);
+        // The client's time (`$request_time`) includes both attempts.
+        assert!(close(r.latency_ms, 30.0), "{:?}", r.latency_ms);
         assert_eq!(r.upstream_host, "10.244.1.5:8080");
         assert_eq!(r.version, "primary");
         // Upstream groups after an internal redirect (` : `), IPv6 upstreams.
         let line = "::1 - - [25/Feb/2026:10:30:17 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ua\" 80 0.030 [ns-a-80] [ns-a-canary-80] [fd00::1]:8080, [fd00::2]:8080 : 10.0.0.3:80 0, 0 : 5 0.001, - : 0.002 502, 502 : 200 rid";
         let r = ok(line);
+        assert!(close(r.latency_ms, 30.0), "{:?}", r.latency_ms);
+        // Without `$request_time`, the upstream attempts are summed (`-` skipped).
+        let no_request_time = line.replace(" 80 0.030 [", " 80 - [");
+        let r = ok(&no_request_time);
         assert!(close(r.latency_ms, 3.0), "{:?}", r.latency_ms);
         assert_eq!(r.upstream_host, "10.0.0.3:80");
         assert_eq!(r.version, "canary");
@@ -320,7 +330,7 @@ mod tests {
             err(&LINE.replace(" 200 1234 ", " 2x0 1234 ")),
             Reason::BadNumber
         );
-        assert_eq!(err(&LINE.replace(" 0.031 ", " 0.0x1 ")), Reason::BadNumber);
+        assert_eq!(err(&LINE.replace(" 0.032 ", " 0.0x2 ")), Reason::BadNumber);
         assert_eq!(
             err(&LINE.replace("25/Feb/2026", "25/Foo/2026")),
             Reason::BadTimestamp
@@ -382,7 +392,7 @@ mod tests {
 
         #[test]
         fn any_ua_roundtrip(ua in "[ -~]{0,80}", status in 100u16..600, ms in 0u32..100000) {
-            let line = format!("10.0.0.1 - - [25/Feb/2026:10:30:17 +0000] \"GET / HTTP/1.1\" {status} 5 \"-\" \"{ua}\" 80 9.999 [t-80] [] 10.0.0.2:80 5 {}.{:03} {status} rid", ms / 1000, ms % 1000);
+            let line = format!("10.0.0.1 - - [25/Feb/2026:10:30:17 +0000] \"GET / HTTP/1.1\" {status} 5 \"-\" \"{ua}\" 80 {}.{:03} [t-80] [] 10.0.0.2:80 5 9.999 {status} rid", ms / 1000, ms % 1000);
             let r = ok(&line);
             prop_assert_eq!(r.status, status);
             prop_assert!(close(r.latency_ms, ms as f64), "{:?} vs {}", r.latency_ms, ms);
