@@ -3,15 +3,19 @@
 //!
 //! Each column is downcast once per batch. Rows are then processed in chunks of
 //! [`CHUNK`]: numeric columns are first converted into small typed scratch buffers with
-//! one tight loop per column (one type dispatch per chunk, not per row), then one loop
-//! builds each [`Event`] and calls [`Aggregator::observe`].
+//! one tight loop per column (one type dispatch per chunk, not per row), latency sketch
+//! bins and the classifier's verdicts are computed in loops of their own, then one loop
+//! resolves each row's key and calls the aggregator.
 //!
 //! Keys: when target and version are dictionary columns (Polars categoricals), a row's
 //! key comes from a small direct-mapped cache indexed by the two dictionary codes, so the
 //! strings are hashed once per distinct pair, not per row. Plain string columns (Utf8,
 //! LargeUtf8, Utf8View) go through a most-recently-used list of (target, version) pairs
 //! compared by bytes; only a miss hashes (via [`Aggregator::key`]). Caches are dropped
-//! when the aggregator evicts keys ([`Aggregator::key_generation`]).
+//! when the aggregator evicts keys ([`Aggregator::key_generation`]), and a key id is used
+//! right after it is resolved (a later row's new key may evict an idle key and reuse its
+//! id). The per-row semantics are exactly those of [`Aggregator::observe`], which a
+//! property test checks against an Event-by-Event reference.
 //!
 //! Row rules: null status → [`Reason::MissingField`]; a status outside 0..=65535, or a
 //! latency that is negative, NaN or infinite → [`Reason::BadNumber`]; null or empty
@@ -357,8 +361,6 @@ struct Scratch {
     vcode: Vec<u32>,
     /// Sketch bin of each latency, computed in its own (vectorisable) loop.
     bin: Vec<i32>,
-    /// Key of each row, or [`NO_KEY`] / [`KEY_LIMIT`].
-    key: Vec<KeyId>,
 }
 
 fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
@@ -453,8 +455,6 @@ struct KeyResolver<'a> {
 const PAIR_SLOTS: usize = 256;
 /// Marks an empty pair slot / an unattributable pair / a row without key.
 const NO_KEY: KeyId = KeyId::MAX;
-/// Marks a row refused for the key limit (ids stay below: `max_keys` ≤ 2³¹).
-const KEY_LIMIT: KeyId = KeyId::MAX - 1;
 const RECENT: usize = 8;
 
 impl<'a> KeyResolver<'a> {
@@ -593,7 +593,6 @@ pub fn ingest_batch(
         tcode: vec![0; CHUNK],
         vcode: vec![0; CHUNK],
         bin: vec![ZERO_BIN; CHUNK],
-        key: vec![NO_KEY; CHUNK],
     };
     let mut res = KeyResolver {
         pairs: vec![(CODE_NULL, CODE_NULL, NO_KEY); PAIR_SLOTS],
@@ -630,43 +629,20 @@ pub fn ingest_batch(
         if let StrCol::Dict { codes, .. } = &version {
             fill_codes(codes, start, &mut sc.vcode[..len]);
         }
-        // Keys, in their own loop (rows already refused for status or latency create no key).
+        // Keys are resolved row by row, right before the row is observed: resolving may
+        // evict idle keys and reuse their ids, so an id must be used at once.
         let both_dict = matches!(
             (&target, &version),
             (StrCol::Dict { .. }, StrCol::Dict { .. })
         );
-        for i in 0..len {
-            let (Some(&st), Some(&lat), Some(&tc), Some(&vc)) = (
-                sc.status.get(i),
-                sc.latency.get(i),
-                sc.tcode.get(i),
-                sc.vcode.get(i),
-            ) else {
-                break;
-            };
-            let key = if st >= STATUS_BAD || lat == LAT_BAD {
-                Ok(NO_KEY)
-            } else if both_dict {
-                res.resolve_codes(agg, &target, &version, tc, vc)
-            } else {
-                res.resolve(agg, &target, &version, start + i, (tc, vc))
-            };
-            if let Some(k) = sc.key.get_mut(i) {
-                *k = match key {
-                    Ok(k) => k,
-                    Err(Reason::KeyLimit) => KEY_LIMIT,
-                    Err(_) => NO_KEY,
-                };
-            }
-        }
         let rows_of_chunk = sc.ts[..len]
             .iter()
             .zip(&sc.status[..len])
             .zip(&sc.latency[..len])
             .zip(&sc.success[..len])
-            .zip(&sc.key[..len])
+            .zip(sc.tcode[..len].iter().zip(&sc.vcode[..len]))
             .zip(&sc.bin[..len]);
-        for (((((&ts_ms, &st), &lat), &succ), &key), &bin) in rows_of_chunk {
+        for (i, (((((&ts_ms, &st), &lat), &succ), (&tc, &vc)), &bin)) in rows_of_chunk.enumerate() {
             let status = match st {
                 STATUS_MISSING => Err(Reason::MissingField),
                 STATUS_BAD => Err(Reason::BadNumber),
@@ -680,11 +656,11 @@ pub fn ingest_batch(
                 } else {
                     return Err(Reason::BadNumber);
                 };
-                match key {
-                    NO_KEY => return Err(Reason::UnattributableVersion),
-                    KEY_LIMIT => return Err(Reason::KeyLimit),
-                    _ => {}
-                }
+                let key = if both_dict {
+                    res.resolve_codes(agg, &target, &version, tc, vc)?
+                } else {
+                    res.resolve(agg, &target, &version, start + i, (tc, vc))?
+                };
                 let ev = Event {
                     ts_ms,
                     status,
@@ -1005,6 +981,82 @@ mod tests {
         assert_eq!(min, 1234.0); // slice offset honoured
         let total: u64 = snap.iter().map(|s| s.requests).sum();
         assert_eq!(total, st.accepted);
+    }
+
+    #[test]
+    fn eviction_inside_a_batch_never_misattributes() {
+        // "a" is idle; its first row refreshes it, so "b" finds no idle key to evict.
+        for dict in [false, true] {
+            let mut b2 = two_keys_one_idle();
+            let (t, v): (ArrayRef, ArrayRef) = if dict {
+                let mut tb = StringDictionaryBuilder::<Int32Type>::new();
+                let mut vb = StringDictionaryBuilder::<Int32Type>::new();
+                for x in ["a", "b"] {
+                    tb.append_value("t");
+                    vb.append_value(x);
+                }
+                (Arc::new(tb.finish()), Arc::new(vb.finish()))
+            } else {
+                (
+                    Arc::new(StringArray::from(vec!["t", "t"])),
+                    Arc::new(StringArray::from(vec!["a", "b"])),
+                )
+            };
+            let bt = batch(vec![
+                ("target", t),
+                ("version", v),
+                (
+                    "status",
+                    Arc::new(Int32Array::from(vec![200, 200])) as ArrayRef,
+                ),
+                ("latency_ms", Arc::new(Float64Array::from(vec![1.0, 2.0]))),
+                (
+                    "timestamp",
+                    Arc::new(Int64Array::from(vec![100_500, 100_600])),
+                ),
+            ]);
+            let st = ingest_batch(
+                &mut b2,
+                &Classifier::default(),
+                &bt,
+                &ColumnMapping::default(),
+                0,
+            )
+            .unwrap();
+            assert_eq!(st.accepted, 1);
+            assert_eq!(st.reasons.get(Reason::KeyLimit), 1);
+            let snap = all(&b2);
+            let sa = snap.iter().find(|s| s.version == "a").unwrap();
+            assert_eq!((sa.requests, sa.max_ms), (2, Some(1.0)));
+            assert!(snap.iter().all(|s| s.version != "b"));
+        }
+    }
+
+    /// Full aggregator (max_keys 2): t/a idle since 0, t/c active at 100 s.
+    fn two_keys_one_idle() -> Aggregator {
+        let mut a = Aggregator::new(Config {
+            ring_secs: 60,
+            max_keys: 2,
+            idle_evict_ms: 60_000,
+            allowed_lateness_ms: 59_000,
+            ..Config::default()
+        })
+        .unwrap();
+        for (v, ts) in [("a", 0), ("c", 100_000)] {
+            let k = a.key("t", v).unwrap();
+            a.observe(
+                k,
+                &Event {
+                    ts_ms: ts,
+                    status: 200,
+                    success: true,
+                    latency_ms: None,
+                    flags: Flags::NONE,
+                },
+            )
+            .unwrap();
+        }
+        a
     }
 
     /// The reference: the documented row rules applied with `Aggregator::observe`.
