@@ -120,6 +120,8 @@ impl Default for Config {
 pub struct Attributor {
     cfg: Config,
     host_map: HashMap<String, String>,
+    /// Bumped whenever the host map changes, so callers can cache resolutions.
+    epoch: u64,
 }
 
 /// The parts of an Envoy cluster name `direction|port|subset|host`.
@@ -194,6 +196,7 @@ impl Attributor {
         Ok(Attributor {
             cfg,
             host_map: HashMap::new(),
+            epoch: 0,
         })
     }
 
@@ -204,15 +207,28 @@ impl Attributor {
     /// Set the version of an upstream host (`ip` or `ip:port`); the controller feeds pod IPs.
     pub fn set_host(&mut self, host: &str, version: &str) {
         self.host_map.insert(host.to_string(), version.to_string());
+        self.epoch += 1;
     }
 
     pub fn remove_host(&mut self, host: &str) -> bool {
+        self.epoch += 1;
         self.host_map.remove(host).is_some()
     }
 
     /// Replace the whole host map.
     pub fn replace_hosts(&mut self, hosts: HashMap<String, String>) {
         self.host_map = hosts;
+        self.epoch += 1;
+    }
+
+    /// Changes whenever a resolution may change (the host map was edited).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether [`Rule::HostMap`] can answer at all (the upstream host then matters).
+    pub fn uses_upstream_host(&self) -> bool {
+        !self.host_map.is_empty()
     }
 
     pub fn host_count(&self) -> usize {

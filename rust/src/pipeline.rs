@@ -7,7 +7,7 @@
 
 use memchr::memchr_iter;
 
-use crate::aggregate::{self, Aggregator, Event};
+use crate::aggregate::{self, Aggregator, Event, KeyId};
 use crate::arrow_ingest::{self, ColumnMapping, IngestStats};
 use crate::attribution::{self, Attributor, SourceContext};
 use crate::classify::Classifier;
@@ -69,6 +69,86 @@ struct Scratch {
     unwrapped: String,
     target: String,
     version: String,
+    keys: KeyCache,
+}
+
+/// The attribution inputs of a line that decide its key.
+#[derive(Default)]
+struct CacheEntry {
+    cluster: String,
+    sni: String,
+    authority: String,
+    host: String,
+    target: String,
+    version: String,
+    key: KeyId,
+}
+
+impl CacheEntry {
+    #[inline]
+    fn matches(&self, rec: &Record<'_>, host: &str) -> bool {
+        self.cluster == rec.upstream_cluster
+            && self.sni == rec.sni
+            && self.target == rec.target
+            && self.version == rec.version
+            && self.authority == rec.authority
+            && self.host == host
+    }
+}
+
+/// A few recent (attribution inputs → key) pairs: most lines of a stream name the same
+/// handful of clusters, so resolving and hashing once per distinct input is enough.
+/// Valid for one source context, one host-map epoch and one key generation.
+#[derive(Default)]
+struct KeyCache {
+    entries: Vec<CacheEntry>,
+    next: usize,
+    stamp: (u64, u64),
+}
+
+const KEY_CACHE_SIZE: usize = 8;
+
+impl KeyCache {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.next = 0;
+    }
+
+    #[inline]
+    fn get(&self, rec: &Record<'_>, host: &str, stamp: (u64, u64)) -> Option<KeyId> {
+        if stamp != self.stamp {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.matches(rec, host))
+            .map(|e| e.key)
+    }
+
+    fn put(&mut self, rec: &Record<'_>, host: &str, stamp: (u64, u64), key: KeyId) {
+        if stamp != self.stamp {
+            self.clear();
+            self.stamp = stamp;
+        }
+        if self.entries.len() < KEY_CACHE_SIZE {
+            self.entries.push(CacheEntry::default());
+        }
+        let slot = self.next % self.entries.len();
+        self.next = slot + 1;
+        let e = &mut self.entries[slot];
+        for (dst, src) in [
+            (&mut e.cluster, rec.upstream_cluster),
+            (&mut e.sni, rec.sni),
+            (&mut e.authority, rec.authority),
+            (&mut e.host, host),
+            (&mut e.target, rec.target),
+            (&mut e.version, rec.version),
+        ] {
+            dst.clear();
+            dst.push_str(src);
+        }
+        e.key = key;
+    }
 }
 
 /// Parser + attribution + aggregation for one stream of lines.
@@ -161,6 +241,8 @@ impl Pipeline {
         if self.format.is_none() {
             self.try_detect(buf);
         }
+        // Cached keys are valid for one source context.
+        self.scratch.keys.clear();
         let mut rest = buf;
         // Complete the carried line first.
         if !self.carry.is_empty() || self.carry_overflow {
@@ -189,6 +271,7 @@ impl Pipeline {
     /// End of stream: process a last line that had no newline.
     pub fn finish(&mut self, ctx: &SourceContext, now_ms: i64) -> FeedStats {
         let before = (self.totals.lines, self.totals.accepted);
+        self.scratch.keys.clear();
         if !self.carry.is_empty() || self.carry_overflow {
             self.flush_carry(ctx, now_ms);
         }
@@ -282,6 +365,7 @@ impl Pipeline {
             unwrapped,
             target,
             version,
+            keys,
         } = &mut self.scratch;
         // CRI `P` (partial) lines are parsed as they are: access-log lines are far below
         // the runtimes' 16 KiB split size, and a split line fails as `truncated`.
@@ -291,8 +375,23 @@ impl Pipeline {
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;
-        self.attributor.resolve(&rec, ctx, target, version)?;
-        let key = self.aggregator.key(target, version)?;
+        let host = if self.attributor.uses_upstream_host() {
+            rec.upstream_host
+        } else {
+            ""
+        };
+        let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
+        let key = match keys.get(&rec, host, stamp) {
+            Some(k) => k,
+            None => {
+                self.attributor.resolve(&rec, ctx, target, version)?;
+                let k = self.aggregator.key(target, version)?;
+                // Creating a key may evict others (a new generation): stamp after.
+                let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
+                keys.put(&rec, host, stamp, k);
+                k
+            }
+        };
         let ev = Event {
             ts_ms: rec.ts_ms.unwrap_or(now_ms),
             status: rec.status,
@@ -373,6 +472,37 @@ mod tests {
                 "{format:?}"
             );
         }
+    }
+
+    #[test]
+    fn cached_keys_follow_host_map_changes_and_eviction() {
+        let line = b"[2026-11-26T05:06:07.123Z] \"GET / HTTP/1.1\" 200 - via_upstream - \"-\" 0 1 5 4 \"-\" \"ua\" \"id\" \"web:80\" \"10.0.0.7:8080\" outbound|80||web.prod.svc.cluster.local - 10.96.0.1:80 10.0.0.2:1 - default\n";
+        let mut p = pipeline(Format::IstioText);
+        let ctx = SourceContext::default();
+        p.attributor_mut().set_host("10.0.0.7", "canary");
+        p.feed(line, &ctx, 0);
+        p.feed(line, &ctx, 0);
+        p.attributor_mut().set_host("10.0.0.7", "primary");
+        let later = String::from_utf8(line.to_vec())
+            .unwrap()
+            .replace("05:06:07.123Z", "05:06:08.123Z");
+        p.feed(later.as_bytes(), &ctx, 0);
+        let q = aggregate::WindowQuery {
+            window_ms: None,
+            end_ms: None,
+            target: None,
+            series: false,
+        };
+        let got: Vec<(String, u64)> = p
+            .aggregator()
+            .snapshot(&q)
+            .into_iter()
+            .map(|s| (s.version, s.requests))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("canary".to_string(), 2), ("primary".to_string(), 1)]
+        );
     }
 
     #[test]
