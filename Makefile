@@ -42,9 +42,20 @@ py-test:
 	$(BIN)/pytest -q
 	BENCH_LINES=20000 BENCH_ROWS=200000 $(BIN)/pytest -q benches
 
-# Short coverage-guided fuzzing of every parser through the bindings (atheris).
+# Short fuzzing runs: atheris through the bindings (mutation from generated seeds), and
+# coverage-guided libFuzzer on the Rust parsers and pipeline with cargo-fuzz when a nightly
+# toolchain is present (cargo-fuzz needs one; it is installed from crates.io on first use).
+FUZZ_SECONDS ?= 30
 fuzz:
 	$(BIN)/python tests/fuzz_parsers.py -atheris_runs=20000
+	@if rustup run nightly rustc --version >/dev/null 2>&1; then \
+		command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked; \
+		for t in parsers pipeline; do \
+			cargo +nightly fuzz run --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; \
+		done; \
+	else \
+		echo "SKIPPED cargo-fuzz: no nightly toolchain (the atheris run above still fuzzed every parser)"; \
+	fi
 
 bench: install-dev
 	mkdir -p .benchmarks
