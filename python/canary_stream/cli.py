@@ -153,7 +153,8 @@ class _Windows:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    out = Console(soft_wrap=True)
+    # Wide tables when piped or captured, so no column is cut.
+    out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     err = Console(stderr=True)
     files = args.files or [bundled_sample()]
     inputs = [Input(f) for f in files]
@@ -240,7 +241,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         render_table(out, "whole input", stats, baselines)
         render_totals(out, totals, agg.format)
         mb = totals.bytes / 1e6
-        out.print(f"{mb:,.1f} MB in {elapsed:.2f} s ({mb / elapsed if elapsed else 0:,.0f} MB/s)")
+        rate = mb / elapsed if elapsed else 0.0
+        out.print(f"{mb:,.1f} MB read in {elapsed:.2f} s ({rate:,.0f} MB/s, including decompression)")
     if totals.accepted == 0:
         err.print("[red]no request could be parsed and attributed: no data is not a pass[/red]")
         return 1
