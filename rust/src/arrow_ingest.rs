@@ -23,7 +23,9 @@
 //! without a latency; null timestamp (or no timestamp column: empty name) → `now_ms`;
 //! null in the optional success column → the classifier decides.
 
-use crate::aggregate::{Aggregator, Event, KeyId};
+use crate::aggregate::{
+    Aggregator, ChunkRows, ChunkScratch, Event, KeyId, MAX_CHUNK_ROWS, SKIP_ROW,
+};
 use crate::classify::Classifier;
 use crate::flags::Flags;
 use crate::malformed::{Reason, ReasonCounts};
@@ -41,6 +43,7 @@ use arrow_schema::{DataType, TimeUnit};
 
 /// Rows converted per step (scratch buffers of this many rows).
 pub const CHUNK: usize = 1024;
+const _: () = assert!(CHUNK <= MAX_CHUNK_ROWS);
 
 /// Which columns hold what.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +283,17 @@ impl<'a> StrArr<'a> {
             StrArr::View(a) => (i < a.len() && a.is_valid(i)).then(|| a.value(i)),
         }
     }
+
+    /// The 16-byte views and null mask of a Utf8View array. Within one array, equal views
+    /// mean equal strings (a view holds the length and either the whole string, when it
+    /// is at most 12 bytes, or its buffer and offset), so views can stand for strings in
+    /// a cache (not conversely: the cache then just misses).
+    fn views(self) -> Option<(&'a [u128], Option<&'a NullBuffer>)> {
+        match self {
+            StrArr::View(a) => Some((a.views().as_ref(), a.nulls())),
+            _ => None,
+        }
+    }
 }
 
 /// A target or version column.
@@ -361,6 +375,8 @@ struct Scratch {
     vcode: Vec<u32>,
     /// Sketch bin of each latency, computed in its own (vectorisable) loop.
     bin: Vec<i32>,
+    /// Key of each row from the caches ([`SKIP_ROW`]: refused before the aggregator).
+    key: Vec<KeyId>,
 }
 
 fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
@@ -449,7 +465,49 @@ struct KeyResolver<'a> {
     pairs: Vec<(u32, u32, KeyId)>,
     /// Most recently used (target, version, key) for plain strings; front = newest.
     recent: Vec<(&'a str, &'a str, KeyId)>,
+    /// Direct-mapped cache for Utf8View columns: (target view, version view, key).
+    views: Vec<(u128, u128, KeyId)>,
     generation: u64,
+}
+
+/// Direct-mapped slot of a (target view, version view) pair.
+#[inline]
+fn view_slot(t: u128, v: u128) -> usize {
+    let h = (t as u64) ^ ((t >> 64) as u64).rotate_left(21) ^ (v as u64).rotate_left(42) ^ (v >> 64) as u64;
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % PAIR_SLOTS
+}
+
+/// Where a row's key comes from when every row of a chunk is resolved from the caches.
+enum KeySource<'a> {
+    Codes,
+    Views {
+        t: (&'a [u128], Option<&'a NullBuffer>),
+        v: (&'a [u128], Option<&'a NullBuffer>),
+    },
+    Strings,
+}
+
+impl<'a> KeySource<'a> {
+    fn of(target: &StrCol<'a>, version: &StrCol<'a>) -> Self {
+        match (target, version) {
+            (StrCol::Dict { .. }, StrCol::Dict { .. }) => KeySource::Codes,
+            (StrCol::Plain(t), StrCol::Plain(v)) => match (t.views(), v.views()) {
+                (Some(t), Some(v)) => KeySource::Views { t, v },
+                _ => KeySource::Strings,
+            },
+            _ => KeySource::Strings,
+        }
+    }
+}
+
+/// View of row `i`, `None` when null or out of range.
+#[inline]
+fn view_at((views, nulls): (&[u128], Option<&NullBuffer>), i: usize) -> Option<u128> {
+    if is_null(nulls, i) {
+        None
+    } else {
+        views.get(i).copied()
+    }
 }
 
 const PAIR_SLOTS: usize = 256;
@@ -464,6 +522,7 @@ impl<'a> KeyResolver<'a> {
             self.generation = agg.key_generation();
             self.pairs.fill((CODE_NULL, CODE_NULL, NO_KEY));
             self.recent.clear();
+            self.views.fill((0, 0, NO_KEY)); // (0, 0): empty strings, unattributable
         }
     }
 
@@ -479,6 +538,11 @@ impl<'a> KeyResolver<'a> {
     ) -> Result<KeyId, Reason> {
         if let (StrCol::Dict { .. }, StrCol::Dict { .. }) = (target, version) {
             return self.resolve_codes(agg, target, version, tcode, vcode);
+        }
+        if let (StrCol::Plain(ta), StrCol::Plain(va)) = (target, version) {
+            if let (Some(tv), Some(vv)) = (ta.views(), va.views()) {
+                return self.resolve_views(agg, (*ta, tv), (*va, vv), row);
+            }
         }
         let (Some(t), Some(v)) = (target.get(row, tcode), version.get(row, vcode)) else {
             return Err(Reason::UnattributableVersion);
@@ -502,6 +566,109 @@ impl<'a> KeyResolver<'a> {
         self.recent.truncate(RECENT - 1);
         self.recent.insert(0, (t, v, key));
         Ok(key)
+    }
+
+    /// Key of a row of two Utf8View columns, cached by the rows' views.
+    #[inline]
+    fn resolve_views(
+        &mut self,
+        agg: &mut Aggregator,
+        (target, tviews): (StrArr<'a>, (&'a [u128], Option<&'a NullBuffer>)),
+        (version, vviews): (StrArr<'a>, (&'a [u128], Option<&'a NullBuffer>)),
+        row: usize,
+    ) -> Result<KeyId, Reason> {
+        let (Some(t), Some(v)) = (view_at(tviews, row), view_at(vviews, row)) else {
+            return Err(Reason::UnattributableVersion);
+        };
+        let slot = view_slot(t, v);
+        let key = match self.views.get(slot) {
+            Some(&(a, b, k)) if a == t && b == v => k,
+            _ => {
+                let key = match (target.get(row), version.get(row)) {
+                    (Some(t), Some(v)) if !t.is_empty() && !v.is_empty() => agg.key(t, v)?,
+                    _ => NO_KEY,
+                };
+                self.check_generation(agg);
+                if let Some(e) = self.views.get_mut(slot) {
+                    *e = (t, v, key);
+                }
+                key
+            }
+        };
+        if key == NO_KEY {
+            Err(Reason::UnattributableVersion)
+        } else {
+            Ok(key)
+        }
+    }
+
+    /// Keys of a chunk's rows from the caches alone (no aggregator call) into `sc.key`:
+    /// [`SKIP_ROW`] for rows refused before the aggregator (counted in `refused`). False
+    /// when some row's pair is not cached yet: the chunk then goes row by row.
+    fn peek_chunk(
+        &mut self,
+        src: &KeySource<'a>,
+        (target, version): (&StrCol<'a>, &StrCol<'a>),
+        sc: &mut Scratch,
+        (start, len): (usize, usize),
+        refused: &mut ReasonCounts,
+    ) -> bool {
+        let Scratch {
+            status,
+            latency,
+            key,
+            tcode,
+            vcode,
+            ..
+        } = sc;
+        let (status, latency, out) = (&status[..len], &latency[..len], &mut key[..len]);
+        let codes = tcode.iter().zip(vcode.iter());
+        match src {
+            KeySource::Codes => {
+                let pairs = &self.pairs;
+                peek_rows(status, latency, out, refused, codes, |(&tc, &vc)| {
+                    if tc == CODE_NULL || vc == CODE_NULL {
+                        return Some(NO_KEY);
+                    }
+                    let slot = (tc.wrapping_mul(0x9E37_79B9) ^ vc) as usize % PAIR_SLOTS;
+                    match pairs.get(slot) {
+                        Some(&(t, v, k)) if t == tc && v == vc => Some(k),
+                        _ => None,
+                    }
+                })
+            }
+            KeySource::Views { t, v } => {
+                let views = &self.views;
+                let (tv, vv) = (*t, *v);
+                peek_rows(status, latency, out, refused, start..start + len, |row| {
+                    let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
+                        return Some(NO_KEY);
+                    };
+                    match views.get(view_slot(t, v)) {
+                        Some(&(a, b, k)) if a == t && b == v => Some(k),
+                        _ => None,
+                    }
+                })
+            }
+            KeySource::Strings => {
+                let recent = &mut self.recent;
+                let rows = (start..start + len).zip(codes);
+                peek_rows(status, latency, out, refused, rows, |(row, (&tc, &vc))| {
+                    let (Some(t), Some(v)) = (target.get(row, tc), version.get(row, vc)) else {
+                        return Some(NO_KEY);
+                    };
+                    if t.is_empty() || v.is_empty() {
+                        return Some(NO_KEY);
+                    }
+                    let j = recent.iter().position(|(rt, rv, _)| *rt == t && *rv == v)?;
+                    let k = recent.get(j).map_or(NO_KEY, |e| e.2);
+                    if j > 0 {
+                        recent.swap(0, j);
+                    }
+                    Some(k)
+                })
+            }
+        }
     }
 
     #[inline]
@@ -537,6 +704,43 @@ impl<'a> KeyResolver<'a> {
             Ok(key)
         }
     }
+}
+
+/// Keys of rows (`lookup`: `None` = not cached, `Some(NO_KEY)` = unattributable) after
+/// the row rules that come before the key; false at the first row not cached.
+#[inline]
+fn peek_rows<I: Iterator>(
+    status: &[u32],
+    latency: &[f64],
+    out: &mut [KeyId],
+    refused: &mut ReasonCounts,
+    inputs: I,
+    mut lookup: impl FnMut(I::Item) -> Option<KeyId>,
+) -> bool {
+    let rows = out.iter_mut().zip(status).zip(latency).zip(inputs);
+    for (((o, &st), &lat), input) in rows {
+        let early = match st {
+            STATUS_MISSING => Some(Reason::MissingField),
+            STATUS_BAD => Some(Reason::BadNumber),
+            _ if lat == LAT_BAD => Some(Reason::BadNumber),
+            _ => None,
+        };
+        *o = match early {
+            Some(r) => {
+                refused.add(r);
+                SKIP_ROW
+            }
+            None => match lookup(input) {
+                None => return false,
+                Some(NO_KEY) => {
+                    refused.add(Reason::UnattributableVersion);
+                    SKIP_ROW
+                }
+                Some(k) => k,
+            },
+        };
+    }
+    true
 }
 
 /// Fold every row of `batch` into `agg`. Errors (a missing column, a column of the wrong
@@ -593,10 +797,14 @@ pub fn ingest_batch(
         tcode: vec![0; CHUNK],
         vcode: vec![0; CHUNK],
         bin: vec![ZERO_BIN; CHUNK],
+        key: vec![SKIP_ROW; CHUNK],
     };
+    let mut chunk_scratch = ChunkScratch::default();
+    let source = KeySource::of(&target, &version);
     let mut res = KeyResolver {
         pairs: vec![(CODE_NULL, CODE_NULL, NO_KEY); PAIR_SLOTS],
         recent: Vec::with_capacity(RECENT),
+        views: vec![(0, 0, NO_KEY); PAIR_SLOTS],
         generation: agg.key_generation(),
     };
 
@@ -629,7 +837,26 @@ pub fn ingest_batch(
         if let StrCol::Dict { codes, .. } = &version {
             fill_codes(codes, start, &mut sc.vcode[..len]);
         }
-        // Keys are resolved row by row, right before the row is observed: resolving may
+        // Fast path: every key is already cached, and the aggregator takes the chunk in
+        // one go (no row can be refused for its time).
+        let mut refused = ReasonCounts::default();
+        if res.peek_chunk(&source, (&target, &version), &mut sc, (start, len), &mut refused) {
+            let rows = ChunkRows {
+                key: &sc.key[..len],
+                ts_ms: &sc.ts[..len],
+                status: &sc.status[..len],
+                success: &sc.success[..len],
+                latency: &sc.latency[..len],
+                bin: &sc.bin[..len],
+            };
+            if let Some(folded) = agg.observe_chunk(&rows, &mut chunk_scratch) {
+                stats.accepted += folded;
+                stats.reasons.merge(&refused);
+                start += len;
+                continue;
+            }
+        }
+        // Otherwise row by row. Keys are resolved right before the row is observed: resolving may
         // evict idle keys and reuse their ids, so an id must be used at once.
         let both_dict = matches!(
             (&target, &version),
