@@ -470,10 +470,24 @@ struct KeyResolver<'a> {
     generation: u64,
 }
 
+/// Key of a pair in the most-recently-used list (moved to the front), if there.
+#[inline]
+fn recent_key<'a>(recent: &mut [(&'a str, &'a str, KeyId)], t: &str, v: &str) -> Option<KeyId> {
+    let j = recent.iter().position(|(rt, rv, _)| *rt == t && *rv == v)?;
+    let k = recent.get(j).map_or(NO_KEY, |e| e.2);
+    if j > 0 {
+        recent.swap(0, j);
+    }
+    Some(k)
+}
+
 /// Direct-mapped slot of a (target view, version view) pair.
 #[inline]
 fn view_slot(t: u128, v: u128) -> usize {
-    let h = (t as u64) ^ ((t >> 64) as u64).rotate_left(21) ^ (v as u64).rotate_left(42) ^ (v >> 64) as u64;
+    let h = (t as u64)
+        ^ ((t >> 64) as u64).rotate_left(21)
+        ^ (v as u64).rotate_left(42)
+        ^ (v >> 64) as u64;
     (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % PAIR_SLOTS
 }
 
@@ -544,21 +558,23 @@ impl<'a> KeyResolver<'a> {
                 return self.resolve_views(agg, (*ta, tv), (*va, vv), row);
             }
         }
-        let (Some(t), Some(v)) = (target.get(row, tcode), version.get(row, vcode)) else {
+        self.resolve_strs(agg, target.get(row, tcode), version.get(row, vcode))
+    }
+
+    /// Key of a (target, version) pair of strings, through the most-recently-used list.
+    fn resolve_strs(
+        &mut self,
+        agg: &mut Aggregator,
+        t: Option<&'a str>,
+        v: Option<&'a str>,
+    ) -> Result<KeyId, Reason> {
+        let (Some(t), Some(v)) = (t, v) else {
             return Err(Reason::UnattributableVersion);
         };
         if t.is_empty() || v.is_empty() {
             return Err(Reason::UnattributableVersion);
         }
-        if let Some(j) = self
-            .recent
-            .iter()
-            .position(|(rt, rv, _)| *rt == t && *rv == v)
-        {
-            let k = self.recent.get(j).map_or(NO_KEY, |e| e.2);
-            if j > 0 {
-                self.recent.swap(0, j);
-            }
+        if let Some(k) = recent_key(&mut self.recent, t, v) {
             return Ok(k);
         }
         let key = agg.key(t, v)?;
@@ -584,11 +600,12 @@ impl<'a> KeyResolver<'a> {
         let key = match self.views.get(slot) {
             Some(&(a, b, k)) if a == t && b == v => k,
             _ => {
-                let key = match (target.get(row), version.get(row)) {
-                    (Some(t), Some(v)) if !t.is_empty() && !v.is_empty() => agg.key(t, v)?,
-                    _ => NO_KEY,
+                // Long strings have a view per row (buffer offsets differ): compare them.
+                let key = match self.resolve_strs(agg, target.get(row), version.get(row)) {
+                    Ok(k) => k,
+                    Err(Reason::UnattributableVersion) => NO_KEY,
+                    Err(e) => return Err(e),
                 };
-                self.check_generation(agg);
                 if let Some(e) = self.views.get_mut(slot) {
                     *e = (t, v, key);
                 }
@@ -638,15 +655,31 @@ impl<'a> KeyResolver<'a> {
                 })
             }
             KeySource::Views { t, v } => {
-                let views = &self.views;
+                let (views, recent) = (&mut self.views, &mut self.recent);
                 let (tv, vv) = (*t, *v);
+                let (ta, va) = match (target, version) {
+                    (StrCol::Plain(ta), StrCol::Plain(va)) => (*ta, *va),
+                    _ => return false,
+                };
                 peek_rows(status, latency, out, refused, start..start + len, |row| {
                     let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
                         return Some(NO_KEY);
                     };
-                    match views.get(view_slot(t, v)) {
+                    let slot = view_slot(t, v);
+                    match views.get(slot) {
                         Some(&(a, b, k)) if a == t && b == v => Some(k),
-                        _ => None,
+                        _ => {
+                            let (ts, vs) = (ta.get(row)?, va.get(row)?);
+                            let k = if ts.is_empty() || vs.is_empty() {
+                                NO_KEY
+                            } else {
+                                recent_key(recent, ts, vs)?
+                            };
+                            if let Some(e) = views.get_mut(slot) {
+                                *e = (t, v, k);
+                            }
+                            Some(k)
+                        }
                     }
                 })
             }
@@ -660,12 +693,7 @@ impl<'a> KeyResolver<'a> {
                     if t.is_empty() || v.is_empty() {
                         return Some(NO_KEY);
                     }
-                    let j = recent.iter().position(|(rt, rv, _)| *rt == t && *rv == v)?;
-                    let k = recent.get(j).map_or(NO_KEY, |e| e.2);
-                    if j > 0 {
-                        recent.swap(0, j);
-                    }
-                    Some(k)
+                    recent_key(recent, t, v)
                 })
             }
         }
@@ -840,7 +868,13 @@ pub fn ingest_batch(
         // Fast path: every key is already cached, and the aggregator takes the chunk in
         // one go (no row can be refused for its time).
         let mut refused = ReasonCounts::default();
-        if res.peek_chunk(&source, (&target, &version), &mut sc, (start, len), &mut refused) {
+        if res.peek_chunk(
+            &source,
+            (&target, &version),
+            &mut sc,
+            (start, len),
+            &mut refused,
+        ) {
             let rows = ChunkRows {
                 key: &sc.key[..len],
                 ts_ms: &sc.ts[..len],
@@ -849,8 +883,13 @@ pub fn ingest_batch(
                 latency: &sc.latency[..len],
                 bin: &sc.bin[..len],
             };
-            if let Some(folded) = agg.observe_chunk(&rows, &mut chunk_scratch) {
+            if let Some((folded, late)) = agg.observe_chunk(&rows, &mut chunk_scratch) {
+                #[cfg(test)]
+                tests::FAST_CHUNKS.with(|c| c.set(c.get() + 1));
                 stats.accepted += folded;
+                for _ in 0..late {
+                    stats.reasons.add(Reason::DroppedLate);
+                }
                 stats.reasons.merge(&refused);
                 start += len;
                 continue;
@@ -913,12 +952,17 @@ mod tests {
     use crate::aggregate::{Config, WindowQuery};
     use crate::sketch::tests::{timed, Rng};
     use arrow_array::builder::{StringDictionaryBuilder, StringViewBuilder};
-    use arrow_array::types::UInt16Type;
+    use arrow_array::types::{Int16Type, UInt16Type};
     use arrow_array::{
-        ArrayRef, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array,
+        ArrayRef, DictionaryArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
         TimestampMicrosecondArray, UInt16Array,
     };
     use std::sync::Arc;
+
+    thread_local! {
+        /// Chunks folded by the fast path (`Aggregator::observe_chunk`) on this thread.
+        pub(super) static FAST_CHUNKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     fn agg() -> Aggregator {
         Aggregator::new(Config {
@@ -1407,6 +1451,99 @@ mod tests {
             proptest::prop_assert_eq!(all(&a), all(&want_agg));
             let q = WindowQuery { window_ms: Some(20_000), end_ms: None, target: None, series: true };
             proptest::prop_assert_eq!(a.snapshot(&q), want_agg.snapshot(&q));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+        /// Time-ordered rows (within the allowed lateness, so most chunks take the fast
+        /// path) over several keys and column encodings give exactly the figures of
+        /// Event-by-Event observe; the fast path is taken.
+        #[test]
+        fn fast_path_equals_event_by_event(
+            seed in proptest::prelude::any::<u64>(),
+            n in 1500usize..6000,
+            encoding in 0u8..4,
+            per_second in 200i64..3000,
+        ) {
+            let mut r = Rng::new(seed);
+            let now_ms = 1_700_000_050_000i64;
+            let targets = [Some("reviews"), Some("productpage-long-name-beyond-12"), Some("x"), None, Some("")];
+            let versions = [Some("v1"), Some("canary-version-long-name"), None];
+            let rows: Vec<_> = (0..n)
+                .map(|i| {
+                    let pick = |r: &mut Rng, k: usize| (r.next_u64() % k as u64) as usize;
+                    let t = targets[if pick(&mut r, 200) == 0 { 3 + pick(&mut r, 2) } else { pick(&mut r, 3) }];
+                    let v = versions[if pick(&mut r, 300) == 0 { 2 } else { pick(&mut r, 2) }];
+                    let st = match pick(&mut r, 100) {
+                        0 => None,
+                        1 => Some(70_000),
+                        2 => Some(0),
+                        3 => Some(150),
+                        4..=9 => Some(503),
+                        10 => Some(404),
+                        _ => Some(200),
+                    };
+                    let lat = match pick(&mut r, 50) {
+                        0 => None,
+                        1 => Some(0.0),
+                        2 => Some(f64::NAN),
+                        3 => Some(1e13),
+                        _ => Some(r.lognormal(20.0, 1.0)),
+                    };
+                    let base = now_ms - 60_000 + i as i64 * 1000 / per_second;
+                    let ts = match pick(&mut r, 5000) {
+                        0 => None, // now_ms: ahead of the rows, later rows are late
+                        1..=10 => Some(base - 30_000), // late
+                        _ => Some(base - (r.next_u64() % 3000) as i64),
+                    };
+                    (t, v, st, lat, ts)
+                })
+                .collect();
+            let dict_t = encoding & 1 == 1;
+            let dict_v = encoding & 2 == 2;
+            let t_col: ArrayRef = if dict_t {
+                let mut b = StringDictionaryBuilder::<Int16Type>::new();
+                rows.iter().for_each(|row| b.append_option(row.0));
+                Arc::new(b.finish())
+            } else {
+                let mut b = StringViewBuilder::new();
+                rows.iter().for_each(|row| b.append_option(row.0));
+                Arc::new(b.finish())
+            };
+            let v_col: ArrayRef = if dict_v {
+                let mut b = StringDictionaryBuilder::<UInt8Type>::new();
+                rows.iter().for_each(|row| b.append_option(row.1));
+                Arc::new(b.finish())
+            } else if dict_t {
+                Arc::new(StringArray::from(rows.iter().map(|row| row.1).collect::<Vec<_>>()))
+            } else {
+                let mut b = StringViewBuilder::new();
+                rows.iter().for_each(|row| b.append_option(row.1));
+                Arc::new(b.finish())
+            };
+            let b = batch(vec![
+                ("target", t_col),
+                ("version", v_col),
+                ("status", Arc::new(Int16Array::from(rows.iter().map(|row| row.2.map(|s: i64| s as i16)).collect::<Vec<_>>())) as ArrayRef),
+                ("latency_ms", Arc::new(Float64Array::from(rows.iter().map(|row| row.3).collect::<Vec<_>>()))),
+                ("timestamp", Arc::new(Int64Array::from(rows.iter().map(|row| row.4).collect::<Vec<_>>()))),
+            ]);
+            // Status 70 000 does not fit Int16: as i16 it wraps (negative = bad, like the reference's).
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|&(t, v, st, lat, ts)| (t, v, st.map(|s| s as i16 as i64), lat, ts))
+                .collect();
+            let mut a = agg();
+            let before = FAST_CHUNKS.with(|c| c.get());
+            let got = ingest_batch(&mut a, &Classifier::default(), &b, &ColumnMapping::default(), now_ms).unwrap();
+            let fast = FAST_CHUNKS.with(|c| c.get()) - before;
+            let (want_agg, want) = reference(&rows, now_ms);
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert_eq!(all(&a), all(&want_agg));
+            let q = WindowQuery { window_ms: Some(20_000), end_ms: None, target: None, series: true };
+            proptest::prop_assert_eq!(a.snapshot(&q), want_agg.snapshot(&q));
+            proptest::prop_assert!(fast > 0, "fast path never taken");
         }
     }
 

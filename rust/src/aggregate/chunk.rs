@@ -1,9 +1,11 @@
 //! Columnar fast path: fold a chunk of rows (one slice per field) in one go.
 //!
-//! [`Aggregator::observe_chunk`] only takes chunks for which the per-row time rules
-//! cannot refuse any row, whatever the order: the watermark is set, the newest row is not
-//! too far ahead of it, and the oldest row is still accepted under the watermark the
-//! chunk ends with (the accepted range only moves forward). Then every row is accepted,
+//! [`Aggregator::observe_chunk`] only takes chunks for which the per-row time rules give
+//! every row the same verdict whatever the order. The watermark must be set. Rows older
+//! than the accepted range at the start are late whatever comes before them (the range
+//! only moves forward). Of the others, the newest must not be too far ahead of the
+//! watermark, and the oldest must still be accepted under the watermark the chunk ends
+//! with. Then every other row is accepted,
 //! the chunk's seconds all fit in the ring (distinct slots per key), and the rows can be
 //! folded group by group, one group per (key, second), with the bucket's counters held in
 //! locals. Anything else returns `None` without touching the aggregator, and the caller
@@ -65,13 +67,14 @@ pub(crate) struct ChunkScratch {
 impl Aggregator {
     /// Fold every row of `rows` whose key is not [`SKIP_ROW`], exactly as
     /// [`Aggregator::observe_binned`] row by row would (without flags), when the chunk is
-    /// one the fast path takes (see module docs). Returns the number of rows folded, or
-    /// `None` (aggregator untouched) when the chunk must go row by row.
+    /// one the fast path takes (see module docs). Returns the number of rows folded and
+    /// of rows refused as [`Reason::DroppedLate`](crate::malformed::Reason), or `None`
+    /// (aggregator untouched) when the chunk must go row by row.
     pub(crate) fn observe_chunk(
         &mut self,
         rows: &ChunkRows,
         scratch: &mut ChunkScratch,
-    ) -> Option<u64> {
+    ) -> Option<(u64, u64)> {
         let n = rows.key.len();
         let lens = [
             rows.ts_ms.len(),
@@ -84,15 +87,18 @@ impl Aggregator {
             return None;
         }
         let wm0 = self.watermark?;
-        // Time range of the rows to fold (branch-free: vectorises).
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        // Time range of the rows to fold (branch-free: vectorises), late rows counted.
+        let min0 = self.min_ts;
+        let (mut lo, mut hi, mut late) = (i64::MAX, i64::MIN, 0u64);
         for (&k, &ts) in rows.key.iter().zip(rows.ts_ms) {
-            let take = k != SKIP_ROW;
+            let row = k != SKIP_ROW;
+            let take = row && ts >= min0;
+            late += (row && !take) as u64;
             lo = if take && ts < lo { ts } else { lo };
             hi = if take && ts > hi { ts } else { hi };
         }
         if lo > hi {
-            return Some(0); // nothing to fold
+            return Some((0, late)); // nothing to fold
         }
         if hi > self.max_ts {
             return None;
@@ -105,30 +111,29 @@ impl Aggregator {
         let restore = |a: &mut Aggregator| {
             (a.watermark, a.min_ts, a.max_ts) = saved;
         };
-        if lo < self.min_ts || !self.group_rows(rows, scratch) {
+        if lo < self.min_ts || !self.group_rows(rows, min0, scratch) {
             restore(self);
             return None;
         }
-        Some(self.fold_groups(rows, scratch))
+        Some((self.fold_groups(rows, scratch), late))
     }
 
-    /// Assign rows to (key, second) groups and order them by group. False when there are
-    /// too many groups, a key is not live, or a slot serves a newer second (the caller
-    /// then goes row by row).
-    fn group_rows(&self, rows: &ChunkRows, s: &mut ChunkScratch) -> bool {
+    /// Assign the rows to fold (key set, time ≥ `min_ts`) to (key, second) groups and
+    /// order them by group. False when there are too many groups, a key is not live, or a
+    /// slot serves a newer second (the caller then goes row by row).
+    fn group_rows(&self, rows: &ChunkRows, min_ts: i64, s: &mut ChunkScratch) -> bool {
         let ring = self.cfg.ring_secs as i64;
         s.groups.clear();
         s.group.clear();
         s.group.resize(rows.key.len(), NO_GROUP);
         let mut cache = [(SKIP_ROW, NO_EPOCH, NO_GROUP); GROUP_SLOTS];
         for ((g, &key), &ts) in s.group.iter_mut().zip(rows.key).zip(rows.ts_ms) {
-            if key == SKIP_ROW {
+            if key == SKIP_ROW || ts < min_ts {
                 continue;
             }
             let epoch = ts.div_euclid(BUCKET_MS);
-            let h = ((key as u64).wrapping_add(epoch as u64))
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                >> 58; // 6 bits: GROUP_SLOTS
+            let h =
+                ((key as u64).wrapping_add(epoch as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 6 bits: GROUP_SLOTS
             let Some(entry) = cache.get_mut(h as usize) else {
                 return false;
             };
