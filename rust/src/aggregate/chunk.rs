@@ -127,11 +127,20 @@ impl Aggregator {
         s.group.clear();
         s.group.resize(rows.key.len(), NO_GROUP);
         let mut cache = [(SKIP_ROW, NO_EPOCH, NO_GROUP); GROUP_SLOTS];
+        // Epoch of the previous row and its times [lo, hi): most rows share it (no
+        // division). An empty range (lo > hi) where the bounds do not fit an i64.
+        let (mut epoch, mut epoch_lo, mut epoch_hi) = (NO_EPOCH, 1i64, 0i64);
         for ((g, &key), &ts) in s.group.iter_mut().zip(rows.key).zip(rows.ts_ms) {
             if key == SKIP_ROW || ts < min_ts {
                 continue;
             }
-            let epoch = ts.div_euclid(BUCKET_MS);
+            if !(epoch_lo <= ts && ts < epoch_hi) {
+                epoch = ts.div_euclid(BUCKET_MS);
+                let lo = epoch.checked_mul(BUCKET_MS);
+                (epoch_lo, epoch_hi) = lo
+                    .zip(lo.and_then(|l| l.checked_add(BUCKET_MS)))
+                    .unwrap_or((1, 0));
+            }
             let h =
                 ((key as u64).wrapping_add(epoch as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 6 bits: GROUP_SLOTS
             let Some(entry) = cache.get_mut(h as usize) else {
