@@ -1465,7 +1465,7 @@ mod tests {
         #[test]
         fn fast_path_equals_event_by_event(
             seed in proptest::prelude::any::<u64>(),
-            n in 1500usize..6000,
+            n in 4000usize..8000,
             encoding in 0u8..4,
             per_second in 200i64..3000,
         ) {
