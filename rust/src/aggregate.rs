@@ -58,6 +58,9 @@
 //! Latencies that are NaN or negative are treated as absent (the request still counts);
 //! latencies above [`crate::sketch::MAX_VALUE_MS`] are clamped to it.
 
+mod chunk;
+pub(crate) use chunk::{ChunkRows, ChunkScratch, MAX_CHUNK_ROWS, SKIP_ROW};
+
 use crate::flags::{Flags, NUM_FLAGS};
 use crate::malformed::Reason;
 use crate::sketch::{bin_of, Counter, Sketch, MAX_VALUE_MS, ZERO_BIN};

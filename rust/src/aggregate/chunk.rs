@@ -1,0 +1,295 @@
+//! Columnar fast path: fold a chunk of rows (one slice per field) in one go.
+//!
+//! [`Aggregator::observe_chunk`] only takes chunks for which the per-row time rules give
+//! every row the same verdict whatever the order. The watermark must be set. Rows older
+//! than the accepted range at the start are late whatever comes before them (the range
+//! only moves forward). Of the others, the newest must not be too far ahead of the
+//! watermark, and the oldest must still be accepted under the watermark the chunk ends
+//! with. Then every other row is accepted,
+//! the chunk's seconds all fit in the ring (distinct slots per key), and the rows can be
+//! folded group by group, one group per (key, second), with the bucket's counters held in
+//! locals. Anything else returns `None` without touching the aggregator, and the caller
+//! falls back to [`Aggregator::observe_binned`] row by row.
+//!
+//! Exactness: within a group rows are folded in row order (latency sums are
+//! order-sensitive floating point), and groups are taken in order of their first row, so
+//! each key's old buckets are folded into its accumulator in the same order as row by
+//! row. Counters, minima, maxima and sketch bins do not depend on order. The columnar
+//! property test checks the result against Event-by-Event observe.
+
+use super::{status_class, Aggregator, KeyId, BUCKET_MS, MAX_THRESHOLDS, NO_EPOCH};
+
+/// Rows of one chunk; every slice has the same length (at most [`MAX_CHUNK_ROWS`]).
+pub(crate) struct ChunkRows<'a> {
+    /// Key of each row; [`SKIP_ROW`] for rows not to be observed.
+    pub key: &'a [KeyId],
+    pub ts_ms: &'a [i64],
+    /// HTTP status (≤ 65535).
+    pub status: &'a [u32],
+    /// Success verdict, 0 or 1.
+    pub success: &'a [u8],
+    /// Latency as `clean_latency` makes it; negative = no latency.
+    pub latency: &'a [f64],
+    /// `sketch::bin_of` of the latency.
+    pub bin: &'a [i32],
+}
+
+/// Key of a row that is not to be observed.
+pub(crate) const SKIP_ROW: KeyId = KeyId::MAX;
+/// Largest chunk: status-class counts are packed in 11-bit fields.
+pub(crate) const MAX_CHUNK_ROWS: usize = 2047;
+/// More (key, second) groups than this in one chunk: not the fast path.
+const MAX_GROUPS: usize = 64;
+/// Direct-mapped (key, epoch) → group cache.
+const GROUP_SLOTS: usize = 64;
+const NO_GROUP: u8 = u8::MAX;
+const CLASS_BITS: u32 = 11;
+const CLASS_MASK: u64 = (1 << CLASS_BITS) - 1;
+
+#[derive(Clone, Copy)]
+struct Group {
+    key: KeyId,
+    epoch: i64,
+    rows: u32,
+    max_ts: i64,
+}
+
+/// Buffers reused from chunk to chunk.
+#[derive(Default)]
+pub(crate) struct ChunkScratch {
+    /// Group of each row ([`NO_GROUP`]: skipped).
+    group: Vec<u8>,
+    /// Row indices ordered by group, row order kept within a group.
+    order: Vec<u16>,
+    groups: Vec<Group>,
+}
+
+impl Aggregator {
+    /// Fold every row of `rows` whose key is not [`SKIP_ROW`], exactly as
+    /// [`Aggregator::observe_binned`] row by row would (without flags), when the chunk is
+    /// one the fast path takes (see module docs). Returns the number of rows folded and
+    /// of rows refused as [`Reason::DroppedLate`](crate::malformed::Reason), or `None`
+    /// (aggregator untouched) when the chunk must go row by row.
+    pub(crate) fn observe_chunk(
+        &mut self,
+        rows: &ChunkRows,
+        scratch: &mut ChunkScratch,
+    ) -> Option<(u64, u64)> {
+        let n = rows.key.len();
+        let lens = [
+            rows.ts_ms.len(),
+            rows.status.len(),
+            rows.success.len(),
+            rows.latency.len(),
+            rows.bin.len(),
+        ];
+        if n > MAX_CHUNK_ROWS || lens.iter().any(|&l| l != n) {
+            return None;
+        }
+        let wm0 = self.watermark?;
+        // Time range of the rows to fold (branch-free: vectorises), late rows counted.
+        let min0 = self.min_ts;
+        let (mut lo, mut hi, mut late) = (i64::MAX, i64::MIN, 0u64);
+        for (&k, &ts) in rows.key.iter().zip(rows.ts_ms) {
+            let row = k != SKIP_ROW;
+            let take = row && ts >= min0;
+            late += (row && !take) as u64;
+            lo = if take && ts < lo { ts } else { lo };
+            hi = if take && ts > hi { ts } else { hi };
+        }
+        if lo > hi {
+            return Some((0, late)); // nothing to fold
+        }
+        if hi > self.max_ts {
+            return None;
+        }
+        // The accepted range at the end of the chunk, with the watermark code itself.
+        let saved = (self.watermark, self.min_ts, self.max_ts);
+        if hi > wm0 {
+            self.advance_watermark(hi);
+        }
+        let restore = |a: &mut Aggregator| {
+            (a.watermark, a.min_ts, a.max_ts) = saved;
+        };
+        if lo < self.min_ts || !self.group_rows(rows, min0, scratch) {
+            restore(self);
+            return None;
+        }
+        Some((self.fold_groups(rows, scratch), late))
+    }
+
+    /// Assign the rows to fold (key set, time ≥ `min_ts`) to (key, second) groups and
+    /// order them by group. False when there are too many groups, a key is not live, or a
+    /// slot serves a newer second (the caller then goes row by row).
+    fn group_rows(&self, rows: &ChunkRows, min_ts: i64, s: &mut ChunkScratch) -> bool {
+        let ring = self.cfg.ring_secs as i64;
+        s.groups.clear();
+        s.group.clear();
+        s.group.resize(rows.key.len(), NO_GROUP);
+        let mut cache = [(SKIP_ROW, NO_EPOCH, NO_GROUP); GROUP_SLOTS];
+        // Epoch of the previous row and its times [lo, hi): most rows share it (no
+        // division). An empty range (lo > hi) where the bounds do not fit an i64.
+        let (mut epoch, mut epoch_lo, mut epoch_hi) = (NO_EPOCH, 1i64, 0i64);
+        for ((g, &key), &ts) in s.group.iter_mut().zip(rows.key).zip(rows.ts_ms) {
+            if key == SKIP_ROW || ts < min_ts {
+                continue;
+            }
+            if !(epoch_lo <= ts && ts < epoch_hi) {
+                epoch = ts.div_euclid(BUCKET_MS);
+                let lo = epoch.checked_mul(BUCKET_MS);
+                (epoch_lo, epoch_hi) = lo
+                    .zip(lo.and_then(|l| l.checked_add(BUCKET_MS)))
+                    .unwrap_or((1, 0));
+            }
+            let h =
+                ((key as u64).wrapping_add(epoch as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 6 bits: GROUP_SLOTS
+            let Some(entry) = cache.get_mut(h as usize) else {
+                return false;
+            };
+            let gid = if entry.0 == key && entry.1 == epoch {
+                entry.2
+            } else {
+                let found = s
+                    .groups
+                    .iter()
+                    .position(|x| x.key == key && x.epoch == epoch);
+                let gid = match found {
+                    Some(i) => i,
+                    None => {
+                        if s.groups.len() >= MAX_GROUPS {
+                            return false;
+                        }
+                        let Some(Some(k)) = self.keys.get(key as usize) else {
+                            return false;
+                        };
+                        match k.ring.get(epoch.rem_euclid(ring) as usize) {
+                            Some(b) if b.epoch <= epoch => {}
+                            _ => return false,
+                        }
+                        s.groups.push(Group {
+                            key,
+                            epoch,
+                            rows: 0,
+                            max_ts: ts,
+                        });
+                        s.groups.len() - 1
+                    }
+                } as u8;
+                *entry = (key, epoch, gid);
+                gid
+            };
+            *g = gid;
+            if let Some(x) = s.groups.get_mut(gid as usize) {
+                x.rows += 1;
+                x.max_ts = x.max_ts.max(ts);
+            }
+        }
+        // Counting sort of the row indices by group.
+        let mut next = [0u16; MAX_GROUPS];
+        let mut at = 0u16;
+        for (nx, grp) in next.iter_mut().zip(&s.groups) {
+            *nx = at;
+            at += grp.rows as u16;
+        }
+        s.order.clear();
+        s.order.resize(at as usize, 0);
+        for (i, &g) in s.group.iter().enumerate() {
+            if let Some(nx) = next.get_mut(g as usize) {
+                if let Some(o) = s.order.get_mut(*nx as usize) {
+                    *o = i as u16;
+                }
+                *nx += 1;
+            }
+        }
+        true
+    }
+
+    /// Fold each group into its bucket; returns the rows folded.
+    fn fold_groups(&mut self, rows: &ChunkRows, s: &ChunkScratch) -> u64 {
+        let ring = self.cfg.ring_secs as i64;
+        let mut start = 0usize;
+        let mut folded = 0u64;
+        for grp in &s.groups {
+            let idx = s.order.get(start..start + grp.rows as usize).unwrap_or(&[]);
+            start += grp.rows as usize;
+            let Some(Some(k)) = self.keys.get_mut(grp.key as usize) else {
+                continue; // checked by group_rows
+            };
+            // Bucket selection as in `observe_binned`.
+            let epoch = grp.epoch;
+            let slot = epoch.rem_euclid(ring) as usize;
+            let Some(b) = k.ring.get_mut(slot) else {
+                continue;
+            };
+            if b.epoch != epoch {
+                k.cumulative.add_bucket(b);
+                b.reset(epoch);
+            }
+            if epoch > k.cur_epoch {
+                k.cur_epoch = epoch;
+                k.cur_start_ms = epoch.saturating_mul(BUCKET_MS);
+                k.cur_slot = slot;
+            }
+            if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
+                k.first_epoch = epoch;
+            }
+            k.last_event_ms = k.last_event_ms.max(grp.max_ts);
+            let n_thr = k.n_thresholds.min(MAX_THRESHOLDS);
+            let thresholds = k.thresholds.get(..n_thr).unwrap_or(&[]);
+
+            // The bucket's counters in locals; latency sum in row order.
+            let mut successes = 0u32;
+            let mut classes = 0u64; // 11-bit count per status class 0..=4
+            let mut sum = b.lat_sum;
+            let (mut min, mut max) = (b.lat_min, b.lat_max);
+            let mut exceed = b.exceed;
+            for &i in idx {
+                let i = i as usize;
+                let (Some(&st), Some(&ok), Some(&l), Some(&bin)) = (
+                    rows.status.get(i),
+                    rows.success.get(i),
+                    rows.latency.get(i),
+                    rows.bin.get(i),
+                ) else {
+                    continue;
+                };
+                successes += (ok != 0) as u32;
+                let class = status_class(st as u16) as u32;
+                // The no-class sink (5) shifts out of the 55 bits read back.
+                classes = classes.wrapping_add(1u64.checked_shl(class * CLASS_BITS).unwrap_or(0));
+                if l >= 0.0 {
+                    b.sketch.insert_bin(bin, 1);
+                    sum += l;
+                    // Plain comparisons, as `Bucket::record` (l is never NaN).
+                    if l < min {
+                        min = l;
+                    }
+                    if l > max {
+                        max = l;
+                    }
+                    for (c, t) in exceed.iter_mut().zip(thresholds) {
+                        *c = c.wrapping_add((l > *t) as u32);
+                    }
+                }
+            }
+            let n = idx.len() as u32;
+            b.requests = b.requests.wrapping_add(n);
+            b.successes = b.successes.wrapping_add(successes);
+            let mut classed = 0u32;
+            for (j, c) in b.status.iter_mut().take(5).enumerate() {
+                let add = ((classes >> (j as u32 * CLASS_BITS)) & CLASS_MASK) as u32;
+                classed += add;
+                *c = c.wrapping_add(add);
+            }
+            if let Some(sink) = b.status.get_mut(5) {
+                *sink = sink.wrapping_add(n - classed);
+            }
+            b.lat_sum = sum;
+            b.lat_min = min;
+            b.lat_max = max;
+            b.exceed = exceed;
+            folded += n as u64;
+        }
+        folded
+    }
+}
