@@ -30,6 +30,8 @@
 //! malformed number is `BadNumber`; an unparsable start time is `BadTimestamp`; any other
 //! shape mismatch is `BadSyntax`.
 
+use std::cell::Cell;
+
 use memchr::memrchr;
 
 pub(crate) mod scan;
@@ -95,8 +97,13 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
             let (_, r) = token(b, q)?;
             let (_, r) = token(b, r)?;
             p = expect(b, r, b"\"")?;
-            p = end_of_quoted(b, p, is_digit)?;
-            p = expect(b, p, b" ")?;
+            // Usually `"-" ` then a digit: what `end_of_quoted` + `expect` would find.
+            if b.get(p..p + 3) == Some(b"-\" ") && b.get(p + 3).is_some_and(u8::is_ascii_digit) {
+                p += 3;
+            } else {
+                p = end_of_quoted(b, p, is_digit)?;
+                p = expect(b, p, b" ")?;
+            }
             false
         }
         None => return Err(Reason::Truncated),
@@ -130,19 +137,49 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
 #[inline(always)]
 fn start_time_ms(ts: &[u8]) -> Option<i64> {
     let t: &[u8; 24] = ts.try_into().ok()?;
-    if t[4] != b'-'
-        || t[7] != b'-'
-        || t[10] != b'T'
-        || t[13] != b':'
-        || t[16] != b':'
-        || t[19] != b'.'
-        || t[23] != b'Z'
-    {
+    if t[16] != b':' || t[19] != b'.' || t[23] != b'Z' {
+        return None;
+    }
+    let d = |i: usize| t[i].wrapping_sub(b'0') as u32;
+    // Any byte that is not a digit makes its `d` exceed 9.
+    if d(17).max(d(18)).max(d(20)).max(d(21)).max(d(22)) > 9 {
+        return None;
+    }
+    let sec = d(17) * 10 + d(18);
+    if sec > 60 {
+        return None;
+    }
+    let ms = (d(20) * 100 + d(21) * 10 + d(22)) as i64;
+    // Consecutive lines almost always share `YYYY-MM-DDTHH:MM`: validate it and do the
+    // date arithmetic once per distinct minute, keyed by its raw bytes.
+    let key = u128::from_le_bytes(*t.first_chunk::<16>()?);
+    let (cached, base) = LAST_MINUTE.get();
+    let base = if cached == key {
+        base
+    } else {
+        let base = minute_start_ms(t)?;
+        LAST_MINUTE.set((key, base));
+        base
+    };
+    Some(base + (sec * 1000) as i64 + ms)
+}
+
+thread_local! {
+    /// The bytes of the last valid `YYYY-MM-DDTHH:MM` and ms at the start of that minute.
+    /// `u128::MAX` (all 0xff bytes, never a valid prefix) means empty.
+    static LAST_MINUTE: Cell<(u128, i64)> = const { Cell::new((u128::MAX, 0)) };
+}
+
+/// Ms since the epoch at the start of the minute `YYYY-MM-DDTHH:MM` in `t[..16]`, `None`
+/// when that part is malformed or out of range.
+#[inline(never)]
+fn minute_start_ms(t: &[u8; 24]) -> Option<i64> {
+    if t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' {
         return None;
     }
     let d = |i: usize| t[i].wrapping_sub(b'0') as u32;
     // All digit positions at once: any byte that is not a digit makes this exceed 9.
-    let worst = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+    let worst = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15]
         .iter()
         .fold(0, |m, &i| m.max(d(i)));
     if worst > 9 {
@@ -150,13 +187,12 @@ fn start_time_ms(ts: &[u8]) -> Option<i64> {
     }
     let year = (d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3)) as i64;
     let (mo, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
-    let (h, mi, sec) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
-    let ms = (d(20) * 100 + d(21) * 10 + d(22)) as i64;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+    let (h, mi) = (d(11) * 10 + d(12), d(14) * 10 + d(15));
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 {
         return None;
     }
     let days = days_from_civil(year, mo, day);
-    Some((days * 86400 + (h * 3600 + mi * 60 + sec) as i64) * 1000 + ms)
+    Some((days * 86400 + (h * 3600 + mi * 60) as i64) * 1000)
 }
 
 type Range = (usize, usize);

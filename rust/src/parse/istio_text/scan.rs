@@ -1,15 +1,20 @@
 //! Byte search for the text parsers, tuned for log fields: most fields are a few bytes
 //! long, where a `memchr` call costs more than the search itself (dispatch, setup). So the
 //! first bytes are searched eight at a time in a `u64` (SWAR, inlined, no branches per
-//! byte), and only a field longer than that falls back to SIMD `memchr`/`memrchr`.
+//! byte), and only a field longer than that goes on 16 bytes at a time (SSE2 on x86_64,
+//! `memchr` elsewhere) or with `memrchr` backwards.
 
-use memchr::{memchr, memrchr};
+#[cfg(not(target_arch = "x86_64"))]
+use memchr::memchr;
+use memchr::memrchr;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 const HI: u64 = 0x8080_8080_8080_8080;
-/// Bytes searched with SWAR before handing over to `memchr`.
-const SWAR_SPAN: usize = 32;
+/// Bytes searched forwards with SWAR before going on 16 bytes at a time.
+const SWAR_SPAN: usize = 8;
+/// Bytes searched backwards with SWAR before handing over to `memrchr`.
+const RSWAR_SPAN: usize = 32;
 
 /// High bit set in each byte of `w` that equals the byte splatted in `splat`. Exact (no
 /// false positives from borrows): `(x & 0x7f) + 0x7f` sets the high bit of every non-zero
@@ -38,10 +43,54 @@ pub(crate) fn find(b: &[u8], from: usize, needle: u8) -> Option<usize> {
         }
         i += 8;
         if i - from >= SWAR_SPAN {
-            return memchr(needle, b.get(i..)?).map(|p| i + p);
+            return find_long(b, i, needle);
         }
     }
     b.get(i..)?.iter().position(|&c| c == needle).map(|p| i + p)
+}
+
+/// The rest of a long field: 16 bytes per step with SSE2 (x86_64's baseline, so no
+/// runtime detection), which for the tens of bytes left costs less than a `memchr` call.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn find_long(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let mut i = from;
+    while let Some(m) = sse2::mask16(b, i, needle) {
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    b.get(i..)?.iter().position(|&c| c == needle).map(|p| i + p)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn find_long(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    memchr(needle, b.get(from..)?).map(|p| from + p)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+
+    /// Bit `k` set where `b[at + k] == needle`, for the 16 bytes at `at`; `None` when fewer
+    /// than 16 bytes are left.
+    #[inline(always)]
+    pub(super) fn mask16(b: &[u8], at: usize, needle: u8) -> Option<u32> {
+        let chunk: &[u8; 16] = b.get(at..at.checked_add(16)?)?.try_into().ok()?;
+        // SAFETY: SSE2 is part of the x86_64 baseline (every x86_64 CPU has it, and rustc
+        // enables it for every x86_64 target), so the intrinsics are always available; the
+        // load reads exactly the 16 bytes of `chunk` (unaligned load, no alignment needed).
+        // Measured: this replaced a SWAR loop 8 bytes at a time, see the commit message.
+        let m = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(needle as i8)))
+        };
+        Some(m as u32 & 0xffff)
+    }
 }
 
 /// Position of the last `needle` in `b[lo..end]`.
@@ -56,7 +105,7 @@ pub(crate) fn rfind(b: &[u8], lo: usize, end: usize, needle: u8) -> Option<usize
             return Some(e - 8 + ((63 - m.leading_zeros()) / 8) as usize);
         }
         e -= 8;
-        if end - e >= SWAR_SPAN {
+        if end - e >= RSWAR_SPAN {
             return memrchr(needle, b.get(lo..e)?).map(|p| lo + p);
         }
     }
@@ -66,36 +115,75 @@ pub(crate) fn rfind(b: &[u8], lo: usize, end: usize, needle: u8) -> Option<usize
         .map(|p| lo + p)
 }
 
-/// Positions of the first `N` bytes equal to `needle` in `hay`, and whether there are more
-/// than `N`. `None` in the array where there are fewer.
+/// Positions of the first `N` bytes equal to `needle` in `hay`, the number found (at
+/// most `N`), and whether there are more than `N`.
 #[inline(always)]
 pub(crate) fn positions<const N: usize>(hay: &[u8], needle: u8) -> ([usize; N], usize, bool) {
-    let splat = LO * needle as u64;
     let mut out = [0usize; N];
     let mut n = 0;
     let mut i = 0;
-    while let Some(w) = word(hay, i) {
-        let mut m = eq_mask(w, splat);
+    // Whole chunks: 16 bytes per step with SSE2, else 8 with SWAR.
+    while let Some(mut m) = chunk_mask(hay, i, needle) {
         while m != 0 {
-            if n == N {
+            let Some(slot) = out.get_mut(n) else {
                 return (out, n, true);
-            }
-            out[n] = i + (m.trailing_zeros() / 8) as usize;
+            };
+            *slot = i + (m.trailing_zeros() / BITS_PER_BYTE) as usize;
             n += 1;
             m &= m - 1;
         }
-        i += 8;
+        i += CHUNK;
+    }
+    // The last partial chunk: the chunk ending at the end of `hay`, minus the bytes
+    // already seen (no byte loop).
+    let rest = hay.len() - i.min(hay.len());
+    if rest > 0 && hay.len() >= CHUNK {
+        let at = hay.len() - CHUNK;
+        let seen = CHUNK - rest;
+        let mut m = chunk_mask(hay, at, needle).unwrap_or(0) >> (seen as u32 * BITS_PER_BYTE);
+        while m != 0 {
+            let Some(slot) = out.get_mut(n) else {
+                return (out, n, true);
+            };
+            *slot = i + (m.trailing_zeros() / BITS_PER_BYTE) as usize;
+            n += 1;
+            m &= m - 1;
+        }
+        return (out, n, false);
     }
     for (j, &c) in hay.get(i..).unwrap_or_default().iter().enumerate() {
         if c == needle {
-            if n == N {
+            let Some(slot) = out.get_mut(n) else {
                 return (out, n, true);
-            }
-            out[n] = i + j;
+            };
+            *slot = i + j;
             n += 1;
         }
     }
     (out, n, false)
+}
+
+#[cfg(target_arch = "x86_64")]
+const CHUNK: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const BITS_PER_BYTE: u32 = 1;
+#[cfg(not(target_arch = "x86_64"))]
+const CHUNK: usize = 8;
+#[cfg(not(target_arch = "x86_64"))]
+const BITS_PER_BYTE: u32 = 8;
+
+/// Bits set where `hay[at + k] == needle` (bit `k * BITS_PER_BYTE`), for the `CHUNK`
+/// bytes at `at`; `None` when fewer are left.
+#[inline(always)]
+fn chunk_mask(hay: &[u8], at: usize, needle: u8) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::mask16(hay, at, needle).map(u64::from)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Some(eq_mask(word(hay, at)?, LO * needle as u64))
+    }
 }
 
 #[cfg(test)]
