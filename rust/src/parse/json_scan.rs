@@ -603,6 +603,232 @@ fn skip_nested(sp: &mut Specials<'_>, mut i: usize) -> Result<usize, ScanError> 
 }
 
 // ---------------------------------------------------------------------------------
+// Compact fast path.
+// ---------------------------------------------------------------------------------
+
+/// The line is not in the shape [`CompactScanner`] handles (or is malformed); the caller
+/// re-reads it with [`ObjectScanner`], which decides what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotCompact;
+
+impl From<ScanError> for NotCompact {
+    #[inline(always)]
+    fn from(_: ScanError) -> Self {
+        NotCompact
+    }
+}
+
+/// `pos` once the closing `}` has been read.
+const DONE: usize = usize::MAX;
+
+/// A walk over one *compact, escape-free* JSON object (what Envoy writes): `{` first, no
+/// whitespace between tokens, no `\` anywhere it looks, scalar or string values only.
+///
+/// In that shape every `"` opens or closes a key or a string value, in order, so the walk
+/// pops quote positions off per-block SSE2 bitmaps (a `trailing_zeros` each) instead of
+/// looking for string ends, and checks only the few bytes between a key and its value.
+/// Whatever it does not handle (whitespace, escapes, nested values, errors of any kind)
+/// is [`NotCompact`], and the caller falls back to [`ObjectScanner`]: on the lines this
+/// scanner accepts, it yields exactly the members `ObjectScanner` yields (a proptest
+/// below checks this), so behaviour does not depend on which path ran.
+pub struct CompactScanner<'a> {
+    s: &'a [u8],
+    /// Start of the 64-byte block whose quotes are in `quotes`.
+    base: usize,
+    /// Quotes of that block not consumed yet (bit j: `s[base + j]`).
+    quotes: u64,
+    /// Index of the next key's opening quote, or [`DONE`].
+    pos: usize,
+}
+
+impl<'a> CompactScanner<'a> {
+    /// A scanner over `line`, or [`NotCompact`] when it does not start with `{`.
+    #[inline(always)]
+    pub fn new(line: &'a [u8]) -> Result<Self, NotCompact> {
+        if line.first() != Some(&b'{') {
+            return Err(NotCompact);
+        }
+        let pos = if line.get(1) == Some(&b'}') {
+            if skip_ws(line, 2) != line.len() {
+                return Err(NotCompact);
+            }
+            DONE
+        } else {
+            1
+        };
+        Ok(CompactScanner {
+            s: line,
+            base: 0,
+            quotes: block_quotes(line, 0)?,
+            pos,
+        })
+    }
+
+    /// Position of the next quote, consuming it.
+    #[inline(always)]
+    fn pop_quote(&mut self) -> Result<usize, NotCompact> {
+        if self.quotes == 0 {
+            self.next_block()?;
+        }
+        let p = self.base + self.quotes.trailing_zeros() as usize;
+        self.quotes &= self.quotes - 1;
+        Ok(p)
+    }
+
+    /// Move to the next block holding a quote.
+    #[inline(never)]
+    fn next_block(&mut self) -> Result<(), NotCompact> {
+        while self.quotes == 0 {
+            self.base += 64;
+            if self.base >= self.s.len() {
+                return Err(NotCompact);
+            }
+            self.quotes = block_quotes(self.s, self.base)?;
+        }
+        Ok(())
+    }
+
+    /// The next member, `Ok(None)` after the closing `}` (then the whole line has been
+    /// checked), or [`NotCompact`].
+    #[inline(always)]
+    pub fn next_member(&mut self) -> Result<Option<Member<'a>>, NotCompact> {
+        let s = self.s;
+        let open = self.pos;
+        if open == DONE {
+            return Ok(None);
+        }
+        // The first unconsumed quote must be where the key should start.
+        if self.pop_quote()? != open {
+            return Err(NotCompact);
+        }
+        let close = self.pop_quote()?;
+        let key = s.get(open + 1..close).ok_or(NotCompact)?;
+        if s.get(close + 1) != Some(&b':') {
+            return Err(NotCompact);
+        }
+        let v = close + 2;
+        let (value, after) = match s.get(v) {
+            Some(b'"') => {
+                if self.pop_quote()? != v {
+                    return Err(NotCompact);
+                }
+                let end = self.pop_quote()?;
+                let raw = s.get(v + 1..end).ok_or(NotCompact)?;
+                (
+                    Value::Str {
+                        raw,
+                        escaped: false,
+                    },
+                    end + 1,
+                )
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let end = scan_number(s, v)?;
+                (Value::Num(s.get(v..end).ok_or(NotCompact)?), end)
+            }
+            Some(b'n') if s.get(v..v + 4) == Some(b"null") => (Value::Null, v + 4),
+            Some(b't') if s.get(v..v + 4) == Some(b"true") => (Value::Bool(true), v + 4),
+            Some(b'f') if s.get(v..v + 5) == Some(b"false") => (Value::Bool(false), v + 5),
+            _ => return Err(NotCompact),
+        };
+        match s.get(after) {
+            Some(b',') => self.pos = after + 1,
+            Some(b'}') if skip_ws(s, after + 1) == s.len() => self.pos = DONE,
+            _ => return Err(NotCompact),
+        }
+        Ok(Some(Member {
+            key,
+            key_escaped: false,
+            value,
+        }))
+    }
+}
+
+/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end), or
+/// [`NotCompact`] when they hold a backslash.
+#[inline(always)]
+fn block_quotes(s: &[u8], base: usize) -> Result<u64, NotCompact> {
+    let (quotes, backslashes) = match s.get(base..base + 64) {
+        Some(block) => quote_backslash_masks(block.try_into().map_err(|_| NotCompact)?),
+        None => tail_quote_backslash_masks(s, base),
+    };
+    if backslashes == 0 {
+        Ok(quotes)
+    } else {
+        Err(NotCompact)
+    }
+}
+
+/// [`quote_backslash_masks`] of the partial last block `s[base..]`: the 64 bytes that
+/// end `s`, shifted (no copy); only inputs shorter than 64 bytes need padding.
+#[inline(never)]
+fn tail_quote_backslash_masks(s: &[u8], base: usize) -> (u64, u64) {
+    let n = s.len().saturating_sub(base).clamp(1, 64);
+    if let Some(block) = s
+        .len()
+        .checked_sub(64)
+        .and_then(|w| s.get(w..))
+        .and_then(|b| <&[u8; 64]>::try_from(b).ok())
+    {
+        let (q, b) = quote_backslash_masks(block);
+        return (q >> (64 - n), b >> (64 - n));
+    }
+    let mut padded = [0u8; 64];
+    let tail = s.get(base..).unwrap_or(&[]);
+    if let Some(dst) = padded.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    // Padding zeros are neither `"` nor `\`.
+    quote_backslash_masks(&padded)
+}
+
+/// Bitmaps of the `"` and the `\` bytes of `block` (bit k: `block[k]`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn quote_backslash_masks(block: &[u8; 64]) -> (u64, u64) {
+    // SAFETY: `quote_backslash_masks_sse2` only requires SSE2, which this cfg guarantees
+    // is enabled at compile time (x86_64 baseline); it reads only through the reference.
+    unsafe { quote_backslash_masks_sse2(block) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+#[target_feature(enable = "sse2")]
+fn quote_backslash_masks_sse2(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let (mut q, mut b) = (0u64, 0u64);
+    for (k, chunk) in block.chunks_exact(16).enumerate() {
+        let (lo, hi) = chunk.split_at(8);
+        // Two 8-byte reads; LLVM merges them into one unaligned 16-byte load.
+        let lo = i64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
+        let hi = i64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
+        let v = _mm_set_epi64x(hi, lo);
+        q |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16 as u64) << (16 * k);
+        b |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16 as u64) << (16 * k);
+    }
+    (q, b)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn quote_backslash_masks(block: &[u8; 64]) -> (u64, u64) {
+    quote_backslash_masks_portable(block)
+}
+
+/// Portable [`quote_backslash_masks`] (the fallback, and the reference in tests).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn quote_backslash_masks_portable(block: &[u8; 64]) -> (u64, u64) {
+    let (mut q, mut b) = (0u64, 0u64);
+    for (k, &c) in block.iter().enumerate() {
+        q |= ((c == b'"') as u64) << k;
+        b |= ((c == b'\\') as u64) << k;
+    }
+    (q, b)
+}
+
+// ---------------------------------------------------------------------------------
 // Value conversions shared by the JSON access-log parsers.
 // ---------------------------------------------------------------------------------
 
@@ -964,6 +1190,69 @@ mod tests {
         }
     }
 
+    /// Collect members with the compact scanner, or `NotCompact`.
+    fn compact_members(line: &str) -> Result<Vec<Member<'_>>, NotCompact> {
+        let mut out = Vec::new();
+        let mut sc = CompactScanner::new(line.as_bytes())?;
+        while let Some(m) = sc.next_member()? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn compact_scanner_takes_envoy_lines_and_leaves_the_rest() {
+        let line = r#"{"a":"x","bb":12.5e-3,"c":true,"d":false,"e":null,"i":-0,"s":""}"#;
+        assert_eq!(compact_members(line), Ok(members(line).unwrap()));
+        assert_eq!(compact_members("{}"), Ok(vec![]));
+        assert_eq!(compact_members("{}\r\n"), Ok(vec![]));
+        // Long enough to cross blocks, with a quote as the last byte of a block.
+        let long = format!(
+            r#"{{"k":"{}","l":"{}","m":1}}"#,
+            "x".repeat(57),
+            "y".repeat(300)
+        );
+        assert_eq!(long.as_bytes()[63], b'"');
+        assert_eq!(compact_members(&long), Ok(members(&long).unwrap()));
+        for other in [
+            r#" {"a":1}"#,
+            r#"{ "a":1}"#,
+            r#"{"a" :1}"#,
+            r#"{"a": 1}"#,
+            r#"{"a":1 }"#,
+            r#"{"a":1, "b":2}"#,
+            r#"{"a":"\n"}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":01}"#,
+            r#"{"a":1"#,
+            r#"{"a":"x"#,
+            r#"{"a":"x","#,
+            r#"{"a":1,}"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(compact_members(other), Err(NotCompact), "{other}");
+        }
+    }
+
+    #[test]
+    fn masks_of_every_byte_position() {
+        for p in 0..64 {
+            for byte in [b'"', b'\\', b'a'] {
+                let mut block = [b' '; 64];
+                block[p] = byte;
+                assert_eq!(
+                    quote_backslash_masks(&block),
+                    quote_backslash_masks_portable(&block)
+                );
+                let want = ((byte == b'"') as u64) << p;
+                assert_eq!(quote_backslash_masks(&block).0, want);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(line in ".{0,200}") {
@@ -973,6 +1262,40 @@ mod tests {
         #[test]
         fn arbitrary_json_ish_text_never_panics(line in r#"[{}\[\]":,\\ a0-9.eE+\-tfnul]{0,80}"#) {
             let _ = members(&line);
+        }
+
+        #[test]
+        fn simd_masks_agree_with_portable(
+            block in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 64)
+        ) {
+            let block: [u8; 64] = block.try_into().unwrap();
+            prop_assert_eq!(quote_backslash_masks(&block), quote_backslash_masks_portable(&block));
+        }
+
+        /// Whatever the compact scanner accepts, the general scanner reads the same.
+        #[test]
+        fn compact_scanner_agrees_with_general(line in r#"\{("[a-z"\\]{0,3}":([0-9.e\-]{1,4}|"[ -~]{0,70}"|null|true|false|\{\}),?){0,6}[\} \r]{0,2}"#) {
+            if let Ok(m) = compact_members(&line) {
+                prop_assert_eq!(Ok(m), members(&line));
+            }
+        }
+
+        #[test]
+        fn compact_scanner_agrees_on_valid_objects(
+            keys in proptest::collection::vec("[a-z_]{1,12}", 1..8),
+            vals in proptest::collection::vec(r#"("[ -!#-\[\]-~]{0,70}"|-?[1-9][0-9]{0,5}(\.[0-9]{1,3})?|true|false|null)"#, 8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let body: Vec<String> = keys.iter().zip(vals.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let line = format!("{{{}}}", body.join(","));
+            prop_assert_eq!(compact_members(&line), Ok(members(&line).unwrap()));
+            let cut = cut.index(line.len());
+            prop_assert_eq!(compact_members(&line[..cut]), Err(NotCompact));
+        }
+
+        #[test]
+        fn compact_scanner_never_panics(line in ".{0,200}") {
+            let _ = compact_members(&line);
         }
 
         #[test]
