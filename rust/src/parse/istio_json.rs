@@ -33,12 +33,13 @@ use crate::record::Record;
 pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     // Compact, escape-free lines (what Envoy writes) take the fast scanner; anything it
     // does not handle, including every error, is re-read from scratch by the general one,
-    // so results and error kinds are the general scanner's.
-    let saved = rec.clone();
+    // so results and error kinds are the general scanner's. `rec` needs no restoring:
+    // up to where the fast path gave up, both scanners yield the same members and
+    // `read_member` stores the same values, so the general walk overwrites every field
+    // the fast one set before it can fail or finish.
     if parse_compact(line, rec).is_ok() {
         return Ok(());
     }
-    *rec = saved;
     parse_general(line, rec)
 }
 

@@ -524,10 +524,15 @@ fn eq_mask64_sse2(block: &[u8; 64], byte: u8) -> u64 {
     m
 }
 
-/// Portable fallback.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn eq_mask64(block: &[u8; 64], byte: u8) -> u64 {
+    eq_mask64_portable(block, byte)
+}
+
+/// Portable [`eq_mask64`] (the fallback, and the reference in tests).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn eq_mask64_portable(block: &[u8; 64], byte: u8) -> u64 {
     let mut m = 0u64;
     for (k, &c) in block.iter().enumerate() {
         m |= ((c == byte) as u64) << k;
@@ -656,10 +661,15 @@ impl<'a> CompactScanner<'a> {
         } else {
             1
         };
+        // One memchr (AVX2 inside) for the rare backslash is cheaper than a second
+        // bitmap per block.
+        if memchr::memchr(b'\\', line).is_some() {
+            return Err(NotCompact);
+        }
         Ok(CompactScanner {
             s: line,
             base: 0,
-            quotes: block_quotes(line, 0)?,
+            quotes: block_quotes(line, 0),
             pos,
         })
     }
@@ -668,24 +678,12 @@ impl<'a> CompactScanner<'a> {
     #[inline(always)]
     fn pop_quote(&mut self) -> Result<usize, NotCompact> {
         if self.quotes == 0 {
-            self.next_block()?;
+            // By value, not through `&mut self`: the scanner then lives in registers.
+            (self.base, self.quotes) = next_quote_block(self.s, self.base)?;
         }
         let p = self.base + self.quotes.trailing_zeros() as usize;
-        self.quotes &= self.quotes - 1;
+        self.quotes &= self.quotes.wrapping_sub(1);
         Ok(p)
-    }
-
-    /// Move to the next block holding a quote.
-    #[inline(never)]
-    fn next_block(&mut self) -> Result<(), NotCompact> {
-        while self.quotes == 0 {
-            self.base += 64;
-            if self.base >= self.s.len() {
-                return Err(NotCompact);
-            }
-            self.quotes = block_quotes(self.s, self.base)?;
-        }
-        Ok(())
     }
 
     /// The next member, `Ok(None)` after the closing `}` (then the whole line has been
@@ -744,88 +742,31 @@ impl<'a> CompactScanner<'a> {
     }
 }
 
-/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end), or
-/// [`NotCompact`] when they hold a backslash.
-#[inline(always)]
-fn block_quotes(s: &[u8], base: usize) -> Result<u64, NotCompact> {
-    let (quotes, backslashes) = match s.get(base..base + 64) {
-        Some(block) => quote_backslash_masks(block.try_into().map_err(|_| NotCompact)?),
-        None => tail_quote_backslash_masks(s, base),
-    };
-    if backslashes == 0 {
-        Ok(quotes)
-    } else {
-        Err(NotCompact)
+/// The first block after the one at `base` that holds a quote: its start and bitmap.
+#[inline(never)]
+fn next_quote_block(s: &[u8], mut base: usize) -> Result<(usize, u64), NotCompact> {
+    loop {
+        base += 64;
+        if base >= s.len() {
+            return Err(NotCompact);
+        }
+        let quotes = block_quotes(s, base);
+        if quotes != 0 {
+            return Ok((base, quotes));
+        }
     }
 }
 
-/// [`quote_backslash_masks`] of the partial last block `s[base..]`: the 64 bytes that
-/// end `s`, shifted (no copy); only inputs shorter than 64 bytes need padding.
-#[inline(never)]
-fn tail_quote_backslash_masks(s: &[u8], base: usize) -> (u64, u64) {
-    let n = s.len().saturating_sub(base).clamp(1, 64);
-    if let Some(block) = s
-        .len()
-        .checked_sub(64)
-        .and_then(|w| s.get(w..))
+/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end).
+#[inline(always)]
+fn block_quotes(s: &[u8], base: usize) -> u64 {
+    match s
+        .get(base..base + 64)
         .and_then(|b| <&[u8; 64]>::try_from(b).ok())
     {
-        let (q, b) = quote_backslash_masks(block);
-        return (q >> (64 - n), b >> (64 - n));
+        Some(block) => eq_mask64(block, b'"'),
+        None => tail_mask(s, s.len().saturating_sub(base), b'"'),
     }
-    let mut padded = [0u8; 64];
-    let tail = s.get(base..).unwrap_or(&[]);
-    if let Some(dst) = padded.get_mut(..tail.len()) {
-        dst.copy_from_slice(tail);
-    }
-    // Padding zeros are neither `"` nor `\`.
-    quote_backslash_masks(&padded)
-}
-
-/// Bitmaps of the `"` and the `\` bytes of `block` (bit k: `block[k]`).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline(always)]
-fn quote_backslash_masks(block: &[u8; 64]) -> (u64, u64) {
-    // SAFETY: `quote_backslash_masks_sse2` only requires SSE2, which this cfg guarantees
-    // is enabled at compile time (x86_64 baseline); it reads only through the reference.
-    unsafe { quote_backslash_masks_sse2(block) }
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline]
-#[target_feature(enable = "sse2")]
-fn quote_backslash_masks_sse2(block: &[u8; 64]) -> (u64, u64) {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let (mut q, mut b) = (0u64, 0u64);
-    for (k, chunk) in block.chunks_exact(16).enumerate() {
-        let (lo, hi) = chunk.split_at(8);
-        // Two 8-byte reads; LLVM merges them into one unaligned 16-byte load.
-        let lo = i64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
-        let hi = i64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
-        let v = _mm_set_epi64x(hi, lo);
-        q |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16 as u64) << (16 * k);
-        b |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16 as u64) << (16 * k);
-    }
-    (q, b)
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline(always)]
-fn quote_backslash_masks(block: &[u8; 64]) -> (u64, u64) {
-    quote_backslash_masks_portable(block)
-}
-
-/// Portable [`quote_backslash_masks`] (the fallback, and the reference in tests).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn quote_backslash_masks_portable(block: &[u8; 64]) -> (u64, u64) {
-    let (mut q, mut b) = (0u64, 0u64);
-    for (k, &c) in block.iter().enumerate() {
-        q |= ((c == b'"') as u64) << k;
-        b |= ((c == b'\\') as u64) << k;
-    }
-    (q, b)
 }
 
 // ---------------------------------------------------------------------------------
@@ -898,9 +839,7 @@ impl<'a> Value<'a> {
                 raw: b"-" | b"", ..
             } => Ok(None),
             Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
-            Value::Str { raw, .. } => crate::parse::time::parse_rfc3339_ms(raw)
-                .map(Some)
-                .ok_or(Reason::BadTimestamp),
+            Value::Str { raw, .. } => rfc3339_ms(raw).map(Some).ok_or(Reason::BadTimestamp),
             _ => Err(Reason::BadTimestamp),
         }
     }
@@ -920,6 +859,51 @@ impl<'a> Value<'a> {
             }
         }
     }
+}
+
+/// [`crate::parse::time::parse_rfc3339_ms`], with a fast path for the shape Envoy writes
+/// (`2026-11-26T05:06:07.130Z`: 24 bytes, ms precision, UTC); any other shape, or a
+/// field out of range, goes to the general parser, so the result is always its result.
+#[inline]
+pub fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
+    rfc3339_ms_envoy(raw).or_else(|| crate::parse::time::parse_rfc3339_ms(raw))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with every field in range, else `None`.
+#[inline(always)]
+fn rfc3339_ms_envoy(raw: &[u8]) -> Option<i64> {
+    let b: &[u8; 24] = raw.try_into().ok()?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    // Digit values; for a non-digit, `value + 6` reaches 16, so one OR of all of them
+    // tells whether any is not a digit.
+    let d = |i: usize| b[i].wrapping_sub(b'0') as u32;
+    let all = (d(0) + 6) | (d(1) + 6) | (d(2) + 6) | (d(3) + 6) | (d(5) + 6) | (d(6) + 6);
+    let all = all | (d(8) + 6) | (d(9) + 6) | (d(11) + 6) | (d(12) + 6) | (d(14) + 6);
+    let all = all | (d(15) + 6) | (d(17) + 6) | (d(18) + 6) | (d(20) + 6) | (d(21) + 6);
+    if (all | (d(22) + 6)) >= 16 {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let year = (d(0) * 1000 + d(1) * 100 + two(2)) as i64;
+    let (month, day, hour, min, sec) = (two(5), two(8), two(11), two(14), two(17));
+    let ms = (d(20) * 100 + two(21)) as i64;
+    // The general parser's range checks (it rejects these, so let it say so).
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour >= 24 || min >= 60 || sec > 60
+    {
+        return None;
+    }
+    let days = crate::parse::time::days_from_civil(year, month, day);
+    let secs = days * 86400 + hour as i64 * 3600 + min as i64 * 60 + sec as i64;
+    Some(secs * 1000 + ms)
 }
 
 /// gRPC canonical codes by name, in the CamelCase (Envoy default `%GRPC_STATUS%`) and
@@ -1243,12 +1227,11 @@ mod tests {
             for byte in [b'"', b'\\', b'a'] {
                 let mut block = [b' '; 64];
                 block[p] = byte;
-                assert_eq!(
-                    quote_backslash_masks(&block),
-                    quote_backslash_masks_portable(&block)
-                );
-                let want = ((byte == b'"') as u64) << p;
-                assert_eq!(quote_backslash_masks(&block).0, want);
+                for needle in [b'"', b'\\'] {
+                    let want = ((byte == needle) as u64) << p;
+                    assert_eq!(eq_mask64(&block, needle), want);
+                    assert_eq!(eq_mask64_portable(&block, needle), want);
+                }
             }
         }
     }
@@ -1266,10 +1249,11 @@ mod tests {
 
         #[test]
         fn simd_masks_agree_with_portable(
-            block in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 64)
+            block in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 64),
+            needle in prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()],
         ) {
             let block: [u8; 64] = block.try_into().unwrap();
-            prop_assert_eq!(quote_backslash_masks(&block), quote_backslash_masks_portable(&block));
+            prop_assert_eq!(eq_mask64(&block, needle), eq_mask64_portable(&block, needle));
         }
 
         /// Whatever the compact scanner accepts, the general scanner reads the same.
@@ -1291,6 +1275,17 @@ mod tests {
             prop_assert_eq!(compact_members(&line), Ok(members(&line).unwrap()));
             let cut = cut.index(line.len());
             prop_assert_eq!(compact_members(&line[..cut]), Err(NotCompact));
+        }
+
+        /// The Envoy-shape fast path gives the general parser's result, in range or not.
+        #[test]
+        fn rfc3339_fast_path_agrees(
+            t in r#"[0-9]{4}-[01][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9][.,][0-9]{3}[Zz+]"#,
+            other in r#"[0-9T:.Z+-]{20,26}"#,
+        ) {
+            for raw in [t.as_bytes(), other.as_bytes()] {
+                prop_assert_eq!(rfc3339_ms(raw), crate::parse::time::parse_rfc3339_ms(raw));
+            }
         }
 
         #[test]
