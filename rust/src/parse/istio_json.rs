@@ -342,6 +342,32 @@ mod tests {
             let _ = run(&line);
         }
 
+        /// The fast path changes nothing: on edited example lines (any byte replaced,
+        /// inserted or cut), `parse` gives the general path's result and record.
+        #[test]
+        fn fast_path_agrees_with_general(
+            pos in 0usize..1000,
+            byte in prop_oneof![Just(b' '), Just(b'\\'), Just(b'"'), Just(b','), Just(b'}'), Just(b'0'), any::<u8>()],
+            edit in 0u8..3,
+            stringly in any::<bool>(),
+        ) {
+            let base = if stringly { STRINGLY } else { EXAMPLE_C };
+            let mut bytes = base.as_bytes().to_vec();
+            let p = pos % bytes.len();
+            match edit {
+                0 => bytes[p] = byte,
+                1 => bytes.insert(p, byte),
+                _ => bytes.truncate(p),
+            }
+            if let Ok(line) = std::str::from_utf8(&bytes) {
+                let (mut fast, mut general) = (Record::default(), Record::default());
+                let r_fast = parse(line, &mut fast);
+                let r_general = parse_general(line, &mut general);
+                prop_assert_eq!(r_fast, r_general);
+                prop_assert_eq!(fast, general);
+            }
+        }
+
         #[test]
         fn mutated_example_never_panics(pos in 0usize..1000, byte in any::<u8>()) {
             let mut bytes = EXAMPLE_C.as_bytes().to_vec();
