@@ -524,10 +524,15 @@ fn eq_mask64_sse2(block: &[u8; 64], byte: u8) -> u64 {
     m
 }
 
-/// Portable fallback.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn eq_mask64(block: &[u8; 64], byte: u8) -> u64 {
+    eq_mask64_portable(block, byte)
+}
+
+/// Portable [`eq_mask64`] (the fallback, and the reference in tests).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn eq_mask64_portable(block: &[u8; 64], byte: u8) -> u64 {
     let mut m = 0u64;
     for (k, &c) in block.iter().enumerate() {
         m |= ((c == byte) as u64) << k;
@@ -603,6 +608,169 @@ fn skip_nested(sp: &mut Specials<'_>, mut i: usize) -> Result<usize, ScanError> 
 }
 
 // ---------------------------------------------------------------------------------
+// Compact fast path.
+// ---------------------------------------------------------------------------------
+
+/// The line is not in the shape [`CompactScanner`] handles (or is malformed); the caller
+/// re-reads it with [`ObjectScanner`], which decides what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotCompact;
+
+impl From<ScanError> for NotCompact {
+    #[inline(always)]
+    fn from(_: ScanError) -> Self {
+        NotCompact
+    }
+}
+
+/// `pos` once the closing `}` has been read.
+const DONE: usize = usize::MAX;
+
+/// A walk over one *compact, escape-free* JSON object (what Envoy writes): `{` first, no
+/// whitespace between tokens, no `\` anywhere it looks, scalar or string values only.
+///
+/// In that shape every `"` opens or closes a key or a string value, in order, so the walk
+/// pops quote positions off per-block SSE2 bitmaps (a `trailing_zeros` each) instead of
+/// looking for string ends, and checks only the few bytes between a key and its value.
+/// Whatever it does not handle (whitespace, escapes, nested values, errors of any kind)
+/// is [`NotCompact`], and the caller falls back to [`ObjectScanner`]: on the lines this
+/// scanner accepts, it yields exactly the members `ObjectScanner` yields (a proptest
+/// below checks this), so behaviour does not depend on which path ran.
+pub struct CompactScanner<'a> {
+    s: &'a [u8],
+    /// Start of the 64-byte block whose quotes are in `quotes`.
+    base: usize,
+    /// Quotes of that block not consumed yet (bit j: `s[base + j]`).
+    quotes: u64,
+    /// Index of the next key's opening quote, or [`DONE`].
+    pos: usize,
+}
+
+impl<'a> CompactScanner<'a> {
+    /// A scanner over `line`, or [`NotCompact`] when it does not start with `{`.
+    #[inline(always)]
+    pub fn new(line: &'a [u8]) -> Result<Self, NotCompact> {
+        if line.first() != Some(&b'{') {
+            return Err(NotCompact);
+        }
+        let pos = if line.get(1) == Some(&b'}') {
+            if skip_ws(line, 2) != line.len() {
+                return Err(NotCompact);
+            }
+            DONE
+        } else {
+            1
+        };
+        // One memchr (AVX2 inside) for the rare backslash is cheaper than a second
+        // bitmap per block.
+        if memchr::memchr(b'\\', line).is_some() {
+            return Err(NotCompact);
+        }
+        Ok(CompactScanner {
+            s: line,
+            base: 0,
+            quotes: block_quotes(line, 0),
+            pos,
+        })
+    }
+
+    /// Position of the next quote, consuming it.
+    #[inline(always)]
+    fn pop_quote(&mut self) -> Result<usize, NotCompact> {
+        if self.quotes == 0 {
+            // By value, not through `&mut self`: the scanner then lives in registers.
+            (self.base, self.quotes) = next_quote_block(self.s, self.base)?;
+        }
+        let p = self.base + self.quotes.trailing_zeros() as usize;
+        self.quotes &= self.quotes.wrapping_sub(1);
+        Ok(p)
+    }
+
+    /// The next member, `Ok(None)` after the closing `}` (then the whole line has been
+    /// checked), or [`NotCompact`].
+    #[inline(always)]
+    pub fn next_member(&mut self) -> Result<Option<Member<'a>>, NotCompact> {
+        let s = self.s;
+        let open = self.pos;
+        if open == DONE {
+            return Ok(None);
+        }
+        // The first unconsumed quote must be where the key should start.
+        if self.pop_quote()? != open {
+            return Err(NotCompact);
+        }
+        let close = self.pop_quote()?;
+        let key = s.get(open + 1..close).ok_or(NotCompact)?;
+        if s.get(close + 1) != Some(&b':') {
+            return Err(NotCompact);
+        }
+        let v = close + 2;
+        let (value, after) = match s.get(v) {
+            Some(b'"') => {
+                if self.pop_quote()? != v {
+                    return Err(NotCompact);
+                }
+                let end = self.pop_quote()?;
+                let raw = s.get(v + 1..end).ok_or(NotCompact)?;
+                (
+                    Value::Str {
+                        raw,
+                        escaped: false,
+                    },
+                    end + 1,
+                )
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let end = scan_number(s, v)?;
+                (Value::Num(s.get(v..end).ok_or(NotCompact)?), end)
+            }
+            Some(b'n') if s.get(v..v + 4) == Some(b"null") => (Value::Null, v + 4),
+            Some(b't') if s.get(v..v + 4) == Some(b"true") => (Value::Bool(true), v + 4),
+            Some(b'f') if s.get(v..v + 5) == Some(b"false") => (Value::Bool(false), v + 5),
+            _ => return Err(NotCompact),
+        };
+        match s.get(after) {
+            Some(b',') => self.pos = after + 1,
+            Some(b'}') if skip_ws(s, after + 1) == s.len() => self.pos = DONE,
+            _ => return Err(NotCompact),
+        }
+        Ok(Some(Member {
+            key,
+            key_escaped: false,
+            value,
+        }))
+    }
+}
+
+/// The first block after the one at `base` that holds a quote: its start and bitmap.
+/// Inlined: as a call, saving and restoring registers cost as much as the SSE2 work.
+#[inline(always)]
+fn next_quote_block(s: &[u8], mut base: usize) -> Result<(usize, u64), NotCompact> {
+    loop {
+        base += 64;
+        if base >= s.len() {
+            return Err(NotCompact);
+        }
+        let quotes = block_quotes(s, base);
+        if quotes != 0 {
+            return Ok((base, quotes));
+        }
+    }
+}
+
+/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end).
+#[inline(always)]
+fn block_quotes(s: &[u8], base: usize) -> u64 {
+    match s
+        .get(base..base + 64)
+        .and_then(|b| <&[u8; 64]>::try_from(b).ok())
+    {
+        Some(block) => eq_mask64(block, b'"'),
+        None => tail_mask(s, s.len().saturating_sub(base), b'"'),
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Value conversions shared by the JSON access-log parsers.
 // ---------------------------------------------------------------------------------
 
@@ -672,9 +840,7 @@ impl<'a> Value<'a> {
                 raw: b"-" | b"", ..
             } => Ok(None),
             Value::Str { escaped: true, .. } => Err(Reason::UnsupportedEscape),
-            Value::Str { raw, .. } => crate::parse::time::parse_rfc3339_ms(raw)
-                .map(Some)
-                .ok_or(Reason::BadTimestamp),
+            Value::Str { raw, .. } => rfc3339_ms(raw).map(Some).ok_or(Reason::BadTimestamp),
             _ => Err(Reason::BadTimestamp),
         }
     }
@@ -694,6 +860,51 @@ impl<'a> Value<'a> {
             }
         }
     }
+}
+
+/// [`crate::parse::time::parse_rfc3339_ms`], with a fast path for the shape Envoy writes
+/// (`2026-11-26T05:06:07.130Z`: 24 bytes, ms precision, UTC); any other shape, or a
+/// field out of range, goes to the general parser, so the result is always its result.
+#[inline]
+pub fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
+    rfc3339_ms_envoy(raw).or_else(|| crate::parse::time::parse_rfc3339_ms(raw))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with every field in range, else `None`.
+#[inline(always)]
+fn rfc3339_ms_envoy(raw: &[u8]) -> Option<i64> {
+    let b: &[u8; 24] = raw.try_into().ok()?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    // Digit values; for a non-digit, `value + 6` reaches 16, so one OR of all of them
+    // tells whether any is not a digit.
+    let d = |i: usize| b[i].wrapping_sub(b'0') as u32;
+    let all = (d(0) + 6) | (d(1) + 6) | (d(2) + 6) | (d(3) + 6) | (d(5) + 6) | (d(6) + 6);
+    let all = all | (d(8) + 6) | (d(9) + 6) | (d(11) + 6) | (d(12) + 6) | (d(14) + 6);
+    let all = all | (d(15) + 6) | (d(17) + 6) | (d(18) + 6) | (d(20) + 6) | (d(21) + 6);
+    if (all | (d(22) + 6)) >= 16 {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let year = (d(0) * 1000 + d(1) * 100 + two(2)) as i64;
+    let (month, day, hour, min, sec) = (two(5), two(8), two(11), two(14), two(17));
+    let ms = (d(20) * 100 + two(21)) as i64;
+    // The general parser's range checks (it rejects these, so let it say so).
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour >= 24 || min >= 60 || sec > 60
+    {
+        return None;
+    }
+    let days = crate::parse::time::days_from_civil(year, month, day);
+    let secs = days * 86400 + hour as i64 * 3600 + min as i64 * 60 + sec as i64;
+    Some(secs * 1000 + ms)
 }
 
 /// gRPC canonical codes by name, in the CamelCase (Envoy default `%GRPC_STATUS%`) and
@@ -964,6 +1175,68 @@ mod tests {
         }
     }
 
+    /// Collect members with the compact scanner, or `NotCompact`.
+    fn compact_members(line: &str) -> Result<Vec<Member<'_>>, NotCompact> {
+        let mut out = Vec::new();
+        let mut sc = CompactScanner::new(line.as_bytes())?;
+        while let Some(m) = sc.next_member()? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn compact_scanner_takes_envoy_lines_and_leaves_the_rest() {
+        let line = r#"{"a":"x","bb":12.5e-3,"c":true,"d":false,"e":null,"i":-0,"s":""}"#;
+        assert_eq!(compact_members(line), Ok(members(line).unwrap()));
+        assert_eq!(compact_members("{}"), Ok(vec![]));
+        assert_eq!(compact_members("{}\r\n"), Ok(vec![]));
+        // Long enough to cross blocks, with a quote as the last byte of a block.
+        let long = format!(
+            r#"{{"k":"{}","l":"{}","m":1}}"#,
+            "x".repeat(57),
+            "y".repeat(300)
+        );
+        assert_eq!(long.as_bytes()[63], b'"');
+        assert_eq!(compact_members(&long), Ok(members(&long).unwrap()));
+        for other in [
+            r#" {"a":1}"#,
+            r#"{ "a":1}"#,
+            r#"{"a" :1}"#,
+            r#"{"a": 1}"#,
+            r#"{"a":1 }"#,
+            r#"{"a":1, "b":2}"#,
+            r#"{"a":"\n"}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":01}"#,
+            r#"{"a":1"#,
+            r#"{"a":"x"#,
+            r#"{"a":"x","#,
+            r#"{"a":1,}"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(compact_members(other), Err(NotCompact), "{other}");
+        }
+    }
+
+    #[test]
+    fn masks_of_every_byte_position() {
+        for p in 0..64 {
+            for byte in [b'"', b'\\', b'a'] {
+                let mut block = [b' '; 64];
+                block[p] = byte;
+                for needle in [b'"', b'\\'] {
+                    let want = ((byte == needle) as u64) << p;
+                    assert_eq!(eq_mask64(&block, needle), want);
+                    assert_eq!(eq_mask64_portable(&block, needle), want);
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(line in ".{0,200}") {
@@ -973,6 +1246,52 @@ mod tests {
         #[test]
         fn arbitrary_json_ish_text_never_panics(line in r#"[{}\[\]":,\\ a0-9.eE+\-tfnul]{0,80}"#) {
             let _ = members(&line);
+        }
+
+        #[test]
+        fn simd_masks_agree_with_portable(
+            block in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 64),
+            needle in prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()],
+        ) {
+            let block: [u8; 64] = block.try_into().unwrap();
+            prop_assert_eq!(eq_mask64(&block, needle), eq_mask64_portable(&block, needle));
+        }
+
+        /// Whatever the compact scanner accepts, the general scanner reads the same.
+        #[test]
+        fn compact_scanner_agrees_with_general(line in r#"\{("[a-z"\\]{0,3}":([0-9.e\-]{1,4}|"[ -~]{0,70}"|null|true|false|\{\}),?){0,6}[\} \r]{0,2}"#) {
+            if let Ok(m) = compact_members(&line) {
+                prop_assert_eq!(Ok(m), members(&line));
+            }
+        }
+
+        #[test]
+        fn compact_scanner_agrees_on_valid_objects(
+            keys in proptest::collection::vec("[a-z_]{1,12}", 1..8),
+            vals in proptest::collection::vec(r#"("[ -!#-\[\]-~]{0,70}"|-?[1-9][0-9]{0,5}(\.[0-9]{1,3})?|true|false|null)"#, 8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let body: Vec<String> = keys.iter().zip(vals.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let line = format!("{{{}}}", body.join(","));
+            prop_assert_eq!(compact_members(&line), Ok(members(&line).unwrap()));
+            let cut = cut.index(line.len());
+            prop_assert_eq!(compact_members(&line[..cut]), Err(NotCompact));
+        }
+
+        /// The Envoy-shape fast path gives the general parser's result, in range or not.
+        #[test]
+        fn rfc3339_fast_path_agrees(
+            t in r#"[0-9]{4}-[01][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9][.,][0-9]{3}[Zz+]"#,
+            other in r#"[0-9T:.Z+-]{20,26}"#,
+        ) {
+            for raw in [t.as_bytes(), other.as_bytes()] {
+                prop_assert_eq!(rfc3339_ms(raw), crate::parse::time::parse_rfc3339_ms(raw));
+            }
+        }
+
+        #[test]
+        fn compact_scanner_never_panics(line in ".{0,200}") {
+            let _ = compact_members(&line);
         }
 
         #[test]
