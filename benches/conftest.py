@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from canary_stream import generate
@@ -23,6 +24,13 @@ def istio_json() -> bytes:
 @pytest.fixture(scope="session")
 def istio_text() -> bytes:
     return generate("istio-text", lines=LINES, seed=1)
+
+
+@pytest.fixture(scope="session")
+def columnar_arrow(columnar: pl.DataFrame) -> pa.Table:
+    """The same frame exported once to Arrow (dictionary-encoded strings): measures our
+    ingest without Polars' own export of categoricals."""
+    return pa.table(columnar)
 
 
 @pytest.fixture(scope="session")

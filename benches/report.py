@@ -13,6 +13,7 @@ PAIRS = [
     ("istio-json", "test_ours_istio_json", ["test_polars_istio_json", "test_orjson_istio_json"]),
     ("istio-text", "test_ours_istio_text", ["test_python_split_istio_text"]),
     ("columnar", "test_ours_columnar", ["test_polars_columnar"]),
+    ("columnar", "test_ours_columnar_pyarrow", ["test_polars_columnar"]),
 ]
 
 

@@ -120,7 +120,7 @@ def test_python_split_istio_text(benchmark: Any, istio_text: bytes) -> None:
     assert sum(v[0] for v in out.values()) == benchmark.extra_info["lines"]
 
 
-def ours_columnar(df: pl.DataFrame) -> int:
+def ours_columnar(df: Any) -> int:
     agg = Aggregator(AggregatorConfig(format="ndjson"))
     res = agg.ingest_arrow(df)
     agg.snapshot(None)
@@ -144,6 +144,13 @@ def test_ours_columnar(benchmark: Any, columnar: pl.DataFrame) -> None:
     benchmark.extra_info["rows"] = columnar.height
     accepted = benchmark(ours_columnar, columnar)
     assert accepted == columnar.height
+
+
+@pytest.mark.benchmark(group="columnar")
+def test_ours_columnar_pyarrow(benchmark: Any, columnar_arrow: Any) -> None:
+    benchmark.extra_info["rows"] = columnar_arrow.num_rows
+    accepted = benchmark(ours_columnar, columnar_arrow)
+    assert accepted == columnar_arrow.num_rows
 
 
 @pytest.mark.benchmark(group="columnar")
