@@ -147,27 +147,35 @@ fn parse_unit(field: String, s: &str) -> PyResult<Unit> {
     })
 }
 
+/// Copy the named string fields of a config dict onto a struct's fields of the same name.
+macro_rules! string_fields {
+    ($f:ident, $m:ident, $($name:ident),+) => {
+        $(
+            if let Some(v) = $f.get::<String>(stringify!($name))? {
+                $m.$name = v;
+            }
+        )+
+    };
+}
+
 fn mapping_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Mapping> {
     let mut f = Fields::new(obj, "mapping")?;
     let mut m = Mapping::default();
-    macro_rules! key {
-        ($name:ident) => {
-            if let Some(v) = f.get::<String>(stringify!($name))? {
-                m.$name = v;
-            }
-        };
-    }
-    key!(status);
-    key!(duration);
-    key!(timestamp);
-    key!(target);
-    key!(version);
-    key!(grpc_status);
-    key!(flags);
-    key!(upstream_cluster);
-    key!(sni);
-    key!(upstream_host);
-    key!(authority);
+    string_fields!(
+        f,
+        m,
+        status,
+        duration,
+        timestamp,
+        target,
+        version,
+        grpc_status,
+        flags,
+        upstream_cluster,
+        sni,
+        upstream_host,
+        authority
+    );
     if let Some(u) = f.get::<String>("duration_unit")? {
         m.duration_unit = parse_unit(f.field("duration_unit"), &u)?;
     }
@@ -827,18 +835,7 @@ impl PyPipeline {
 fn column_mapping_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<ColumnMapping> {
     let mut f = Fields::new(obj, "mapping")?;
     let mut m = ColumnMapping::default();
-    macro_rules! key {
-        ($name:ident) => {
-            if let Some(v) = f.get::<String>(stringify!($name))? {
-                m.$name = v;
-            }
-        };
-    }
-    key!(target);
-    key!(version);
-    key!(status);
-    key!(latency);
-    key!(timestamp);
+    string_fields!(f, m, target, version, status, latency, timestamp);
     m.success = f.get::<String>("success")?;
     if let Some(u) = f.get::<String>("latency_unit")? {
         m.latency_unit = parse_unit(f.field("latency_unit"), &u)?;
