@@ -152,3 +152,22 @@ def test_linkerd_versions_from_kubelet_log_paths(tmp_path: Path) -> None:
         ("podinfo.test", "primary", 300),
         ("podinfo.test", "canary", 300),
     }
+
+
+def test_ndjson_field_mapping_from_the_command_line(tmp_path: Path) -> None:
+    f = tmp_path / "custom.ndjson"
+    f.write_text(
+        '{"code": 200, "took_s": 0.25, "svc": "api", "ver": "canary", "at": "2026-11-26T05:00:00Z"}\n'
+        '{"code": 503, "took_s": 0.5, "svc": "api", "ver": "primary", "at": "2026-11-26T05:00:01Z"}\n'
+    )
+    out = analyze_json(
+        [
+            "--format", "ndjson",
+            "--field", "status=code", "--field", "duration=took_s", "--field", "duration_unit=s",
+            "--field", "target=svc", "--field", "version=ver", "--field", "timestamp=at",
+            str(f),
+        ]
+    )  # fmt: skip
+    got = {v["version"]: (v["requests"], v["success_rate"], v["p50_ms"]) for v in out["versions"]}
+    assert got == {"canary": (1, 100.0, 250.0), "primary": (1, 0.0, 500.0)}
+    assert run(["analyze", "--field", "nope=x"]).returncode == 2

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from importlib import resources
 from typing import Any
 
@@ -27,6 +28,7 @@ from canary_stream.core import (
     Aggregator,
     AggregatorConfig,
     Classification,
+    FieldMapping,
     Source,
     Windowing,
     generate,
@@ -82,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-version",
         metavar="VERSION",
         help="version for lines no attribution rule can attribute (default: count them as malformed)",
+    )
+    a.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="ROLE=KEY",
+        help="ndjson field mapping, e.g. --field status=code --field duration=latency "
+        "--field duration_unit=s (roles: " + ", ".join(f.name for f in fields(FieldMapping)) + ")",
     )
     a.add_argument("--max-line-bytes", type=int, default=64 * 1024)
     a.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -152,6 +162,18 @@ class _Windows:
         return out
 
 
+def _mapping(pairs: list[str]) -> FieldMapping:
+    """``ROLE=KEY`` pairs onto the NDJSON field mapping."""
+    roles = {f.name for f in fields(FieldMapping)}
+    values: dict[str, Any] = {}  # units are checked (and named) by the core
+    for pair in pairs:
+        role, sep, key = pair.partition("=")
+        if not sep or role not in roles:
+            raise ValueError(f"{pair!r}: expected ROLE=KEY with ROLE one of {', '.join(sorted(roles))}")
+        values[role] = key
+    return replace(FieldMapping(), **values)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     # Wide tables when piped or captured, so no column is cut.
     out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -160,15 +182,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     inputs = [Input(f) for f in files]
     window_s: float | None = args.window
     ring = 600 if window_s is None else max(600, int(window_s * 4) + 60)
+    try:
+        mapping = _mapping(args.field)
+    except ValueError as e:
+        err.print(f"[red]--field: {e}[/red]")
+        return 2
     config = AggregatorConfig(
         format=args.format,
+        mapping=mapping,
         max_line_bytes=args.max_line_bytes,
         classification=Classification(preset="flagger" if args.flagger_success else "default"),
         windowing=Windowing(ring_secs=min(ring, 86_400)),
     )
     if args.default_version:
-        from dataclasses import replace
-
         config = replace(
             config, attribution=replace(config.attribution, default_version=args.default_version)
         )
