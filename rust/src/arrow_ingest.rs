@@ -30,7 +30,7 @@ use crate::classify::Classifier;
 use crate::flags::Flags;
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::Unit;
-use crate::sketch::{index_of, MAX_VALUE_MS, MIN_VALUE_MS, ZERO_BIN};
+use crate::sketch::{bin_of_branchless, MAX_VALUE_MS, ZERO_BIN};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -846,20 +846,25 @@ pub fn ingest_batch(
         }
         fill_status(&status, start, &mut sc.status[..len]);
         fill_latency(&latency, factor, start, &mut sc.latency[..len]);
-        // `bin_of` without its branch (same values), so the loop can vectorise.
+        // `bin_of` without branches (same values), so the loop can vectorise.
         for (b, &l) in sc.bin[..len].iter_mut().zip(&sc.latency[..len]) {
-            let present = l >= MIN_VALUE_MS;
-            let i = index_of(if present { l } else { MIN_VALUE_MS });
-            *b = if present { i } else { ZERO_BIN };
+            *b = bin_of_branchless(l);
         }
+        let verdict = |st: u32| classifier.is_success(st.min(u16::MAX as u32) as u16, None) as u8;
         match success {
-            Some(col) => fill_success(col, start, &mut sc.success[..len]),
-            None => sc.success[..len].fill(2),
-        }
-        // Resolve "no success value" with the classifier here, in its own loop.
-        for (o, st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
-            if *o == 2 {
-                *o = classifier.is_success((*st).min(u16::MAX as u32) as u16, None) as u8;
+            Some(col) => {
+                fill_success(col, start, &mut sc.success[..len]);
+                // Resolve "no success value" with the classifier, in its own loop.
+                for (o, &st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
+                    if *o == 2 {
+                        *o = verdict(st);
+                    }
+                }
+            }
+            None => {
+                for (o, &st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
+                    *o = verdict(st);
+                }
             }
         }
         if let StrCol::Dict { codes, .. } = &target {

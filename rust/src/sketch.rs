@@ -101,6 +101,40 @@ pub fn index_of(x: f64) -> i32 {
     v as i32 - INDEX_BIAS as i32
 }
 
+/// [`index_of`] with a floor the compiler can vectorise (the saturating `as i32` cannot
+/// be): same polynomial, same result for every value ≥ [`MIN_VALUE_MS`]. There the biased
+/// index `v` lies in (0, 2^31), so adding 2^52 rounds it to the nearest integer exactly
+/// (held in the low mantissa bits), and one compare turns rounding into the floor that
+/// `as i32` (truncation of a positive value) gives.
+#[inline]
+fn index_of_floor(x: f64) -> i32 {
+    let x = if x > MAX_VALUE_MS { MAX_VALUE_MS } else { x };
+    let bits = x.to_bits();
+    let e = f64::from_bits(EXP_AS_FLOAT_BITS | (bits >> 52)) - EXP_AS_FLOAT_OFFSET;
+    let s = f64::from_bits((bits & MANTISSA_MASK) | EXP_ONE_BITS) - 1.0;
+    let m = multiplier();
+    let s2 = s * s;
+    let v = ((A * m) * s + B * m) * s2 + ((C * m) * s + (e * m + INDEX_BIAS));
+    let t = v + TWO_POW_52;
+    let nearest = t - TWO_POW_52;
+    (t.to_bits() as i32) - (nearest > v) as i32 - INDEX_BIAS as i32
+}
+
+const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
+
+/// [`bin_of`] without branches (identical results for every input, NaN included), so a
+/// loop computing the bins of a column can vectorise.
+#[inline]
+pub fn bin_of_branchless(x: f64) -> i32 {
+    let present = x >= MIN_VALUE_MS;
+    let i = index_of_floor(if present { x } else { MIN_VALUE_MS });
+    if present {
+        i
+    } else {
+        ZERO_BIN
+    }
+}
+
 /// `f64::from_bits(EXP_AS_FLOAT_BITS | k) = 2^52 + k` for a small integer k.
 const EXP_AS_FLOAT_BITS: u64 = 0x4330_0000_0000_0000;
 /// 2^52 + exponent bias.
@@ -574,6 +608,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn branchless_bin_equals_bin_of_at_bin_bounds() {
+        for i in -400..1500 {
+            let mut x = bin_lower(i).next_down().next_down();
+            for _ in 0..5 {
+                assert_eq!(bin_of_branchless(x), bin_of(x), "x={x}");
+                x = x.next_up();
+            }
+        }
+    }
+
+    #[test]
     fn bins_are_monotone_and_contiguous() {
         let mut prev = index_of(MIN_VALUE_MS);
         let mut x = MIN_VALUE_MS;
@@ -669,6 +714,19 @@ pub(crate) mod tests {
             // Merge then subtract gives back the original.
             merged.subtract(&b).unwrap();
             prop_assert_eq!(&merged, &a);
+        }
+
+        #[test]
+        fn branchless_bin_equals_bin_of(bits in any::<u64>(), exp in -12.0f64..45.0, frac in 0.0f64..1.0) {
+            // Any bit pattern (NaN, ±∞, subnormals, negatives) and log-uniform values
+            // over the whole clamped range and beyond.
+            let x = f64::from_bits(bits);
+            prop_assert_eq!(bin_of_branchless(x), bin_of(x), "x={}", x);
+            let y = (exp + frac).exp2();
+            prop_assert_eq!(bin_of_branchless(y), bin_of(y), "y={}", y);
+            for z in [y.next_up(), y.next_down(), MIN_VALUE_MS, MAX_VALUE_MS, MAX_VALUE_MS.next_up()] {
+                prop_assert_eq!(bin_of_branchless(z), bin_of(z), "z={}", z);
+            }
         }
 
         #[test]
