@@ -51,7 +51,6 @@ struct Group {
     key: KeyId,
     epoch: i64,
     rows: u32,
-    max_ts: i64,
 }
 
 /// Buffers reused from chunk to chunk.
@@ -170,7 +169,6 @@ impl Aggregator {
                             key,
                             epoch,
                             rows: 0,
-                            max_ts: ts,
                         });
                         s.groups.len() - 1
                     }
@@ -179,9 +177,9 @@ impl Aggregator {
                 gid
             };
             *g = gid;
+            // (The group's newest time is taken in `fold_groups`, in a register.)
             if let Some(x) = s.groups.get_mut(gid as usize) {
                 x.rows += 1;
-                x.max_ts = x.max_ts.max(ts);
             }
         }
         // Counting sort of the row indices by group.
@@ -233,7 +231,6 @@ impl Aggregator {
             if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
                 k.first_epoch = epoch;
             }
-            k.last_event_ms = k.last_event_ms.max(grp.max_ts);
             let n_thr = k.n_thresholds.min(MAX_THRESHOLDS);
             let thresholds = k.thresholds.get(..n_thr).unwrap_or(&[]);
 
@@ -243,16 +240,19 @@ impl Aggregator {
             let mut sum = b.lat_sum;
             let (mut min, mut max) = (b.lat_min, b.lat_max);
             let mut exceed = b.exceed;
+            let mut max_ts = i64::MIN;
             for &i in idx {
                 let i = i as usize;
-                let (Some(&st), Some(&ok), Some(&l), Some(&bin)) = (
+                let (Some(&st), Some(&ok), Some(&l), Some(&bin), Some(&ts)) = (
                     rows.status.get(i),
                     rows.success.get(i),
                     rows.latency.get(i),
                     rows.bin.get(i),
+                    rows.ts_ms.get(i),
                 ) else {
                     continue;
                 };
+                max_ts = max_ts.max(ts);
                 successes += (ok != 0) as u32;
                 let class = status_class(st as u16) as u32;
                 // The no-class sink (5) shifts out of the 55 bits read back.
@@ -288,6 +288,7 @@ impl Aggregator {
             b.lat_min = min;
             b.lat_max = max;
             b.exceed = exceed;
+            k.last_event_ms = k.last_event_ms.max(max_ts);
             folded += n as u64;
         }
         folded
