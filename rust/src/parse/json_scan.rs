@@ -727,6 +727,16 @@ impl<'a> CompactScanner<'a> {
     pub fn value(&mut self) -> Result<Value<'a>, NotCompact> {
         let s = self.s;
         let v = self.pos;
+        // Most values are strings: the next quote being right at `v` says so without
+        // reading the byte.
+        if self.quotes != 0 && self.base + self.quotes.trailing_zeros() as usize == v {
+            let (raw, after) = self.string_at(v)?;
+            self.separator(after)?;
+            return Ok(Value::Str {
+                raw,
+                escaped: false,
+            });
+        }
         let (value, after) = match s.get(v) {
             Some(b'"') => {
                 let (raw, after) = self.string_at(v)?;
@@ -756,7 +766,7 @@ impl<'a> CompactScanner<'a> {
     #[inline(always)]
     pub fn skip_value(&mut self) -> Result<(), NotCompact> {
         let v = self.pos;
-        if self.s.get(v) == Some(&b'"') {
+        if self.quotes != 0 && self.base + self.quotes.trailing_zeros() as usize == v {
             let (_, after) = self.string_at(v)?;
             return self.separator(after);
         }
@@ -810,10 +820,7 @@ fn next_quote_block(s: &[u8], mut base: usize) -> Result<(usize, u64), NotCompac
 /// byte inside a string is checked; a backslash elsewhere is a syntax error anyway.
 #[inline(always)]
 fn block_quotes(s: &[u8], base: usize) -> Result<u64, NotCompact> {
-    let (quotes, backslash) = match s
-        .get(base..base + 64)
-        .and_then(|b| <&[u8; 64]>::try_from(b).ok())
-    {
+    let (quotes, backslash) = match s.get(base..).and_then(|r| r.first_chunk::<64>()) {
         Some(block) => quote_mask64(block),
         None => tail_quote_mask(s, s.len().saturating_sub(base)),
     };
