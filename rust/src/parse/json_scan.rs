@@ -866,8 +866,7 @@ fn quote_mask64(block: &[u8; 64]) -> (u64, bool) {
 #[target_feature(enable = "sse2")]
 unsafe fn quote_mask64_sse2(block: &[u8; 64]) -> (u64, bool) {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
     let quote = _mm_set1_epi8(b'"' as i8);
     let backslash = _mm_set1_epi8(b'\\' as i8);
