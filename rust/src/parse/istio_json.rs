@@ -25,7 +25,7 @@
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
-use crate::parse::json_scan::{key_is, CompactScanner, Member, NotCompact, ObjectScanner};
+use crate::parse::json_scan::{key_is, CompactScanner, Member, NotCompact, ObjectScanner, Value};
 use crate::record::Record;
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
@@ -44,13 +44,21 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
 }
 
 /// The fast path: [`NotCompact`] for any line it does not accept (`rec` then holds
-/// partial results).
+/// partial results). Values of keys we do not read are skipped, not built.
 #[inline(always)]
 fn parse_compact<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), NotCompact> {
     let mut duration: Option<f64> = None;
     let mut scanner = CompactScanner::new(line.as_bytes())?;
-    while let Some(m) = scanner.next_member()? {
-        read_member(m, line, rec, &mut duration).map_err(|_| NotCompact)?;
+    while let Some(key) = scanner.next_key()? {
+        match Field::of(key) {
+            Some(field) => {
+                let value = scanner.value()?;
+                field
+                    .store(value, line, rec, &mut duration)
+                    .map_err(|_| NotCompact)?;
+            }
+            None => scanner.skip_value()?,
+        }
     }
     rec.latency_ms = Some(duration.ok_or(NotCompact)?);
     Ok(())
@@ -79,25 +87,70 @@ fn read_member<'a>(
     if m.key_escaped {
         return Ok(());
     }
-    let k = m.key;
-    let v = m.value;
-    // Dispatch on the length first: one compare rejects most of the 24 default keys.
-    match k.len() {
-        7 if key_is(k, b"version") => rec.version = v.text_field(line)?,
-        8 if key_is(k, b"duration") => *duration = v.non_negative_f64()?,
-        9 if key_is(k, b"authority") => rec.authority = v.text_field(line)?,
-        10 if key_is(k, b"start_time") => rec.ts_ms = v.rfc3339_ms()?,
-        11 if key_is(k, b"grpc_status") => rec.grpc_status = v.grpc_status()?,
-        13 if key_is(k, b"response_code") => rec.status = v.status()?.unwrap_or(0),
-        13 if key_is(k, b"upstream_host") => rec.upstream_host = v.text_field(line)?,
-        14 if key_is(k, b"response_flags") => {
-            rec.flags = Flags::parse(v.text_field(line)?.as_bytes())
-        }
-        16 if key_is(k, b"upstream_cluster") => rec.upstream_cluster = v.text_field(line)?,
-        21 if key_is(k, b"requested_server_name") => rec.sni = v.text_field(line)?,
-        _ => {}
+    match Field::of(m.key) {
+        Some(field) => field.store(m.value, line, rec, duration),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The keys we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Version,
+    Duration,
+    Authority,
+    StartTime,
+    GrpcStatus,
+    ResponseCode,
+    UpstreamHost,
+    ResponseFlags,
+    UpstreamCluster,
+    RequestedServerName,
+}
+
+impl Field {
+    /// The field named by the raw key `k`, if we read it.
+    #[inline(always)]
+    fn of(k: &[u8]) -> Option<Field> {
+        // Dispatch on the length first: one compare rejects most of the 24 default keys.
+        Some(match k.len() {
+            7 if key_is(k, b"version") => Field::Version,
+            8 if key_is(k, b"duration") => Field::Duration,
+            9 if key_is(k, b"authority") => Field::Authority,
+            10 if key_is(k, b"start_time") => Field::StartTime,
+            11 if key_is(k, b"grpc_status") => Field::GrpcStatus,
+            13 if key_is(k, b"response_code") => Field::ResponseCode,
+            13 if key_is(k, b"upstream_host") => Field::UpstreamHost,
+            14 if key_is(k, b"response_flags") => Field::ResponseFlags,
+            16 if key_is(k, b"upstream_cluster") => Field::UpstreamCluster,
+            21 if key_is(k, b"requested_server_name") => Field::RequestedServerName,
+            _ => return None,
+        })
+    }
+
+    /// Store value `v` of this field in `rec` (or `duration`).
+    #[inline(always)]
+    fn store<'a>(
+        self,
+        v: Value<'a>,
+        line: &'a str,
+        rec: &mut Record<'a>,
+        duration: &mut Option<f64>,
+    ) -> Result<(), Reason> {
+        match self {
+            Field::Version => rec.version = v.text_field(line)?,
+            Field::Duration => *duration = v.non_negative_f64()?,
+            Field::Authority => rec.authority = v.text_field(line)?,
+            Field::StartTime => rec.ts_ms = v.rfc3339_ms()?,
+            Field::GrpcStatus => rec.grpc_status = v.grpc_status()?,
+            Field::ResponseCode => rec.status = v.status()?.unwrap_or(0),
+            Field::UpstreamHost => rec.upstream_host = v.text_field(line)?,
+            Field::ResponseFlags => rec.flags = Flags::parse(v.text_field(line)?.as_bytes()),
+            Field::UpstreamCluster => rec.upstream_cluster = v.text_field(line)?,
+            Field::RequestedServerName => rec.sni = v.text_field(line)?,
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -661,15 +661,12 @@ impl<'a> CompactScanner<'a> {
         } else {
             1
         };
-        // One memchr (AVX2 inside) for the rare backslash is cheaper than a second
-        // bitmap per block.
-        if memchr::memchr(b'\\', line).is_some() {
-            return Err(NotCompact);
-        }
+        // Backslashes are looked for in the same SIMD pass as quotes, block by block
+        // (see [`block_quotes`]): every string byte lies in a block the walk loads.
         Ok(CompactScanner {
             s: line,
             base: 0,
-            quotes: block_quotes(line, 0),
+            quotes: block_quotes(line, 0)?,
             pos,
         })
     }
@@ -690,6 +687,23 @@ impl<'a> CompactScanner<'a> {
     /// checked), or [`NotCompact`].
     #[inline(always)]
     pub fn next_member(&mut self) -> Result<Option<Member<'a>>, NotCompact> {
+        let Some(key) = self.next_key()? else {
+            return Ok(None);
+        };
+        let value = self.value()?;
+        Ok(Some(Member {
+            key,
+            key_escaped: false,
+            value,
+        }))
+    }
+
+    /// The next key (its `:` checked), `Ok(None)` after the closing `}`, or
+    /// [`NotCompact`]. Follow each key with [`value`](Self::value) or
+    /// [`skip_value`](Self::skip_value): a caller that wants few of the keys thereby
+    /// never builds the values of the others.
+    #[inline(always)]
+    pub fn next_key(&mut self) -> Result<Option<&'a [u8]>, NotCompact> {
         let s = self.s;
         let open = self.pos;
         if open == DONE {
@@ -704,20 +718,34 @@ impl<'a> CompactScanner<'a> {
         if s.get(close + 1) != Some(&b':') {
             return Err(NotCompact);
         }
-        let v = close + 2;
+        self.pos = close + 2;
+        Ok(Some(key))
+    }
+
+    /// The value after the key just read, and the separator after it checked.
+    #[inline(always)]
+    pub fn value(&mut self) -> Result<Value<'a>, NotCompact> {
+        let s = self.s;
+        let v = self.pos;
+        // Most values are strings: the next quote being right at `v` says so without
+        // reading the byte.
+        if self.quotes != 0 && self.base + self.quotes.trailing_zeros() as usize == v {
+            let (raw, after) = self.string_at(v)?;
+            self.separator(after)?;
+            return Ok(Value::Str {
+                raw,
+                escaped: false,
+            });
+        }
         let (value, after) = match s.get(v) {
             Some(b'"') => {
-                if self.pop_quote()? != v {
-                    return Err(NotCompact);
-                }
-                let end = self.pop_quote()?;
-                let raw = s.get(v + 1..end).ok_or(NotCompact)?;
+                let (raw, after) = self.string_at(v)?;
                 (
                     Value::Str {
                         raw,
                         escaped: false,
                     },
-                    end + 1,
+                    after,
                 )
             }
             Some(b'-' | b'0'..=b'9') => {
@@ -729,16 +757,44 @@ impl<'a> CompactScanner<'a> {
             Some(b'f') if s.get(v..v + 5) == Some(b"false") => (Value::Bool(false), v + 5),
             _ => return Err(NotCompact),
         };
+        self.separator(after)?;
+        Ok(value)
+    }
+
+    /// Check and pass the value after the key just read, as [`value`](Self::value)
+    /// does, without building it.
+    #[inline(always)]
+    pub fn skip_value(&mut self) -> Result<(), NotCompact> {
+        let v = self.pos;
+        if self.quotes != 0 && self.base + self.quotes.trailing_zeros() as usize == v {
+            let (_, after) = self.string_at(v)?;
+            return self.separator(after);
+        }
+        self.value().map(|_| ())
+    }
+
+    /// The string whose opening quote is at `v` (the next quote): its body and the
+    /// index after its closing quote.
+    #[inline(always)]
+    fn string_at(&mut self, v: usize) -> Result<(&'a [u8], usize), NotCompact> {
+        if self.pop_quote()? != v {
+            return Err(NotCompact);
+        }
+        let end = self.pop_quote()?;
+        let raw = self.s.get(v + 1..end).ok_or(NotCompact)?;
+        Ok((raw, end + 1))
+    }
+
+    /// After a value ending before `after`: `,` (a key follows) or the closing `}`.
+    #[inline(always)]
+    fn separator(&mut self, after: usize) -> Result<(), NotCompact> {
+        let s = self.s;
         match s.get(after) {
             Some(b',') => self.pos = after + 1,
             Some(b'}') if skip_ws(s, after + 1) == s.len() => self.pos = DONE,
             _ => return Err(NotCompact),
         }
-        Ok(Some(Member {
-            key,
-            key_escaped: false,
-            value,
-        }))
+        Ok(())
     }
 }
 
@@ -751,23 +807,102 @@ fn next_quote_block(s: &[u8], mut base: usize) -> Result<(usize, u64), NotCompac
         if base >= s.len() {
             return Err(NotCompact);
         }
-        let quotes = block_quotes(s, base);
+        let quotes = block_quotes(s, base)?;
         if quotes != 0 {
             return Ok((base, quotes));
         }
     }
 }
 
-/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end).
+/// Quote bitmap of the 64 bytes of `s` from `base` (< `s.len()`; fewer at the end), or
+/// [`NotCompact`] when they hold a backslash (an escape: the general scanner's job).
+/// The walk loads every block from the first to the one of the last quote, so every
+/// byte inside a string is checked; a backslash elsewhere is a syntax error anyway.
 #[inline(always)]
-fn block_quotes(s: &[u8], base: usize) -> u64 {
-    match s
-        .get(base..base + 64)
+fn block_quotes(s: &[u8], base: usize) -> Result<u64, NotCompact> {
+    let (quotes, backslash) = match s.get(base..).and_then(|r| r.first_chunk::<64>()) {
+        Some(block) => quote_mask64(block),
+        None => tail_quote_mask(s, s.len().saturating_sub(base)),
+    };
+    if backslash {
+        return Err(NotCompact);
+    }
+    Ok(quotes)
+}
+
+/// [`quote_mask64`] of the last `n` (< 64) bytes of `s`, as [`tail_mask`] does it. The
+/// backslash flag may also cover up to 63 bytes before the tail: those are in the
+/// block before, already loaded and checked.
+#[inline(never)]
+fn tail_quote_mask(s: &[u8], n: usize) -> (u64, bool) {
+    if let Some(block) = s
+        .len()
+        .checked_sub(64)
+        .and_then(|w| s.get(w..))
         .and_then(|b| <&[u8; 64]>::try_from(b).ok())
     {
-        Some(block) => eq_mask64(block, b'"'),
-        None => tail_mask(s, s.len().saturating_sub(base), b'"'),
+        let (q, b) = quote_mask64(block);
+        return (q >> (64 - n.clamp(1, 64)), b);
     }
+    let mut padded = [0u8; 64];
+    let tail = s.get(s.len().saturating_sub(n)..).unwrap_or(&[]);
+    if let Some(dst) = padded.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    quote_mask64(&padded)
+}
+
+/// Bit k set when `block[k]` is `"`, and whether any byte of `block` is `\`: one pass.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn quote_mask64(block: &[u8; 64]) -> (u64, bool) {
+    // SAFETY: `quote_mask64_sse2` only requires SSE2, which this cfg guarantees is
+    // enabled at compile time (x86_64 baseline); it reads only inside `block`.
+    unsafe { quote_mask64_sse2(block) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+#[target_feature(enable = "sse2")]
+unsafe fn quote_mask64_sse2(block: &[u8; 64]) -> (u64, bool) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let p = block.as_ptr() as *const __m128i;
+    // SAFETY: `block` is 64 bytes, so the four unaligned 16-byte loads at offsets
+    // 0, 16, 32, 48 stay inside it.
+    let (v0, v1, v2, v3) = unsafe {
+        (
+            _mm_loadu_si128(p),
+            _mm_loadu_si128(p.add(1)),
+            _mm_loadu_si128(p.add(2)),
+            _mm_loadu_si128(p.add(3)),
+        )
+    };
+    let m = |v| _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16 as u64;
+    let quotes = m(v0) | (m(v1) << 16) | (m(v2) << 32) | (m(v3) << 48);
+    let b01 = _mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash));
+    let b23 = _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash));
+    let any = _mm_movemask_epi8(_mm_or_si128(b01, b23)) != 0;
+    (quotes, any)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn quote_mask64(block: &[u8; 64]) -> (u64, bool) {
+    quote_mask64_portable(block)
+}
+
+/// Portable [`quote_mask64`] (the fallback, and the reference in tests).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn quote_mask64_portable(block: &[u8; 64]) -> (u64, bool) {
+    let mut m = 0u64;
+    for (k, &c) in block.iter().enumerate() {
+        m |= ((c == b'"') as u64) << k;
+    }
+    (m, block.contains(&b'\\'))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1237,6 +1372,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn quote_masks_of_every_byte_position() {
+        for p in 0..64 {
+            for byte in [b'"', b'\\', b'a'] {
+                let mut block = [b' '; 64];
+                block[p] = byte;
+                let want = (((byte == b'"') as u64) << p, byte == b'\\');
+                assert_eq!(quote_mask64(&block), want);
+                assert_eq!(quote_mask64_portable(&block), want);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(line in ".{0,200}") {
@@ -1255,6 +1403,14 @@ mod tests {
         ) {
             let block: [u8; 64] = block.try_into().unwrap();
             prop_assert_eq!(eq_mask64(&block, needle), eq_mask64_portable(&block, needle));
+        }
+
+        #[test]
+        fn simd_quote_masks_agree_with_portable(
+            block in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 64),
+        ) {
+            let block: [u8; 64] = block.try_into().unwrap();
+            prop_assert_eq!(quote_mask64(&block), quote_mask64_portable(&block));
         }
 
         /// Whatever the compact scanner accepts, the general scanner reads the same.
