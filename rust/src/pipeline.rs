@@ -13,7 +13,7 @@ use crate::attribution::{self, Attributor, SourceContext};
 use crate::classify::Classifier;
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::Mapping;
-use crate::parse::unwrap::{unwrap_cri, unwrap_line, Unwrapped, Wrapping};
+use crate::parse::unwrap::{is_docker_envelope, unwrap_cri, unwrap_line, Unwrapped, Wrapping};
 use crate::parse::{detect, parse_line, Format};
 use crate::record::Record;
 
@@ -380,9 +380,13 @@ impl Pipeline {
         } = &mut self.scratch;
         // CRI `P` (partial) lines are parsed as they are: access-log lines are far below
         // the runtimes' 16 KiB split size, and a split line fails as `truncated`.
-        let payload: &str = match unwrap_line(line, self.wrapping, unwrapped) {
-            Unwrapped::Borrowed { payload, .. } => payload,
-            Unwrapped::Decoded { .. } => unwrapped.as_str(),
+        let payload: &str = if may_be_wrapped(line) {
+            match unwrap_line(line, self.wrapping, unwrapped) {
+                Unwrapped::Borrowed { payload, .. } => payload,
+                Unwrapped::Decoded { .. } => unwrapped.as_str(),
+            }
+        } else {
+            line
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;
@@ -411,6 +415,18 @@ impl Pipeline {
             flags: rec.flags,
         };
         self.aggregator.observe(key, &ev)
+    }
+}
+
+/// Whether `unwrap_line` could find an envelope: a CRI line starts with a digit (its
+/// timestamp), a Docker one with `{"log":"`. Every other line is its own payload in any
+/// [`Wrapping`] mode; testing the first byte here saves the call on plain lines.
+#[inline(always)]
+fn may_be_wrapped(line: &str) -> bool {
+    match line.as_bytes().first() {
+        Some(b) if b.is_ascii_digit() => true,
+        Some(b'{') => is_docker_envelope(line),
+        _ => false,
     }
 }
 
