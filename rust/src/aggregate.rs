@@ -664,11 +664,11 @@ impl Aggregator {
     /// Move the watermark to `ts` and recompute the accepted range: not older than the
     /// allowed lateness nor than the oldest bucket of the ring, not too far ahead.
     ///
-    /// The ring bound never binds: `validate` keeps `allowed_lateness_ms ≤ (ring_secs −
-    /// 1) · 1000`, and the oldest bucket starts at `(epoch(ts) − ring_secs + 1) · 1000 ≤
-    /// ts − (ring_secs − 1) · 1000 ≤ ts − allowed_lateness_ms` (saturation keeps the
-    /// order), so the lateness bound alone is the maximum of both. That saves a division
-    /// on nearly every event (timestamps mostly increase).
+    /// The ring bound never binds: with `R = ring_secs`, `validate` keeps
+    /// `allowed_lateness_ms ≤ (R − 1) · 1000`, and the oldest bucket starts at
+    /// `(epoch(ts) − R + 1) · 1000 ≤ ts − (R − 1) · 1000 ≤ ts − allowed_lateness_ms`
+    /// (saturation keeps the order), so the lateness bound alone is the maximum of both.
+    /// That saves a division on nearly every event (timestamps mostly increase).
     #[inline(always)]
     fn advance_watermark(&mut self, ts: i64) {
         self.watermark = Some(ts);
