@@ -656,6 +656,34 @@ mod tests {
         }
     }
 
+    /// Parse the lines once each, not inlined, so that callgrind can count the parser
+    /// alone: `valgrind --tool=callgrind --toggle-collect='*callgrind_parse_all*' <test
+    /// binary> --ignored --exact parse::istio_text::tests::callgrind_istio_text`.
+    #[inline(never)]
+    fn callgrind_parse_all(lines: &[&str]) -> u64 {
+        let mut sum = 0u64;
+        for &line in lines {
+            let mut rec = Record::default();
+            if parse(std::hint::black_box(line), &mut rec).is_ok() {
+                sum += rec.status as u64 + rec.upstream_cluster.len() as u64;
+            }
+        }
+        sum
+    }
+
+    /// Instructions per line under callgrind (see [`callgrind_parse_all`]): 20 K demo lines.
+    #[test]
+    #[ignore]
+    fn callgrind_istio_text() {
+        let mut cfg = crate::generator::GenConfig::demo(crate::parse::Format::IstioText);
+        cfg.lines = 20_000;
+        let (buf, _) = crate::generator::generate_vec(&cfg).expect("demo config");
+        let text = std::str::from_utf8(&buf).expect("generated lines are UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        println!("{} lines, {} B", lines.len(), text.len());
+        std::hint::black_box(callgrind_parse_all(&lines));
+    }
+
     #[test]
     #[ignore]
     fn speed_istio_text() {
