@@ -76,6 +76,18 @@ mod sse2 {
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
 
+    /// Bit `k` set where `chunk[k] == needle`.
+    #[inline(always)]
+    pub(super) fn mask16_exact(chunk: &[u8; 16], needle: u8) -> u32 {
+        // SAFETY: as in `mask16`: SSE2 is baseline on x86_64; the unaligned load reads
+        // exactly the 16 bytes of `chunk`.
+        let m = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(needle as i8)))
+        };
+        m as u32 & 0xffff
+    }
+
     /// Bit `k` set where `b[at + k] == needle`, for the 16 bytes at `at`; `None` when fewer
     /// than 16 bytes are left.
     #[inline(always)]
@@ -122,8 +134,10 @@ pub(crate) fn positions<const N: usize>(hay: &[u8], needle: u8) -> ([usize; N], 
     let mut out = [0usize; N];
     let mut n = 0;
     let mut i = 0;
-    // Whole chunks: 16 bytes per step with SSE2, else 8 with SWAR.
-    while let Some(mut m) = chunk_mask(hay, i, needle) {
+    // Whole chunks: 16 bytes per step with SSE2, else 8 with SWAR. `chunks_exact`: the
+    // chunk length is known, so no bounds check per step.
+    for chunk in hay.chunks_exact(CHUNK) {
+        let mut m = exact_chunk_mask(chunk, needle);
         while m != 0 {
             let Some(slot) = out.get_mut(n) else {
                 return (out, n, true);
@@ -171,6 +185,23 @@ const BITS_PER_BYTE: u32 = 1;
 const CHUNK: usize = 8;
 #[cfg(not(target_arch = "x86_64"))]
 const BITS_PER_BYTE: u32 = 8;
+
+/// [`chunk_mask`] for a chunk of exactly `CHUNK` bytes (0 for any other length, which
+/// `chunks_exact` never gives).
+#[inline(always)]
+fn exact_chunk_mask(chunk: &[u8], needle: u8) -> u64 {
+    let Ok(chunk) = <&[u8; CHUNK]>::try_from(chunk) else {
+        return 0;
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        u64::from(sse2::mask16_exact(chunk, needle))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        eq_mask(u64::from_le_bytes(*chunk), LO * needle as u64)
+    }
+}
 
 /// Bits set where `hay[at + k] == needle` (bit `k * BITS_PER_BYTE`), for the `CHUNK`
 /// bytes at `at`; `None` when fewer are left.
