@@ -147,14 +147,22 @@ fn parse_unit(field: String, s: &str) -> PyResult<Unit> {
     })
 }
 
-/// Copy the named string fields of a config dict onto a struct's fields of the same name.
-macro_rules! string_fields {
-    ($f:ident, $m:ident, $($name:ident),+) => {
+/// Copy the named fields of a config dict, when present, onto a struct's fields of the
+/// same name: `typed_fields!(f, c, seed: u64, rps: f64)`.
+macro_rules! typed_fields {
+    ($f:ident, $m:ident, $($name:ident: $ty:ty),+ $(,)?) => {
         $(
-            if let Some(v) = $f.get::<String>(stringify!($name))? {
+            if let Some(v) = $f.get::<$ty>(stringify!($name))? {
                 $m.$name = v;
             }
         )+
+    };
+}
+
+/// [`typed_fields`] for string fields.
+macro_rules! string_fields {
+    ($f:ident, $m:ident, $($name:ident),+ $(,)?) => {
+        typed_fields!($f, $m, $($name: String),+);
     };
 }
 
@@ -232,9 +240,7 @@ fn attribution_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<attribution::Con
         c.cluster_domain = d;
     }
     c.default_version = f.get::<String>("default_version")?;
-    if let Some(v) = f.get::<String>("pod_plain_version")? {
-        c.pod_plain_version = v;
-    }
+    typed_fields!(f, c, pod_plain_version: String);
     f.finish()?;
     Ok(c)
 }
@@ -287,24 +293,16 @@ fn classifier_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Classifier> {
 fn aggregate_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<aggregate::Config> {
     let mut f = Fields::new(obj, "aggregate")?;
     let mut c = aggregate::Config::default();
-    if let Some(v) = f.get::<u32>("ring_secs")? {
-        c.ring_secs = v;
-    }
-    if let Some(v) = f.get::<i64>("allowed_lateness_ms")? {
-        c.allowed_lateness_ms = v;
-    }
-    if let Some(v) = f.get::<i64>("max_future_ms")? {
-        c.max_future_ms = v;
-    }
-    if let Some(v) = f.get::<usize>("max_keys")? {
-        c.max_keys = v;
-    }
-    if let Some(v) = f.get::<i64>("idle_evict_ms")? {
-        c.idle_evict_ms = v;
-    }
-    if let Some(v) = f.get::<Vec<f64>>("thresholds_ms")? {
-        c.thresholds_ms = v;
-    }
+    typed_fields!(
+        f,
+        c,
+        ring_secs: u32,
+        allowed_lateness_ms: i64,
+        max_future_ms: i64,
+        max_keys: usize,
+        idle_evict_ms: i64,
+        thresholds_ms: Vec<f64>,
+    );
     f.finish()?;
     Ok(c)
 }
@@ -450,9 +448,7 @@ fn gen_config_from(obj: &Bound<'_, PyAny>) -> PyResult<GenConfig> {
     let format = parse_format("format", &fmt_name)?
         .ok_or_else(|| bad("format".into(), "the generator needs a concrete format"))?;
     let mut c = GenConfig::demo(format);
-    if let Some(v) = f.get::<u64>("seed")? {
-        c.seed = v;
-    }
+    typed_fields!(f, c, seed: u64);
     if let Some(v) = f.get::<usize>("lines")? {
         if v > MAX_GENERATED_LINES {
             return Err(bad(
@@ -462,24 +458,16 @@ fn gen_config_from(obj: &Bound<'_, PyAny>) -> PyResult<GenConfig> {
         }
         c.lines = v;
     }
-    if let Some(v) = f.get::<i64>("start_ms")? {
-        c.start_ms = v;
-    }
-    if let Some(v) = f.get::<f64>("rps")? {
-        c.rps = v;
-    }
-    if let Some(v) = f.get::<f64>("malformed_rate")? {
-        c.malformed_rate = v;
-    }
-    if let Some(v) = f.get::<i64>("out_of_order_ms")? {
-        c.out_of_order_ms = v;
-    }
-    if let Some(v) = f.get::<bool>("json_all_strings")? {
-        c.json_all_strings = v;
-    }
-    if let Some(v) = f.get::<f64>("tcp_rate")? {
-        c.tcp_rate = v;
-    }
+    typed_fields!(
+        f,
+        c,
+        start_ms: i64,
+        rps: f64,
+        malformed_rate: f64,
+        out_of_order_ms: i64,
+        json_all_strings: bool,
+        tcp_rate: f64,
+    );
     if let Some(v) = f.get::<String>("attribution")? {
         c.attribution = match v.as_str() {
             "subset" => Style::Subset,
