@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     """`continue`: keep going, no decision yet; `pass`: this step has enough evidence of no harm;
     `fail`: roll back now; `inconclusive`: the comparison is invalid or the data cannot decide
     (no data, sample-ratio mismatch) — never a pass, never a failed check."""

@@ -4,7 +4,7 @@ Flagger field, validation with field paths); attribute names below are the contr
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 GROUPS = ("flagger.app", "canary-stream.dev")
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     CANARY = "canary"
     AB_TESTING = "ab-testing"
     BLUE_GREEN = "blue-green"
