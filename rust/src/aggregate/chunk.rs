@@ -24,15 +24,24 @@ pub(crate) struct ChunkRows<'a> {
     /// Key of each row; [`SKIP_ROW`] for rows not to be observed.
     pub key: &'a [KeyId],
     pub ts_ms: &'a [i64],
-    /// HTTP status (≤ 65535).
-    pub status: &'a [u32],
-    /// Success verdict, 0 or 1.
-    pub success: &'a [u8],
+    /// Success verdict in bit 0, [`status_class`] of the HTTP status in bits 1..=3
+    /// ([`row_info`]).
+    pub info: &'a [u8],
     /// Latency as `clean_latency` makes it; negative = no latency.
     pub latency: &'a [f64],
     /// `sketch::bin_of` of the latency.
     pub bin: &'a [i32],
 }
+
+/// The [`ChunkRows::info`] of a row: its success verdict and its status's class.
+#[inline]
+pub(crate) fn row_info(success: bool, status: u16) -> u8 {
+    success as u8 | (status_class(status) as u8) << 1
+}
+
+/// Increment of the packed status-class counts for each class (the no-class sink, 5, and
+/// the values no class takes shift out of the 55 bits read back).
+const CLASS_INC: [u64; 8] = [1, 1 << 11, 1 << 22, 1 << 33, 1 << 44, 1 << 55, 0, 0];
 
 /// Key of a row that is not to be observed.
 pub(crate) const SKIP_ROW: KeyId = KeyId::MAX;
@@ -77,8 +86,7 @@ impl Aggregator {
         let n = rows.key.len();
         let lens = [
             rows.ts_ms.len(),
-            rows.status.len(),
-            rows.success.len(),
+            rows.info.len(),
             rows.latency.len(),
             rows.bin.len(),
         ];
@@ -243,9 +251,8 @@ impl Aggregator {
             let mut max_ts = i64::MIN;
             for &i in idx {
                 let i = i as usize;
-                let (Some(&st), Some(&ok), Some(&l), Some(&bin), Some(&ts)) = (
-                    rows.status.get(i),
-                    rows.success.get(i),
+                let (Some(&info), Some(&l), Some(&bin), Some(&ts)) = (
+                    rows.info.get(i),
                     rows.latency.get(i),
                     rows.bin.get(i),
                     rows.ts_ms.get(i),
@@ -253,10 +260,8 @@ impl Aggregator {
                     continue;
                 };
                 max_ts = max_ts.max(ts);
-                successes += (ok != 0) as u32;
-                let class = status_class(st as u16) as u32;
-                // The no-class sink (5) shifts out of the 55 bits read back.
-                classes = classes.wrapping_add(1u64.checked_shl(class * CLASS_BITS).unwrap_or(0));
+                successes += (info & 1) as u32;
+                classes = classes.wrapping_add(CLASS_INC[(info >> 1) as usize & 7]);
                 if l >= 0.0 {
                     b.sketch.insert_bin(bin, 1);
                     sum += l;
