@@ -667,7 +667,7 @@ impl<'a> KeyResolver<'a> {
         match src {
             KeySource::Codes => {
                 let pairs = &self.pairs;
-                peek_rows(status, latency, out, refused, codes, |(&tc, &vc)| {
+                peek_rows(true, status, latency, out, refused, codes, |(&tc, &vc)| {
                     if tc == CODE_NULL || vc == CODE_NULL {
                         return Some(NO_KEY);
                     }
@@ -685,40 +685,56 @@ impl<'a> KeyResolver<'a> {
                     (StrCol::Plain(ta), StrCol::Plain(va)) => (*ta, *va),
                     _ => return false,
                 };
-                peek_rows(status, latency, out, refused, start..start + len, |row| {
-                    let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
-                        return Some(NO_KEY);
-                    };
-                    let slot = view_slot(t, v);
-                    match views.get(slot) {
-                        Some(&(a, b, k)) if a == t && b == v => Some(k),
-                        _ => {
-                            let (ts, vs) = (ta.get(row)?, va.get(row)?);
-                            let k = if ts.is_empty() || vs.is_empty() {
-                                NO_KEY
-                            } else {
-                                recent_key(recent, ts, vs)?
-                            };
-                            if let Some(e) = views.get_mut(slot) {
-                                *e = (t, v, k);
+                peek_rows(
+                    false,
+                    status,
+                    latency,
+                    out,
+                    refused,
+                    start..start + len,
+                    |row| {
+                        let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
+                            return Some(NO_KEY);
+                        };
+                        let slot = view_slot(t, v);
+                        match views.get(slot) {
+                            Some(&(a, b, k)) if a == t && b == v => Some(k),
+                            _ => {
+                                let (ts, vs) = (ta.get(row)?, va.get(row)?);
+                                let k = if ts.is_empty() || vs.is_empty() {
+                                    NO_KEY
+                                } else {
+                                    recent_key(recent, ts, vs)?
+                                };
+                                if let Some(e) = views.get_mut(slot) {
+                                    *e = (t, v, k);
+                                }
+                                Some(k)
                             }
-                            Some(k)
                         }
-                    }
-                })
+                    },
+                )
             }
             KeySource::Strings => {
                 let recent = &mut self.recent;
                 let rows = (start..start + len).zip(codes);
-                peek_rows(status, latency, out, refused, rows, |(row, (&tc, &vc))| {
-                    let (Some(t), Some(v)) = (target.get(row, tc), version.get(row, vc)) else {
-                        return Some(NO_KEY);
-                    };
-                    if t.is_empty() || v.is_empty() {
-                        return Some(NO_KEY);
-                    }
-                    recent_key(recent, t, v)
-                })
+                peek_rows(
+                    false,
+                    status,
+                    latency,
+                    out,
+                    refused,
+                    rows,
+                    |(row, (&tc, &vc))| {
+                        let (Some(t), Some(v)) = (target.get(row, tc), version.get(row, vc)) else {
+                            return Some(NO_KEY);
+                        };
+                        if t.is_empty() || v.is_empty() {
+                            return Some(NO_KEY);
+                        }
+                        recent_key(recent, t, v)
+                    },
+                )
             }
         }
     }
@@ -762,6 +778,43 @@ impl<'a> KeyResolver<'a> {
 /// the row rules that come before the key; false at the first row not cached.
 #[inline]
 fn peek_rows<I: Iterator>(
+    cheap_lookup: bool,
+    status: &[u32],
+    latency: &[f64],
+    out: &mut [KeyId],
+    refused: &mut ReasonCounts,
+    inputs: I,
+    mut lookup: impl FnMut(I::Item) -> Option<KeyId>,
+) -> bool {
+    // Usually no row is refused for its status or latency (two vectorised scans): then
+    // the loop only looks keys up. (Only for cheap lookups: a second copy of the view
+    // lookup made the Utf8View case slower.)
+    if !cheap_lookup {
+        return peek_rows_checked(status, latency, out, refused, inputs, lookup);
+    }
+    let max_status = status.iter().fold(0, |m, &s| if s > m { s } else { m });
+    let min_latency = latency
+        .iter()
+        .fold(f64::INFINITY, |m, &l| if l < m { l } else { m });
+    if max_status < STATUS_BAD && min_latency > LAT_BAD {
+        for (o, input) in out.iter_mut().zip(inputs) {
+            *o = match lookup(input) {
+                None => return false,
+                Some(NO_KEY) => {
+                    refused.add(Reason::UnattributableVersion);
+                    SKIP_ROW
+                }
+                Some(k) => k,
+            };
+        }
+        return true;
+    }
+    peek_rows_checked(status, latency, out, refused, inputs, lookup)
+}
+
+/// [`peek_rows`] checking each row's status and latency.
+#[inline]
+fn peek_rows_checked<I: Iterator>(
     status: &[u32],
     latency: &[f64],
     out: &mut [KeyId],
