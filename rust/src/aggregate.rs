@@ -59,7 +59,7 @@
 //! latencies above [`crate::sketch::MAX_VALUE_MS`] are clamped to it.
 
 mod chunk;
-pub(crate) use chunk::{ChunkRows, ChunkScratch, MAX_CHUNK_ROWS, SKIP_ROW};
+pub(crate) use chunk::{row_info, ChunkRows, ChunkScratch, MAX_CHUNK_ROWS, SKIP_ROW};
 
 use crate::flags::{Flags, NUM_FLAGS};
 use crate::malformed::Reason;
@@ -236,7 +236,7 @@ pub struct KeySnapshot {
 /// Slot of status classes: 0 → status 0, 1..=4 → 2xx..5xx, [`NO_CLASS`] for the
 /// statuses in no class (1..=199, ≥ 600), which count as requests only.
 #[inline]
-fn status_class(status: u16) -> usize {
+pub(crate) fn status_class(status: u16) -> usize {
     const BY_HUNDREDS: [u8; 7] = [NO_CLASS as u8, NO_CLASS as u8, 1, 2, 3, 4, NO_CLASS as u8];
     if status == 0 {
         0
@@ -248,7 +248,7 @@ fn status_class(status: u16) -> usize {
 }
 
 /// Status-class slot counting nothing (saves a branch on the hot path).
-const NO_CLASS: usize = 5;
+pub(crate) const NO_CLASS: usize = 5;
 
 /// A latency as aggregated: NaN / negative → absent, huge → clamped.
 #[inline]

@@ -24,7 +24,7 @@
 //! null in the optional success column → the classifier decides.
 
 use crate::aggregate::{
-    Aggregator, ChunkRows, ChunkScratch, Event, KeyId, MAX_CHUNK_ROWS, SKIP_ROW,
+    row_info, Aggregator, ChunkRows, ChunkScratch, Event, KeyId, MAX_CHUNK_ROWS, SKIP_ROW,
 };
 use crate::classify::Classifier;
 use crate::flags::Flags;
@@ -365,12 +365,29 @@ fn is_null(nulls: Option<&NullBuffer>, i: usize) -> bool {
     nulls.is_some_and(|n| i < n.len() && n.is_null(i))
 }
 
+/// Statuses from this one up share its [`row_info`]: a classifier's failure set covers
+/// 0..=999 only ([`crate::classify::StatusSet`]) and they are all in no status class.
+const INFO_TABLE_TOP: u32 = 1000;
+
+/// [`row_info`] of statuses 0..=[`INFO_TABLE_TOP`] under `classifier`.
+fn info_table(classifier: &Classifier) -> [u8; INFO_TABLE_TOP as usize + 1] {
+    let mut t = [0; INFO_TABLE_TOP as usize + 1];
+    for (s, o) in t.iter_mut().enumerate() {
+        let s = s as u16;
+        *o = row_info(classifier.is_success(s, None), s);
+    }
+    t
+}
+
 /// Per-chunk typed scratch buffers.
 struct Scratch {
     ts: Vec<i64>,
     status: Vec<u32>,
     latency: Vec<f64>,
+    /// The success column's value (0 or 1; 2: null or no column).
     success: Vec<u8>,
+    /// Success verdict and status class ([`row_info`]).
+    info: Vec<u8>,
     tcode: Vec<u32>,
     vcode: Vec<u32>,
     /// Sketch bin of each latency, computed in its own (vectorisable) loop.
@@ -405,8 +422,15 @@ fn fill_latency(col: &NumCol, factor: f64, start: usize, out: &mut [f64]) {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
         for (o, x) in out.iter_mut().zip(src) {
             let ms = x.to_f64() * factor;
-            *o = if ms >= 0.0 && ms.is_finite() {
-                ms.min(MAX_VALUE_MS) // as `aggregate::clean_latency`
+            // Finite and ≥ 0 (false for NaN), then capped as `aggregate::clean_latency`;
+            // plain float comparisons vectorise (`is_finite` and `min` became integer
+            // bit tests and NaN handling).
+            *o = if (0.0..=f64::MAX).contains(&ms) {
+                if ms < MAX_VALUE_MS {
+                    ms
+                } else {
+                    MAX_VALUE_MS
+                }
             } else {
                 LAT_BAD
             };
@@ -643,7 +667,7 @@ impl<'a> KeyResolver<'a> {
         match src {
             KeySource::Codes => {
                 let pairs = &self.pairs;
-                peek_rows(status, latency, out, refused, codes, |(&tc, &vc)| {
+                peek_rows(true, status, latency, out, refused, codes, |(&tc, &vc)| {
                     if tc == CODE_NULL || vc == CODE_NULL {
                         return Some(NO_KEY);
                     }
@@ -661,40 +685,56 @@ impl<'a> KeyResolver<'a> {
                     (StrCol::Plain(ta), StrCol::Plain(va)) => (*ta, *va),
                     _ => return false,
                 };
-                peek_rows(status, latency, out, refused, start..start + len, |row| {
-                    let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
-                        return Some(NO_KEY);
-                    };
-                    let slot = view_slot(t, v);
-                    match views.get(slot) {
-                        Some(&(a, b, k)) if a == t && b == v => Some(k),
-                        _ => {
-                            let (ts, vs) = (ta.get(row)?, va.get(row)?);
-                            let k = if ts.is_empty() || vs.is_empty() {
-                                NO_KEY
-                            } else {
-                                recent_key(recent, ts, vs)?
-                            };
-                            if let Some(e) = views.get_mut(slot) {
-                                *e = (t, v, k);
+                peek_rows(
+                    false,
+                    status,
+                    latency,
+                    out,
+                    refused,
+                    start..start + len,
+                    |row| {
+                        let (Some(t), Some(v)) = (view_at(tv, row), view_at(vv, row)) else {
+                            return Some(NO_KEY);
+                        };
+                        let slot = view_slot(t, v);
+                        match views.get(slot) {
+                            Some(&(a, b, k)) if a == t && b == v => Some(k),
+                            _ => {
+                                let (ts, vs) = (ta.get(row)?, va.get(row)?);
+                                let k = if ts.is_empty() || vs.is_empty() {
+                                    NO_KEY
+                                } else {
+                                    recent_key(recent, ts, vs)?
+                                };
+                                if let Some(e) = views.get_mut(slot) {
+                                    *e = (t, v, k);
+                                }
+                                Some(k)
                             }
-                            Some(k)
                         }
-                    }
-                })
+                    },
+                )
             }
             KeySource::Strings => {
                 let recent = &mut self.recent;
                 let rows = (start..start + len).zip(codes);
-                peek_rows(status, latency, out, refused, rows, |(row, (&tc, &vc))| {
-                    let (Some(t), Some(v)) = (target.get(row, tc), version.get(row, vc)) else {
-                        return Some(NO_KEY);
-                    };
-                    if t.is_empty() || v.is_empty() {
-                        return Some(NO_KEY);
-                    }
-                    recent_key(recent, t, v)
-                })
+                peek_rows(
+                    false,
+                    status,
+                    latency,
+                    out,
+                    refused,
+                    rows,
+                    |(row, (&tc, &vc))| {
+                        let (Some(t), Some(v)) = (target.get(row, tc), version.get(row, vc)) else {
+                            return Some(NO_KEY);
+                        };
+                        if t.is_empty() || v.is_empty() {
+                            return Some(NO_KEY);
+                        }
+                        recent_key(recent, t, v)
+                    },
+                )
             }
         }
     }
@@ -738,6 +778,43 @@ impl<'a> KeyResolver<'a> {
 /// the row rules that come before the key; false at the first row not cached.
 #[inline]
 fn peek_rows<I: Iterator>(
+    cheap_lookup: bool,
+    status: &[u32],
+    latency: &[f64],
+    out: &mut [KeyId],
+    refused: &mut ReasonCounts,
+    inputs: I,
+    mut lookup: impl FnMut(I::Item) -> Option<KeyId>,
+) -> bool {
+    // Usually no row is refused for its status or latency (two vectorised scans): then
+    // the loop only looks keys up. (Only for cheap lookups: a second copy of the view
+    // lookup made the Utf8View case slower.)
+    if !cheap_lookup {
+        return peek_rows_checked(status, latency, out, refused, inputs, lookup);
+    }
+    let max_status = status.iter().fold(0, |m, &s| if s > m { s } else { m });
+    let min_latency = latency
+        .iter()
+        .fold(f64::INFINITY, |m, &l| if l < m { l } else { m });
+    if max_status < STATUS_BAD && min_latency > LAT_BAD {
+        for (o, input) in out.iter_mut().zip(inputs) {
+            *o = match lookup(input) {
+                None => return false,
+                Some(NO_KEY) => {
+                    refused.add(Reason::UnattributableVersion);
+                    SKIP_ROW
+                }
+                Some(k) => k,
+            };
+        }
+        return true;
+    }
+    peek_rows_checked(status, latency, out, refused, inputs, lookup)
+}
+
+/// [`peek_rows`] checking each row's status and latency.
+#[inline]
+fn peek_rows_checked<I: Iterator>(
     status: &[u32],
     latency: &[f64],
     out: &mut [KeyId],
@@ -822,12 +899,15 @@ pub fn ingest_batch(
         status: vec![0; CHUNK],
         latency: vec![LAT_NULL; CHUNK],
         success: vec![2; CHUNK],
+        info: vec![0; CHUNK],
         tcode: vec![0; CHUNK],
         vcode: vec![0; CHUNK],
         bin: vec![ZERO_BIN; CHUNK],
         key: vec![SKIP_ROW; CHUNK],
     };
     let mut chunk_scratch = ChunkScratch::default();
+    // Worth building when it serves more rows than it has entries.
+    let info_table = (rows > INFO_TABLE_TOP as usize).then(|| info_table(classifier));
     let source = KeySource::of(&target, &version);
     let mut res = KeyResolver {
         pairs: vec![(CODE_NULL, CODE_NULL, NO_KEY); PAIR_SLOTS],
@@ -850,20 +930,26 @@ pub fn ingest_batch(
         for (b, &l) in sc.bin[..len].iter_mut().zip(&sc.latency[..len]) {
             *b = bin_of_branchless(l);
         }
-        let verdict = |st: u32| classifier.is_success(st.min(u16::MAX as u32) as u16, None) as u8;
-        match success {
-            Some(col) => {
-                fill_success(col, start, &mut sc.success[..len]);
-                // Resolve "no success value" with the classifier, in its own loop.
-                for (o, &st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
-                    if *o == 2 {
-                        *o = verdict(st);
-                    }
+        let info = &mut sc.info[..len];
+        match &info_table {
+            Some(t) => {
+                for (o, &st) in info.iter_mut().zip(&sc.status[..len]) {
+                    *o = t[st.min(INFO_TABLE_TOP) as usize];
                 }
             }
             None => {
-                for (o, &st) in sc.success[..len].iter_mut().zip(&sc.status[..len]) {
-                    *o = verdict(st);
+                for (o, &st) in info.iter_mut().zip(&sc.status[..len]) {
+                    let st = st.min(u16::MAX as u32) as u16;
+                    *o = row_info(classifier.is_success(st, None), st);
+                }
+            }
+        }
+        if let Some(col) = success {
+            // The success column overrides the verdict where it has a value.
+            fill_success(col, start, &mut sc.success[..len]);
+            for (o, &s) in info.iter_mut().zip(&sc.success[..len]) {
+                if s != 2 {
+                    *o = (*o & !1) | s;
                 }
             }
         }
@@ -886,8 +972,7 @@ pub fn ingest_batch(
             let rows = ChunkRows {
                 key: &sc.key[..len],
                 ts_ms: &sc.ts[..len],
-                status: &sc.status[..len],
-                success: &sc.success[..len],
+                info: &sc.info[..len],
                 latency: &sc.latency[..len],
                 bin: &sc.bin[..len],
             };
@@ -913,7 +998,7 @@ pub fn ingest_batch(
             .iter()
             .zip(&sc.status[..len])
             .zip(&sc.latency[..len])
-            .zip(&sc.success[..len])
+            .zip(&sc.info[..len])
             .zip(sc.tcode[..len].iter().zip(&sc.vcode[..len]))
             .zip(&sc.bin[..len]);
         for (i, (((((&ts_ms, &st), &lat), &succ), (&tc, &vc)), &bin)) in rows_of_chunk.enumerate() {
@@ -938,7 +1023,7 @@ pub fn ingest_batch(
                 let ev = Event {
                     ts_ms,
                     status,
-                    success: succ != 0,
+                    success: succ & 1 != 0,
                     latency_ms,
                     flags: Flags::NONE,
                 };
@@ -1311,6 +1396,28 @@ mod tests {
         }
     }
 
+    /// The status table gives every status (0..=65535) the verdict and class of the
+    /// classifier and `status_class`, for several failure sets.
+    #[test]
+    fn info_table_matches_classifier_for_every_status() {
+        use crate::classify::StatusSet;
+        let custom = Classifier {
+            failure_status: StatusSet::empty().with_range(400, 999),
+            grpc_failure_mask: 0,
+        };
+        for c in [Classifier::default(), Classifier::flagger(), custom] {
+            let t = info_table(&c);
+            for st in 0..=u16::MAX {
+                let want = row_info(c.is_success(st, None), st);
+                assert_eq!(
+                    t[(st as u32).min(INFO_TABLE_TOP) as usize],
+                    want,
+                    "status {st}"
+                );
+            }
+        }
+    }
+
     /// Full aggregator (max_keys 2): t/a idle since 0, t/c active at 100 s.
     fn two_keys_one_idle() -> Aggregator {
         let mut a = Aggregator::new(Config {
@@ -1596,6 +1703,30 @@ mod tests {
             ("latency_ms", Arc::new(lat)),
             ("timestamp", Arc::new(ts)),
         ])
+    }
+
+    /// Fixed work for instruction counts: `COLUMNAR_KEYS=dict|view valgrind --tool=callgrind
+    /// --toggle-collect='*ingest_batch*' <test binary> --ignored --exact
+    /// arrow_ingest::tests::callgrind_columnar` (200 000 rows, the `speed_columnar` batch).
+    #[test]
+    #[ignore]
+    fn callgrind_columnar() {
+        let n = 200_000;
+        let dict = std::env::var("COLUMNAR_KEYS").map_or(true, |k| k != "view");
+        let b = speed_batch(n, dict);
+        let mut a = Aggregator::new(Config {
+            ring_secs: 60,
+            ..Config::default()
+        })
+        .unwrap();
+        let st = ingest_batch(
+            &mut a,
+            &Classifier::default(),
+            &b,
+            &ColumnMapping::default(),
+            0,
+        );
+        assert_eq!(st.unwrap().accepted, n as u64);
     }
 
     #[test]

@@ -297,6 +297,24 @@ impl<Cn: Counter> Sketch<Cn> {
         self.insert_bin(bin_of(x), n);
     }
 
+    /// Count one value of bin `bin` in its bin but not in the total: a caller folding
+    /// many values adds their number once with [`Sketch::add_to_count`] (together the
+    /// same as [`Sketch::insert_bin`] for each).
+    #[inline]
+    pub(crate) fn insert_bin_uncounted(&mut self, bin: i32) {
+        if bin == ZERO_BIN {
+            self.zero = self.zero.plus(1);
+        } else {
+            self.add_at(bin, 1);
+        }
+    }
+
+    /// Add `n` to the total count (see [`Sketch::insert_bin_uncounted`]).
+    #[inline]
+    pub(crate) fn add_to_count(&mut self, n: u64) {
+        self.count = self.count.plus(n);
+    }
+
     /// Add `n` values of bin `bin` (from [`bin_of`]).
     #[inline]
     pub fn insert_bin(&mut self, bin: i32, n: u64) {

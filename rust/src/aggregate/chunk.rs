@@ -24,15 +24,24 @@ pub(crate) struct ChunkRows<'a> {
     /// Key of each row; [`SKIP_ROW`] for rows not to be observed.
     pub key: &'a [KeyId],
     pub ts_ms: &'a [i64],
-    /// HTTP status (≤ 65535).
-    pub status: &'a [u32],
-    /// Success verdict, 0 or 1.
-    pub success: &'a [u8],
+    /// Success verdict in bit 0, [`status_class`] of the HTTP status in bits 1..=3
+    /// ([`row_info`]).
+    pub info: &'a [u8],
     /// Latency as `clean_latency` makes it; negative = no latency.
     pub latency: &'a [f64],
     /// `sketch::bin_of` of the latency.
     pub bin: &'a [i32],
 }
+
+/// The [`ChunkRows::info`] of a row: its success verdict and its status's class.
+#[inline]
+pub(crate) fn row_info(success: bool, status: u16) -> u8 {
+    success as u8 | (status_class(status) as u8) << 1
+}
+
+/// Increment of the packed status-class counts for each class (the no-class sink, 5, and
+/// the values no class takes shift out of the 55 bits read back).
+const CLASS_INC: [u64; 8] = [1, 1 << 11, 1 << 22, 1 << 33, 1 << 44, 1 << 55, 0, 0];
 
 /// Key of a row that is not to be observed.
 pub(crate) const SKIP_ROW: KeyId = KeyId::MAX;
@@ -77,8 +86,7 @@ impl Aggregator {
         let n = rows.key.len();
         let lens = [
             rows.ts_ms.len(),
-            rows.status.len(),
-            rows.success.len(),
+            rows.info.len(),
             rows.latency.len(),
             rows.bin.len(),
         ];
@@ -110,7 +118,14 @@ impl Aggregator {
         let restore = |a: &mut Aggregator| {
             (a.watermark, a.min_ts, a.max_ts) = saved;
         };
-        if lo < self.min_ts || !self.group_rows(rows, min0, scratch) {
+        // Usually every row to fold is in one second: groups are then keys.
+        let epoch = lo.div_euclid(BUCKET_MS);
+        let grouped = if late == 0 && hi.div_euclid(BUCKET_MS) == epoch {
+            self.group_rows_one_epoch(rows, epoch, scratch)
+        } else {
+            self.group_rows(rows, min0, scratch)
+        };
+        if lo < self.min_ts || !grouped {
             restore(self);
             return None;
         }
@@ -121,11 +136,11 @@ impl Aggregator {
     /// order them by group. False when there are too many groups, a key is not live, or a
     /// slot serves a newer second (the caller then goes row by row).
     fn group_rows(&self, rows: &ChunkRows, min_ts: i64, s: &mut ChunkScratch) -> bool {
-        let ring = self.cfg.ring_secs as i64;
         s.groups.clear();
         s.group.clear();
         s.group.resize(rows.key.len(), NO_GROUP);
         let mut cache = [(SKIP_ROW, NO_EPOCH, NO_GROUP); GROUP_SLOTS];
+        let mut counts = [0u16; MAX_GROUPS];
         // Epoch of the previous row and its times [lo, hi): most rows share it (no
         // division). An empty range (lo > hi) where the bounds do not fit an i64.
         let (mut epoch, mut epoch_lo, mut epoch_hi) = (NO_EPOCH, 1i64, 0i64);
@@ -148,46 +163,89 @@ impl Aggregator {
             let gid = if entry.0 == key && entry.1 == epoch {
                 entry.2
             } else {
-                let found = s
-                    .groups
-                    .iter()
-                    .position(|x| x.key == key && x.epoch == epoch);
-                let gid = match found {
-                    Some(i) => i,
-                    None => {
-                        if s.groups.len() >= MAX_GROUPS {
-                            return false;
-                        }
-                        let Some(Some(k)) = self.keys.get(key as usize) else {
-                            return false;
-                        };
-                        match k.ring.get(epoch.rem_euclid(ring) as usize) {
-                            Some(b) if b.epoch <= epoch => {}
-                            _ => return false,
-                        }
-                        s.groups.push(Group {
-                            key,
-                            epoch,
-                            rows: 0,
-                        });
-                        s.groups.len() - 1
-                    }
-                } as u8;
+                let Some(gid) = self.group_of(&mut s.groups, key, epoch) else {
+                    return false;
+                };
                 *entry = (key, epoch, gid);
                 gid
             };
             *g = gid;
-            // (The group's newest time is taken in `fold_groups`, in a register.)
-            if let Some(x) = s.groups.get_mut(gid as usize) {
-                x.rows += 1;
+            if let Some(c) = counts.get_mut(gid as usize) {
+                *c += 1;
             }
         }
-        // Counting sort of the row indices by group.
+        s.order_by_group(&counts);
+        true
+    }
+
+    /// [`Aggregator::group_rows`] when every row to fold is in second `epoch` (and none
+    /// is late): a row's group is its key's.
+    fn group_rows_one_epoch(&self, rows: &ChunkRows, epoch: i64, s: &mut ChunkScratch) -> bool {
+        s.groups.clear();
+        s.group.clear();
+        s.group.resize(rows.key.len(), NO_GROUP);
+        let mut cache = [(SKIP_ROW, NO_GROUP); GROUP_SLOTS];
+        let mut counts = [0u16; MAX_GROUPS];
+        for (g, &key) in s.group.iter_mut().zip(rows.key) {
+            if key == SKIP_ROW {
+                continue;
+            }
+            let entry = &mut cache[key as usize % GROUP_SLOTS];
+            let gid = if entry.0 == key {
+                entry.1
+            } else {
+                let Some(gid) = self.group_of(&mut s.groups, key, epoch) else {
+                    return false;
+                };
+                *entry = (key, gid);
+                gid
+            };
+            *g = gid;
+            if let Some(c) = counts.get_mut(gid as usize) {
+                *c += 1;
+            }
+        }
+        s.order_by_group(&counts);
+        true
+    }
+
+    /// Id of the group of (`key`, `epoch`), added if new; `None` when there are too many
+    /// groups, the key is not live, or its slot for `epoch` serves a newer second.
+    #[inline(never)]
+    fn group_of(&self, groups: &mut Vec<Group>, key: KeyId, epoch: i64) -> Option<u8> {
+        if let Some(i) = groups.iter().position(|x| x.key == key && x.epoch == epoch) {
+            return Some(i as u8);
+        }
+        if groups.len() >= MAX_GROUPS {
+            return None;
+        }
+        let k = self.keys.get(key as usize)?.as_ref()?;
+        let ring = self.cfg.ring_secs as i64;
+        match k.ring.get(epoch.rem_euclid(ring) as usize) {
+            Some(b) if b.epoch <= epoch => {}
+            _ => return None,
+        }
+        groups.push(Group {
+            key,
+            epoch,
+            rows: 0,
+        });
+        Some((groups.len() - 1) as u8)
+    }
+}
+
+impl ChunkScratch {
+    /// Counting sort of the row indices by group (`counts`: rows per group).
+    fn order_by_group(&mut self, counts: &[u16; MAX_GROUPS]) {
+        let s = self;
+        for (grp, &c) in s.groups.iter_mut().zip(counts) {
+            grp.rows = c as u32;
+        }
         let mut next = [0u16; MAX_GROUPS];
         let mut at = 0u16;
-        for (nx, grp) in next.iter_mut().zip(&s.groups) {
+        for (nx, &c) in next.iter_mut().zip(counts) {
             *nx = at;
-            at += grp.rows as u16;
+            at += c;
         }
         s.order.clear();
         s.order.resize(at as usize, 0);
@@ -199,9 +257,10 @@ impl Aggregator {
                 *nx += 1;
             }
         }
-        true
     }
+}
 
+impl Aggregator {
     /// Fold each group into its bucket; returns the rows folded.
     fn fold_groups(&mut self, rows: &ChunkRows, s: &ChunkScratch) -> u64 {
         let ring = self.cfg.ring_secs as i64;
@@ -234,31 +293,33 @@ impl Aggregator {
             let n_thr = k.n_thresholds.min(MAX_THRESHOLDS);
             let thresholds = k.thresholds.get(..n_thr).unwrap_or(&[]);
 
-            // The bucket's counters in locals; latency sum in row order.
+            // The bucket's counters in locals, in two passes over the group's rows (fewer
+            // live values: no spills). Counts first.
             let mut successes = 0u32;
             let mut classes = 0u64; // 11-bit count per status class 0..=4
-            let mut sum = b.lat_sum;
-            let (mut min, mut max) = (b.lat_min, b.lat_max);
-            let mut exceed = b.exceed;
             let mut max_ts = i64::MIN;
             for &i in idx {
                 let i = i as usize;
-                let (Some(&st), Some(&ok), Some(&l), Some(&bin), Some(&ts)) = (
-                    rows.status.get(i),
-                    rows.success.get(i),
-                    rows.latency.get(i),
-                    rows.bin.get(i),
-                    rows.ts_ms.get(i),
-                ) else {
+                let (Some(&info), Some(&ts)) = (rows.info.get(i), rows.ts_ms.get(i)) else {
                     continue;
                 };
                 max_ts = max_ts.max(ts);
-                successes += (ok != 0) as u32;
-                let class = status_class(st as u16) as u32;
-                // The no-class sink (5) shifts out of the 55 bits read back.
-                classes = classes.wrapping_add(1u64.checked_shl(class * CLASS_BITS).unwrap_or(0));
+                successes += (info & 1) as u32;
+                classes = classes.wrapping_add(CLASS_INC[(info >> 1) as usize & 7]);
+            }
+            // Latencies: sum in row order.
+            let mut sum = b.lat_sum;
+            let (mut min, mut max) = (b.lat_min, b.lat_max);
+            let mut exceed = b.exceed;
+            let mut with_latency = 0u64;
+            for &i in idx {
+                let i = i as usize;
+                let (Some(&l), Some(&bin)) = (rows.latency.get(i), rows.bin.get(i)) else {
+                    continue;
+                };
                 if l >= 0.0 {
-                    b.sketch.insert_bin(bin, 1);
+                    with_latency += 1;
+                    b.sketch.insert_bin_uncounted(bin);
                     sum += l;
                     // Plain comparisons, as `Bucket::record` (l is never NaN).
                     if l < min {
@@ -272,6 +333,7 @@ impl Aggregator {
                     }
                 }
             }
+            b.sketch.add_to_count(with_latency);
             let n = idx.len() as u32;
             b.requests = b.requests.wrapping_add(n);
             b.successes = b.successes.wrapping_add(successes);
