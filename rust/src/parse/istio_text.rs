@@ -108,8 +108,8 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
         }
         Some(_) => {
             // DETAILS TERM_DETAILS "TRANSPORT_FAILURE"
-            let (_, r) = next_token(&mut fwd, b, q)?;
-            let (_, r) = next_token(&mut fwd, b, r)?;
+            let r = skip_token(&mut fwd, q)?;
+            let r = skip_token(&mut fwd, r)?;
             p = expect(b, r, b"\"")?;
             // Usually `"-" ` then a digit: what `quoted_end` + `expect` would find.
             if b.get(p..p + 3) == Some(b"-\" ") && b.get(p + 3).is_some_and(u8::is_ascii_digit) {
@@ -127,14 +127,14 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     }
 
     // BYTES_RECEIVED BYTES_SENT DURATION UPSTREAM_SERVICE_TIME
-    let (_, r) = next_token(&mut fwd, b, p)?;
-    let (_, r) = next_token(&mut fwd, b, r)?;
+    let r = skip_token(&mut fwd, p)?;
+    let r = skip_token(&mut fwd, r)?;
     let (duration, r) = next_token(&mut fwd, b, r)?;
     rec.latency_ms = Some(match parse_u64(duration) {
         Some(v) => v as f64,
         None => return Err(number_error(duration)),
     });
-    let (_, prefix_end) = next_token(&mut fwd, b, r)?;
+    let prefix_end = skip_token(&mut fwd, r)?;
     // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
 
     // Suffix, right to left.
@@ -166,6 +166,12 @@ fn next_token<'b>(
 ) -> Result<(&'b [u8], usize), Reason> {
     let end = fwd.space(from).ok_or(Reason::Truncated)?;
     Ok((b.get(from..end).ok_or(Reason::Truncated)?, end + 1))
+}
+
+/// [`next_token`] for a token whose value is not needed: no slice, no bounds checks.
+#[inline(always)]
+fn skip_token(fwd: &mut Fwd<'_>, from: usize) -> Result<usize, Reason> {
+    Ok(fwd.space(from).ok_or(Reason::Truncated)? + 1)
 }
 
 /// [`end_of_quoted`] with the block masks of `fwd`.

@@ -94,14 +94,11 @@ pub(crate) fn chunk_masks(chunk: &[u8; BLOCK]) -> Masks {
     scalar_chunk_masks(chunk)
 }
 
-/// Bits `0..n` set (`n` at most 64).
+/// Bits `0..n` set, for `n` in `1..=64`: one shift, no branch (callers never ask for 0).
 #[inline(always)]
 fn low_bits(n: usize) -> u64 {
-    if n >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << n) - 1
-    }
+    debug_assert!((1..=64).contains(&n));
+    u64::MAX.wrapping_shr(64u32.wrapping_sub(n as u32))
 }
 
 /// Forward search over a line for quotes and spaces, keeping the masks of the current
@@ -195,6 +192,10 @@ impl<'a> Bwd<'a> {
     fn load_ending_at(&mut self, end: usize) {
         self.base = end.saturating_sub(BLOCK);
         self.top = end;
+        if end == 0 {
+            self.m = Masks::default();
+            return;
+        }
         let m = block_masks(self.b, self.base);
         let keep = low_bits(end - self.base);
         self.m = Masks {
@@ -216,9 +217,13 @@ impl<'a> Bwd<'a> {
     /// Position of the last `"` in `lo..end`.
     #[inline(always)]
     pub(crate) fn quote(&mut self, lo: usize, end: usize) -> Option<usize> {
+        if end == 0 {
+            return None;
+        }
         if end <= self.base || end > self.top {
             self.load_ending_at(end.min(self.b.len()));
         }
+        // Here `base < end <= top <= base + 64`.
         let mut m = self.m.quote & low_bits(end - self.base);
         while m == 0 {
             if self.base <= lo || !self.step_down() {
@@ -246,7 +251,7 @@ impl<'a> Bwd<'a> {
             let mut s = if q == 0 {
                 self.m.space
             } else {
-                self.m.space & !low_bits(64 - q.leading_zeros() as usize)
+                self.m.space & (u64::MAX << (63 - q.leading_zeros()) << 1)
             };
             while s != 0 {
                 let Some(slot) = spaces.get_mut(n) else {
