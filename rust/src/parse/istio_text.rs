@@ -14,7 +14,7 @@
 //! fixed suffix right to left from the end of the line (route name back to `"AUTHORITY"`);
 //! the middle (`"XFF" "UA" "REQUEST_ID"`) is never scanned, which is also what makes the
 //! parser fast. Delimiters come from the quote and space bit masks of 64-byte blocks
-//! ([`masks`], SSE2), each block computed once, so a field boundary costs a bit scan;
+//! (`masks`, SSE2), each block computed once, so a field boundary costs a bit scan;
 //! nothing allocates. (`reference` holds the previous per-field-search parser, for tests.)
 //!
 //! Variants, told apart by the token after `FLAGS` (no configuration needed):
