@@ -338,9 +338,10 @@ impl Pipeline {
             return;
         }
         let all_utf8 = simdutf8::basic::from_utf8(block).is_ok();
+        let newlines = NewlineFinder::new();
         let mut start = 0;
-        for nl in memchr_iter(b'\n', block) {
-            let raw = &block[start..nl];
+        while let Some(nl) = newlines.find(block, start) {
+            let raw = block.get(start..nl).unwrap_or_default();
             start = nl + 1;
             self.totals.lines += 1;
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -415,6 +416,35 @@ impl Pipeline {
             flags: rec.flags,
         };
         self.aggregator.observe(key, &ev)
+    }
+}
+
+/// Finds line ends. On x86_64 with AVX2 it holds `memchr`'s AVX2 searcher, built once per
+/// block: calling it directly skips `memchr::memchr`'s per-call dispatch (about 30
+/// instructions per line, a fifth of the splitting cost).
+struct NewlineFinder {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl NewlineFinder {
+    #[inline]
+    fn new() -> Self {
+        NewlineFinder {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    /// Position of the first `\n` at or after `from`.
+    #[inline(always)]
+    fn find(&self, hay: &[u8], from: usize) -> Option<usize> {
+        let rest = hay.get(from..)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(rest).map(|p| from + p);
+        }
+        memchr::memchr(b'\n', rest).map(|p| from + p)
     }
 }
 

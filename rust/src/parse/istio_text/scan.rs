@@ -6,6 +6,7 @@
 
 #[cfg(not(target_arch = "x86_64"))]
 use memchr::memchr;
+#[cfg(test)]
 use memchr::memrchr;
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -14,6 +15,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// Bytes searched forwards with SWAR before going on 16 bytes at a time.
 const SWAR_SPAN: usize = 8;
 /// Bytes searched backwards with SWAR before handing over to `memrchr`.
+#[cfg(test)]
 const RSWAR_SPAN: usize = 32;
 
 /// High bit set in each byte of `w` that equals the byte splatted in `splat`. Exact (no
@@ -77,6 +79,7 @@ mod sse2 {
     };
 
     /// Bit `k` set where `chunk[k] == needle`.
+    #[cfg(test)]
     #[inline(always)]
     pub(super) fn mask16_exact(chunk: &[u8; 16], needle: u8) -> u32 {
         // SAFETY: as in `mask16`: SSE2 is baseline on x86_64; the unaligned load reads
@@ -106,6 +109,7 @@ mod sse2 {
 }
 
 /// Position of the last `needle` in `b[lo..end]`.
+#[cfg(test)] // only the reference parser (tests) searches backwards and in bulk
 #[inline(always)]
 pub(crate) fn rfind(b: &[u8], lo: usize, end: usize, needle: u8) -> Option<usize> {
     let splat = LO * needle as u64;
@@ -129,6 +133,7 @@ pub(crate) fn rfind(b: &[u8], lo: usize, end: usize, needle: u8) -> Option<usize
 
 /// Positions of the first `N` bytes equal to `needle` in `hay`, the number found (at
 /// most `N`), and whether there are more than `N`.
+#[cfg(test)] // only the reference parser (tests) searches backwards and in bulk
 #[inline(always)]
 pub(crate) fn positions<const N: usize>(hay: &[u8], needle: u8) -> ([usize; N], usize, bool) {
     let mut out = [0usize; N];
@@ -177,17 +182,18 @@ pub(crate) fn positions<const N: usize>(hay: &[u8], needle: u8) -> ([usize; N], 
     (out, n, false)
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 const CHUNK: usize = 16;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 const BITS_PER_BYTE: u32 = 1;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(test, not(target_arch = "x86_64")))]
 const CHUNK: usize = 8;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(test, not(target_arch = "x86_64")))]
 const BITS_PER_BYTE: u32 = 8;
 
 /// [`chunk_mask`] for a chunk of exactly `CHUNK` bytes (0 for any other length, which
 /// `chunks_exact` never gives).
+#[cfg(test)]
 #[inline(always)]
 fn exact_chunk_mask(chunk: &[u8], needle: u8) -> u64 {
     let Ok(chunk) = <&[u8; CHUNK]>::try_from(chunk) else {
@@ -205,6 +211,7 @@ fn exact_chunk_mask(chunk: &[u8], needle: u8) -> u64 {
 
 /// Bits set where `hay[at + k] == needle` (bit `k * BITS_PER_BYTE`), for the `CHUNK`
 /// bytes at `at`; `None` when fewer are left.
+#[cfg(test)]
 #[inline(always)]
 fn chunk_mask(hay: &[u8], at: usize, needle: u8) -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
