@@ -41,6 +41,8 @@ struct Entry<T> {
     mask: [u8; KEY_CAP],
     /// Number of meaningful bytes in `bytes`.
     len: usize,
+    /// 16-byte chunks of `bytes` to compare (1 to 3).
+    chunks: usize,
     tag: Option<T>,
 }
 
@@ -62,6 +64,7 @@ impl<T: Copy> Shape<T> {
             bytes: [0; KEY_CAP],
             mask: [0; KEY_CAP],
             len: 0,
+            chunks: 0,
             tag: None,
         }; MAX_MEMBERS],
         n: 0,
@@ -100,6 +103,7 @@ impl<T: Copy> Shape<T> {
                     m.fill(0xff);
                 }
                 e.len = len;
+                e.chunks = len.div_ceil(16);
                 e.tag = tag;
                 self.n += 1;
             }
@@ -148,10 +152,11 @@ impl<'a, T: Copy> Walk<'_, 'a, T> {
             if !bytes_at(s, self.pos, e) {
                 return Err(Miss);
             }
-            let (value, after) = value_at(s, self.pos + e.len)?;
+            let v = self.pos + e.len;
+            let after = value_end(s, v)?;
             self.pos = after;
             if let Some(tag) = e.tag {
-                return Ok(Some((tag, value)));
+                return Ok(Some((tag, value_of(s, v, after)?)));
             }
         }
         // `pos` 0: nothing was learned (a lone `}` is no object).
@@ -166,83 +171,102 @@ impl<'a, T: Copy> Walk<'_, 'a, T> {
 /// `s[pos..]` starts with the entry's bytes.
 #[inline(always)]
 fn bytes_at<T>(s: &[u8], pos: usize, e: &Entry<T>) -> bool {
-    match s.get(pos..).and_then(|r| r.first_chunk::<KEY_CAP>()) {
-        Some(window) => masked_eq48(window, &e.mask, &e.bytes),
+    if s.len() >= KEY_CAP && pos <= s.len() - KEY_CAP {
+        // SAFETY: `pos + KEY_CAP <= s.len()`, so the array is inside `s` (and `u8` has
+        // no alignment). Built by hand because `s.get(pos..)` + `first_chunk` cost seven
+        // instructions of checks per member on the hot path.
+        let window = unsafe { &*(s.as_ptr().add(pos) as *const [u8; KEY_CAP]) };
+        masked_eq(window, &e.mask, &e.bytes, e.chunks)
+    } else {
         // The last few members of a line: compare the slices.
-        None => s.get(pos..pos + e.len) == e.bytes.get(..e.len),
+        s.get(pos..pos + e.len) == e.bytes.get(..e.len)
     }
 }
 
-/// One value at `v`: scalar or string without escapes; the value and the index after it.
+/// The index after the value at `v`: a string without escapes or a scalar.
 #[inline(always)]
-fn value_at(s: &[u8], v: usize) -> Result<(Value<'_>, usize), Miss> {
-    // Most values are strings: test for those first.
-    if s.get(v) == Some(&b'"') {
-        let end = string_end(s, v + 1)?;
-        let raw = s.get(v + 1..end).ok_or(Miss)?;
-        return Ok((
-            Value::Str {
-                raw,
-                escaped: false,
-            },
-            end + 1,
-        ));
-    }
+fn value_end(s: &[u8], v: usize) -> Result<usize, Miss> {
     match s.get(v) {
-        Some(b'-' | b'0'..=b'9') => {
-            let end = scan_number(s, v).map_err(|_| Miss)?;
-            Ok((Value::Num(s.get(v..end).ok_or(Miss)?), end))
+        Some(b'"') => {
+            let end = first_special(s, v + 1).ok_or(Miss)?;
+            match s.get(end) {
+                Some(b'"') => Ok(end + 1),
+                _ => Err(Miss),
+            }
         }
-        Some(b'n') if s.get(v..v + 4) == Some(b"null") => Ok((Value::Null, v + 4)),
-        Some(b't') if s.get(v..v + 4) == Some(b"true") => Ok((Value::Bool(true), v + 4)),
-        Some(b'f') if s.get(v..v + 5) == Some(b"false") => Ok((Value::Bool(false), v + 5)),
+        Some(b'-' | b'0'..=b'9') => scan_number(s, v).map_err(|_| Miss),
+        Some(b'n') if s.get(v..v + 4) == Some(b"null") => Ok(v + 4),
+        Some(b't') if s.get(v..v + 4) == Some(b"true") => Ok(v + 4),
+        Some(b'f') if s.get(v..v + 5) == Some(b"false") => Ok(v + 5),
         _ => Err(Miss),
     }
 }
 
-/// Index of the quote closing the string whose body starts at `from`; a backslash first
-/// (an escape) or no quote at all is a [`Miss`].
+/// The value from `v` to `after`, as [`value_end`] found it.
 #[inline(always)]
-fn string_end(s: &[u8], mut from: usize) -> Result<usize, Miss> {
-    while let Some(chunk) = s.get(from..).and_then(|r| r.first_chunk::<16>()) {
-        let (quotes, backslashes) = specials16(chunk);
-        let any = quotes | backslashes;
-        if any != 0 {
-            let j = any.trailing_zeros();
-            if (backslashes >> j) & 1 != 0 {
-                return Err(Miss);
+fn value_of(s: &[u8], v: usize, after: usize) -> Result<Value<'_>, Miss> {
+    Ok(match s.get(v) {
+        Some(b'"') => Value::Str {
+            raw: s.get(v + 1..after.wrapping_sub(1)).ok_or(Miss)?,
+            escaped: false,
+        },
+        Some(b'n') => Value::Null,
+        Some(b't') => Value::Bool(true),
+        Some(b'f') => Value::Bool(false),
+        _ => Value::Num(s.get(v..after).ok_or(Miss)?),
+    })
+}
+
+/// Index of the first `"` or `\` at or after `from`.
+#[inline(always)]
+fn first_special(s: &[u8], mut from: usize) -> Option<usize> {
+    if s.len() >= 16 {
+        let last = s.len() - 16;
+        while from <= last {
+            // SAFETY: `from + 16 <= s.len()`, so the array is inside `s` (and `u8` has
+            // no alignment); by hand for the same reason as in `bytes_at`.
+            let chunk = unsafe { &*(s.as_ptr().add(from) as *const [u8; 16]) };
+            let any = specials16(chunk);
+            if any != 0 {
+                return Some(from + any.trailing_zeros() as usize);
             }
-            return Ok(from + j as usize);
+            from += 16;
         }
-        from += 16;
     }
     // The last < 16 bytes of the line.
     while let Some(&b) = s.get(from) {
-        match b {
-            b'"' => return Ok(from),
-            b'\\' => return Err(Miss),
-            _ => from += 1,
+        if b == b'"' || b == b'\\' {
+            return Some(from);
         }
+        from += 1;
     }
-    Err(Miss)
+    None
 }
 
-/// `window[k] & mask[k] == bytes[k]` for every k.
+/// `window[k] & mask[k] == bytes[k]` for every k below `16 * chunks` (`mask` is zero
+/// past the bytes that matter, so the result does not depend on `chunks` as long as
+/// it covers them).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn masked_eq48(window: &[u8; KEY_CAP], mask: &[u8; KEY_CAP], bytes: &[u8; KEY_CAP]) -> bool {
-    // SAFETY: `masked_eq48_sse2` only requires SSE2, which this cfg guarantees is enabled
+fn masked_eq(
+    window: &[u8; KEY_CAP],
+    mask: &[u8; KEY_CAP],
+    bytes: &[u8; KEY_CAP],
+    chunks: usize,
+) -> bool {
+    // SAFETY: `masked_eq_sse2` only requires SSE2, which this cfg guarantees is enabled
     // at compile time (x86_64 baseline); it reads only inside its three arrays.
-    unsafe { masked_eq48_sse2(window, mask, bytes) }
+    unsafe { masked_eq_sse2(window, mask, bytes, chunks) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 #[target_feature(enable = "sse2")]
-unsafe fn masked_eq48_sse2(
+unsafe fn masked_eq_sse2(
     window: &[u8; KEY_CAP],
     mask: &[u8; KEY_CAP],
     bytes: &[u8; KEY_CAP],
+    chunks: usize,
 ) -> bool {
     use std::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8,
@@ -264,34 +288,47 @@ unsafe fn masked_eq48_sse2(
         };
         _mm_cmpeq_epi8(_mm_and_si128(w, m), b)
     };
-    let all = _mm_and_si128(_mm_and_si128(eq(0), eq(1)), eq(2));
+    let mut all = eq(0);
+    if chunks > 1 {
+        all = _mm_and_si128(all, eq(1));
+        if chunks > 2 {
+            all = _mm_and_si128(all, eq(2));
+        }
+    }
     _mm_movemask_epi8(all) == 0xffff
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn masked_eq48(window: &[u8; KEY_CAP], mask: &[u8; KEY_CAP], bytes: &[u8; KEY_CAP]) -> bool {
-    masked_eq48_portable(window, mask, bytes)
-}
-
-/// Portable [`masked_eq48`] (the fallback, and the reference in tests).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn masked_eq48_portable(
+fn masked_eq(
     window: &[u8; KEY_CAP],
     mask: &[u8; KEY_CAP],
     bytes: &[u8; KEY_CAP],
+    chunks: usize,
+) -> bool {
+    masked_eq_portable(window, mask, bytes, chunks)
+}
+
+/// Portable [`masked_eq`] (the fallback, and the reference in tests).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn masked_eq_portable(
+    window: &[u8; KEY_CAP],
+    mask: &[u8; KEY_CAP],
+    bytes: &[u8; KEY_CAP],
+    chunks: usize,
 ) -> bool {
     window
         .iter()
         .zip(mask)
         .zip(bytes)
+        .take(16 * chunks)
         .all(|((w, m), b)| w & m == *b)
 }
 
-/// Bitmaps of the `"` and of the `\` bytes of `chunk`.
+/// Bitmap of the `"` and `\` bytes of `chunk`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn specials16(chunk: &[u8; 16]) -> (u32, u32) {
+fn specials16(chunk: &[u8; 16]) -> u32 {
     // SAFETY: `specials16_sse2` only requires SSE2, which this cfg guarantees is enabled
     // at compile time (x86_64 baseline); it reads only inside `chunk`.
     unsafe { specials16_sse2(chunk) }
@@ -300,32 +337,31 @@ fn specials16(chunk: &[u8; 16]) -> (u32, u32) {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 #[target_feature(enable = "sse2")]
-unsafe fn specials16_sse2(chunk: &[u8; 16]) -> (u32, u32) {
+unsafe fn specials16_sse2(chunk: &[u8; 16]) -> u32 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
     // SAFETY: `chunk` is 16 bytes: one unaligned 16-byte load stays inside it.
     let v = unsafe { _mm_loadu_si128(chunk.as_ptr() as *const __m128i) };
-    let q = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))) as u32;
-    let b = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))) as u32;
-    (q, b)
+    let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+    let b = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+    _mm_movemask_epi8(_mm_or_si128(q, b)) as u32
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn specials16(chunk: &[u8; 16]) -> (u32, u32) {
+fn specials16(chunk: &[u8; 16]) -> u32 {
     specials16_portable(chunk)
 }
 
 /// Portable [`specials16`] (the fallback, and the reference in tests).
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn specials16_portable(chunk: &[u8; 16]) -> (u32, u32) {
-    let (mut q, mut b) = (0u32, 0u32);
+fn specials16_portable(chunk: &[u8; 16]) -> u32 {
+    let mut m = 0u32;
     for (k, &c) in chunk.iter().enumerate() {
-        q |= ((c == b'"') as u32) << k;
-        b |= ((c == b'\\') as u32) << k;
+        m |= ((c == b'"' || c == b'\\') as u32) << k;
     }
-    (q, b)
+    m
 }
 
 #[cfg(test)]
@@ -431,20 +467,33 @@ mod tests {
             mask[..len].fill(0xff);
             let mut bytes = [0u8; KEY_CAP];
             bytes[..len].fill(7);
-            assert!(masked_eq48(&a, &mask, &bytes));
+            let chunks = len.div_ceil(16).max(1);
+            assert!(masked_eq(&a, &mask, &bytes, chunks));
             for p in 0..KEY_CAP {
                 let mut b = a;
                 b[p] = 8;
-                assert_eq!(masked_eq48(&b, &mask, &bytes), p >= len, "{len} {p}");
-                assert_eq!(masked_eq48_portable(&b, &mask, &bytes), p >= len);
+                assert_eq!(masked_eq(&b, &mask, &bytes, chunks), p >= len, "{len} {p}");
+                assert_eq!(masked_eq(&b, &mask, &bytes, 3), p >= len, "{len} {p}");
+                assert_eq!(masked_eq_portable(&b, &mask, &bytes, chunks), p >= len);
             }
         }
-        for p in 0..16 {
-            let mut c = [b'a'; 16];
-            c[p] = b'"';
-            assert_eq!(specials16(&c), (1 << p, 0));
-            c[p] = b'\\';
-            assert_eq!(specials16(&c), (0, 1 << p));
+    }
+
+    #[test]
+    fn first_special_of_every_position() {
+        for len in 0..70 {
+            for p in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut line = vec![b'a'; len];
+                    if p < len {
+                        line[p] = c;
+                    }
+                    for from in 0..=len + 1 {
+                        let want = (p < len && from <= p).then_some(p);
+                        assert_eq!(first_special(&line, from), want, "{len} {p} {from}");
+                    }
+                }
+            }
         }
     }
 
@@ -461,13 +510,25 @@ mod tests {
             mask[..len].fill(0xff);
             let mut bytes = [0u8; KEY_CAP];
             bytes[..len].copy_from_slice(&b[..len]);
-            prop_assert_eq!(masked_eq48(&a, &mask, &bytes), masked_eq48_portable(&a, &mask, &bytes));
+            for chunks in len.div_ceil(16).max(1)..=3 {
+                prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), masked_eq_portable(&a, &mask, &bytes, chunks));
+                prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), a[..len] == b[..len]);
+            }
             // Equal on the first `len` bytes: always a match.
             let mut same = a;
             same[..len].copy_from_slice(&b[..len]);
-            prop_assert!(masked_eq48(&same, &mask, &bytes));
+            prop_assert!(masked_eq(&same, &mask, &bytes, 3));
             let c: [u8; 16] = a[..16].try_into().unwrap();
             prop_assert_eq!(specials16(&c), specials16_portable(&c));
+        }
+
+        #[test]
+        fn first_special_agrees_with_a_scan(
+            line in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], 0..100),
+            from in 0usize..110,
+        ) {
+            let want = line.iter().skip(from).position(|&c| c == b'"' || c == b'\\').map(|p| p + from);
+            prop_assert_eq!(first_special(&line, from), want);
         }
 
         /// On any edit of a line of the learned shape, a walk that succeeds yields exactly
