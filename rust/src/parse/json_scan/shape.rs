@@ -5,7 +5,7 @@
 //! order of its `json_format` map); only the values change. A [`Shape`] remembers the
 //! exact bytes between the values of such a line (`{"start_time":`, `,"route_name":`,
 //! ..., and the closing `}`) and, for each member, a caller tag (which field it is, or
-//! none). [`Shape::walk`] then reads a line by comparing those bytes at once (SSE2, 48
+//! none). [`Shape::walk`] then reads a line by comparing those bytes at once (SSE2, up to 48
 //! bytes per member) and looking only for where each value ends: no key is searched for,
 //! none is matched by name, and values of keys nobody reads are not built.
 //!
@@ -32,13 +32,19 @@ const KEY_CAP: usize = 48;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Miss;
 
+/// `KEY_CAP` bytes on a 16-byte boundary, so that SSE2 compares read them with aligned
+/// loads (folded into the compare instructions).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+struct Row([u8; KEY_CAP]);
+
 /// The bytes before one member's value, and the caller's tag for the member.
 #[derive(Debug, Clone, Copy)]
 struct Entry<T> {
     /// `{"key":` for the first member, `,"key":` for the others; zero-padded.
-    bytes: [u8; KEY_CAP],
+    bytes: Row,
     /// 0xff for each of the meaningful bytes of `bytes`, 0 for the padding.
-    mask: [u8; KEY_CAP],
+    mask: Row,
     /// Number of meaningful bytes in `bytes`.
     len: usize,
     /// 16-byte chunks of `bytes` to compare (1 to 3).
@@ -61,8 +67,8 @@ impl<T: Copy> Shape<T> {
     /// Nothing learned.
     pub const EMPTY: Shape<T> = Shape {
         entries: [Entry {
-            bytes: [0; KEY_CAP],
-            mask: [0; KEY_CAP],
+            bytes: Row([0; KEY_CAP]),
+            mask: Row([0; KEY_CAP]),
             len: 0,
             chunks: 0,
             tag: None,
@@ -90,16 +96,16 @@ impl<T: Copy> Shape<T> {
         let len = key.len() + 4;
         match self.entries.get_mut(self.n) {
             Some(e) if len <= KEY_CAP => {
-                e.bytes = [0; KEY_CAP];
-                e.bytes[0] = if first { b'{' } else { b',' };
-                e.bytes[1] = b'"';
-                if let Some(dst) = e.bytes.get_mut(2..2 + key.len()) {
+                e.bytes = Row([0; KEY_CAP]);
+                e.bytes.0[0] = if first { b'{' } else { b',' };
+                e.bytes.0[1] = b'"';
+                if let Some(dst) = e.bytes.0.get_mut(2..2 + key.len()) {
                     dst.copy_from_slice(key);
                 }
-                e.bytes[len - 2] = b'"';
-                e.bytes[len - 1] = b':';
-                e.mask = [0; KEY_CAP];
-                if let Some(m) = e.mask.get_mut(..len) {
+                e.bytes.0[len - 2] = b'"';
+                e.bytes.0[len - 1] = b':';
+                e.mask = Row([0; KEY_CAP]);
+                if let Some(m) = e.mask.0.get_mut(..len) {
                     m.fill(0xff);
                 }
                 e.len = len;
@@ -125,10 +131,17 @@ impl<T: Copy> Shape<T> {
     /// A walk over `s` as a line of the learned shape: see [`Walk::next_tagged`].
     #[inline(always)]
     pub fn walk<'s, 'a>(&'s self, s: &'a [u8]) -> Walk<'s, 'a, T> {
+        // A line shorter than `KEY_CAP` (never an access-log line) walks no entry, so
+        // misses; the others have a `last_window`.
+        let (entries, last_window) = match s.len().checked_sub(KEY_CAP) {
+            Some(last) => (self.entries.get(..self.n).unwrap_or(&[]), last),
+            None => (&[][..], 0),
+        };
         Walk {
-            entries: self.entries.get(..self.n).unwrap_or(&[]).iter(),
+            entries: entries.iter(),
             s,
             pos: 0,
+            last_window,
         }
     }
 }
@@ -139,6 +152,9 @@ pub struct Walk<'s, 'a, T> {
     s: &'a [u8],
     /// Where the next entry's bytes must be (after the previous value).
     pos: usize,
+    /// `s.len() - KEY_CAP` (set once by [`Shape::walk`], which walks no entry when `s`
+    /// is shorter): the last start of a `KEY_CAP`-byte window inside `s`.
+    last_window: usize,
 }
 
 impl<'a, T: Copy> Walk<'_, 'a, T> {
@@ -148,8 +164,8 @@ impl<'a, T: Copy> Walk<'_, 'a, T> {
     #[inline(always)]
     pub fn next_tagged(&mut self) -> Result<Option<(T, Value<'a>)>, Miss> {
         let s = self.s;
-        for e in self.entries.by_ref() {
-            if !bytes_at(s, self.pos, e) {
+        while let Some(e) = self.entries.next() {
+            if !self.bytes_at(self.pos, e) {
                 return Err(Miss);
             }
             let v = self.pos + e.len;
@@ -166,34 +182,44 @@ impl<'a, T: Copy> Walk<'_, 'a, T> {
             Err(Miss)
         }
     }
-}
 
-/// `s[pos..]` starts with the entry's bytes.
-#[inline(always)]
-fn bytes_at<T>(s: &[u8], pos: usize, e: &Entry<T>) -> bool {
-    if s.len() >= KEY_CAP && pos <= s.len() - KEY_CAP {
-        // SAFETY: `pos + KEY_CAP <= s.len()`, so the array is inside `s` (and `u8` has
-        // no alignment). Built by hand because `s.get(pos..)` + `first_chunk` cost seven
-        // instructions of checks per member on the hot path.
-        let window = unsafe { &*(s.as_ptr().add(pos) as *const [u8; KEY_CAP]) };
-        masked_eq(window, &e.mask, &e.bytes, e.chunks)
-    } else {
-        // The last few members of a line: compare the slices.
-        s.get(pos..pos + e.len) == e.bytes.get(..e.len)
+    /// `s[pos..]` starts with the entry's bytes.
+    #[inline(always)]
+    fn bytes_at(&self, pos: usize, e: &Entry<T>) -> bool {
+        let s = self.s;
+        if pos <= self.last_window {
+            // SAFETY: `last_window` is `s.len() - KEY_CAP` (see the field), so
+            // `pos + KEY_CAP <= s.len()`: the array is inside `s` (and `u8` has no
+            // alignment). Built by hand because `s.get(pos..)` + `first_chunk` cost
+            // seven instructions of checks per member on the hot path.
+            let window = unsafe { &*(s.as_ptr().add(pos) as *const [u8; KEY_CAP]) };
+            masked_eq(window, &e.mask, &e.bytes, e.chunks)
+        } else {
+            // The last few members of a line: compare the slices.
+            s.get(pos..pos + e.len) == e.bytes.0.get(..e.len)
+        }
     }
 }
 
 /// The index after the value at `v`: a string without escapes or a scalar.
 #[inline(always)]
 fn value_end(s: &[u8], v: usize) -> Result<usize, Miss> {
+    let first = *s.get(v).ok_or(Miss)?;
+    // Most values are strings: one test for those before the others.
+    if first == b'"' {
+        let end = first_special(s, v + 1).ok_or(Miss)?;
+        return match s.get(end) {
+            Some(b'"') => Ok(end + 1),
+            _ => Err(Miss),
+        };
+    }
+    scalar_end(s, v)
+}
+
+/// The index after the scalar value at `v`.
+#[inline(always)]
+fn scalar_end(s: &[u8], v: usize) -> Result<usize, Miss> {
     match s.get(v) {
-        Some(b'"') => {
-            let end = first_special(s, v + 1).ok_or(Miss)?;
-            match s.get(end) {
-                Some(b'"') => Ok(end + 1),
-                _ => Err(Miss),
-            }
-        }
         Some(b'-' | b'0'..=b'9') => scan_number(s, v).map_err(|_| Miss),
         Some(b'n') if s.get(v..v + 4) == Some(b"null") => Ok(v + 4),
         Some(b't') if s.get(v..v + 4) == Some(b"true") => Ok(v + 4),
@@ -248,12 +274,7 @@ fn first_special(s: &[u8], mut from: usize) -> Option<usize> {
 /// it covers them).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn masked_eq(
-    window: &[u8; KEY_CAP],
-    mask: &[u8; KEY_CAP],
-    bytes: &[u8; KEY_CAP],
-    chunks: usize,
-) -> bool {
+fn masked_eq(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
     // SAFETY: `masked_eq_sse2` only requires SSE2, which this cfg guarantees is enabled
     // at compile time (x86_64 baseline); it reads only inside its three arrays.
     unsafe { masked_eq_sse2(window, mask, bytes, chunks) }
@@ -262,65 +283,53 @@ fn masked_eq(
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 #[target_feature(enable = "sse2")]
-unsafe fn masked_eq_sse2(
-    window: &[u8; KEY_CAP],
-    mask: &[u8; KEY_CAP],
-    bytes: &[u8; KEY_CAP],
-    chunks: usize,
-) -> bool {
+unsafe fn masked_eq_sse2(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
     use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_load_si128, _mm_loadu_si128, _mm_movemask_epi8,
+        _mm_or_si128, _mm_setzero_si128, _mm_xor_si128,
     };
     let (w, m, b) = (
         window.as_ptr() as *const __m128i,
-        mask.as_ptr() as *const __m128i,
-        bytes.as_ptr() as *const __m128i,
+        mask.0.as_ptr() as *const __m128i,
+        bytes.0.as_ptr() as *const __m128i,
     );
-    let eq = |k: usize| {
-        // SAFETY: the three arrays are 48 bytes, so 16-byte unaligned loads at offsets
-        // 0, 16 and 32 (k = 0, 1, 2) stay inside them.
+    // The bytes that differ (under the mask), per chunk.
+    let diff = |k: usize| {
+        // SAFETY: the three arrays are 48 bytes, so 16-byte loads at offsets 0, 16 and 32
+        // (k = 0, 1, 2) stay inside them; `mask` and `bytes` are `Row`s, 16-byte aligned,
+        // so the aligned loads are too.
         let (w, m, b) = unsafe {
             (
                 _mm_loadu_si128(w.add(k)),
-                _mm_loadu_si128(m.add(k)),
-                _mm_loadu_si128(b.add(k)),
+                _mm_load_si128(m.add(k)),
+                _mm_load_si128(b.add(k)),
             )
         };
-        _mm_cmpeq_epi8(_mm_and_si128(w, m), b)
+        _mm_xor_si128(_mm_and_si128(w, m), b)
     };
-    let mut all = eq(0);
+    let mut any = diff(0);
     if chunks > 1 {
-        all = _mm_and_si128(all, eq(1));
+        any = _mm_or_si128(any, diff(1));
         if chunks > 2 {
-            all = _mm_and_si128(all, eq(2));
+            any = _mm_or_si128(any, diff(2));
         }
     }
-    _mm_movemask_epi8(all) == 0xffff
+    _mm_movemask_epi8(_mm_cmpeq_epi8(any, _mm_setzero_si128())) == 0xffff
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn masked_eq(
-    window: &[u8; KEY_CAP],
-    mask: &[u8; KEY_CAP],
-    bytes: &[u8; KEY_CAP],
-    chunks: usize,
-) -> bool {
+fn masked_eq(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
     masked_eq_portable(window, mask, bytes, chunks)
 }
 
 /// Portable [`masked_eq`] (the fallback, and the reference in tests).
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn masked_eq_portable(
-    window: &[u8; KEY_CAP],
-    mask: &[u8; KEY_CAP],
-    bytes: &[u8; KEY_CAP],
-    chunks: usize,
-) -> bool {
+fn masked_eq_portable(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
     window
         .iter()
-        .zip(mask)
-        .zip(bytes)
+        .zip(&mask.0)
+        .zip(&bytes.0)
         .take(16 * chunks)
         .all(|((w, m), b)| w & m == *b)
 }
@@ -442,6 +451,9 @@ mod tests {
         }
         // Nothing learned: every line misses.
         assert_eq!(walked(&Shape::EMPTY, LINE), Err(Miss));
+        // Lines shorter than `KEY_CAP` are not walked.
+        let short = r#"{"a":1,"b":"x"}"#;
+        assert_eq!(walked(&learn(short), short), Err(Miss));
     }
 
     #[test]
@@ -468,6 +480,7 @@ mod tests {
             let mut bytes = [0u8; KEY_CAP];
             bytes[..len].fill(7);
             let chunks = len.div_ceil(16).max(1);
+            let (mask, bytes) = (Row(mask), Row(bytes));
             assert!(masked_eq(&a, &mask, &bytes, chunks));
             for p in 0..KEY_CAP {
                 let mut b = a;
@@ -510,6 +523,7 @@ mod tests {
             mask[..len].fill(0xff);
             let mut bytes = [0u8; KEY_CAP];
             bytes[..len].copy_from_slice(&b[..len]);
+            let (mask, bytes) = (Row(mask), Row(bytes));
             for chunks in len.div_ceil(16).max(1)..=3 {
                 prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), masked_eq_portable(&a, &mask, &bytes, chunks));
                 prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), a[..len] == b[..len]);
@@ -567,7 +581,7 @@ mod tests {
             let line = format!("{{{}}}", body.join(","));
             let shape = learn(&line);
             let members = general(&line).unwrap();
-            if keys.iter().all(|k| k.len() + 4 <= KEY_CAP) {
+            if keys.iter().all(|k| k.len() + 4 <= KEY_CAP) && line.len() >= KEY_CAP {
                 prop_assert_eq!(walked(&shape, &line), Ok(members.iter().map(|m| m.value).collect::<Vec<_>>()));
             } else {
                 prop_assert_eq!(walked(&shape, &line), Err(Miss));
