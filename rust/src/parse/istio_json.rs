@@ -23,34 +23,89 @@
 //! (user agent, path, ...) are fine. A key written with escapes never matches.
 //! When a key appears twice, the last one wins.
 
+use std::cell::RefCell;
+
 use crate::flags::Flags;
 use crate::malformed::Reason;
+use crate::parse::json_scan::shape::{Miss, Shape};
 use crate::parse::json_scan::{key_is, CompactScanner, Member, NotCompact, ObjectScanner, Value};
 use crate::record::Record;
+
+thread_local! {
+    /// The member layout of the last line the compact path read on this thread: one
+    /// Envoy writes every line with the same keys in the same order (see [`Shape`]).
+    static SHAPE: RefCell<Shape<Field>> = const { RefCell::new(Shape::EMPTY) };
+}
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
 #[inline]
 pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
-    // Compact, escape-free lines (what Envoy writes) take the fast scanner; anything it
-    // does not handle, including every error, is re-read from scratch by the general one,
-    // so results and error kinds are the general scanner's. `rec` needs no restoring:
-    // up to where the fast path gave up, both scanners yield the same members and
-    // `read_member` stores the same values, so the general walk overwrites every field
-    // the fast one set before it can fail or finish.
-    if parse_compact(line, rec).is_ok() {
+    // Three readers, fastest first: the learned layout of the previous lines, the compact
+    // scanner (which learns the layout anew), the general scanner. A faster reader gives
+    // up on any line it does not handle, including every error, and the next one re-reads
+    // it from scratch, so results and error kinds are the general scanner's. `rec` needs
+    // no restoring: up to where a faster reader gave up, all of them yield the same
+    // members and `Field::store` stores the same values, so the next reader overwrites
+    // every field the previous one set before it can fail or finish.
+    let fast = SHAPE
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut shape) => {
+                parse_shaped(&shape, line, rec).is_ok()
+                    || parse_compact_learning(line, rec, &mut shape).is_ok()
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if fast {
         return Ok(());
     }
     parse_general(line, rec)
 }
 
-/// The fast path: [`NotCompact`] for any line it does not accept (`rec` then holds
-/// partial results). Values of keys we do not read are skipped, not built.
+/// The fastest path: a line with the learned layout. [`Miss`] for any other line (`rec`
+/// then holds partial results).
 #[inline(always)]
-fn parse_compact<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), NotCompact> {
+fn parse_shaped<'a>(shape: &Shape<Field>, line: &'a str, rec: &mut Record<'a>) -> Result<(), Miss> {
+    let mut duration: Option<f64> = None;
+    let mut walk = shape.walk(line.as_bytes());
+    while let Some((field, value)) = walk.next_tagged()? {
+        field
+            .store(value, line, rec, &mut duration)
+            .map_err(|_| Miss)?;
+    }
+    rec.latency_ms = Some(duration.ok_or(Miss)?);
+    Ok(())
+}
+
+/// [`parse_compact`], recording the line's layout in `shape` (forgotten if the line is
+/// not read completely).
+#[inline(never)]
+fn parse_compact_learning<'a>(
+    line: &'a str,
+    rec: &mut Record<'a>,
+    shape: &mut Shape<Field>,
+) -> Result<(), NotCompact> {
+    shape.start_learning();
+    let result = parse_compact(line, rec, shape);
+    shape.finish_learning(result.is_ok());
+    result
+}
+
+/// The compact path: [`NotCompact`] for any line it does not accept (`rec` then holds
+/// partial results). Values of keys we do not read are skipped, not built. Every key is
+/// passed to `shape` to learn.
+#[inline(always)]
+fn parse_compact<'a>(
+    line: &'a str,
+    rec: &mut Record<'a>,
+    shape: &mut Shape<Field>,
+) -> Result<(), NotCompact> {
     let mut duration: Option<f64> = None;
     let mut scanner = CompactScanner::new(line.as_bytes())?;
     while let Some(key) = scanner.next_key()? {
-        match Field::of(key) {
+        let field = Field::of(key);
+        shape.learn_key(key, field);
+        match field {
             Some(field) => {
                 let value = scanner.value()?;
                 field
@@ -326,6 +381,45 @@ mod tests {
         assert_eq!(run(&key).unwrap().upstream_cluster, "");
     }
 
+    /// Whether `line` is read by the learned layout (the fastest path).
+    fn takes_shape(line: &str) -> bool {
+        let mut rec = Record::default();
+        SHAPE.with(|c| parse_shaped(&c.borrow(), line, &mut rec).is_ok())
+    }
+
+    #[test]
+    fn layout_is_learned_and_relearned() {
+        assert_eq!(run(EXAMPLE_C), Ok(expected_c()));
+        assert!(takes_shape(EXAMPLE_C));
+        assert!(takes_shape(STRINGLY));
+        // The same layout with other values.
+        let other = EXAMPLE_C
+            .replace(":200,", ":503,")
+            .replace("\"-\"", "\"UF,URX\"");
+        assert!(takes_shape(&other));
+        let r = run(&other).unwrap();
+        assert_eq!((r.status, r.flags), (503, Flags::parse(b"UF,URX")));
+        // An extra key: read by the compact scanner, which learns the new layout.
+        let extra = EXAMPLE_C.replace("{", r#"{"pod_name":"reviews-v2-7d9f","#);
+        assert!(!takes_shape(&extra));
+        assert_eq!(run(&extra), Ok(expected_c()));
+        assert!(takes_shape(&extra));
+        assert!(!takes_shape(EXAMPLE_C));
+        // A bad line in between: errors as before, and the layout is learned again.
+        assert_eq!(run(r#"{"duration":4,"#), Err(Reason::Truncated));
+        assert_eq!(run(EXAMPLE_C), Ok(expected_c()));
+        assert!(takes_shape(EXAMPLE_C));
+        // Errors in fields read by the layout path are the general path's.
+        let bad = EXAMPLE_C.replace(":200,", ":2000,");
+        assert_eq!(run(&bad), Err(Reason::BadNumber));
+        let esc = EXAMPLE_C.replace("inbound|9080||", r#"inbound|9080|\u0063anary|"#);
+        assert_eq!(run(EXAMPLE_C), Ok(expected_c()));
+        assert_eq!(run(&esc), Err(Reason::UnsupportedEscape));
+        let no_duration = EXAMPLE_C.replace(r#""duration":4"#, r#""duration":null"#);
+        assert_eq!(run(EXAMPLE_C), Ok(expected_c()));
+        assert_eq!(run(&no_duration), Err(Reason::MissingField));
+    }
+
     #[test]
     fn whitespace_and_bad_lines() {
         let spaced = r#" { "duration" : 4 , "response_code" : 200 } "#;
@@ -342,6 +436,8 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         for line in [EXAMPLE_C, STRINGLY] {
+            // With the layout learned, so that the cuts meet it.
+            assert_eq!(run(line), Ok(expected_c()));
             for cut in 0..line.len() {
                 let r = run(&line[..cut]);
                 // A cut inside a field we read may also fail that field first.
@@ -413,6 +509,8 @@ mod tests {
                 _ => bytes.truncate(p),
             }
             if let Ok(line) = std::str::from_utf8(&bytes) {
+                // Learn the base line's layout first, so that the edited line meets it.
+                prop_assert_eq!(run(base), Ok(expected_c()));
                 let (mut fast, mut general) = (Record::default(), Record::default());
                 let r_fast = parse(line, &mut fast);
                 let r_general = parse_general(line, &mut general);

@@ -25,6 +25,10 @@
 //! its raw bytes; the parsers in this crate never match such a key against a wanted
 //! name (documented limitation: `"st\u0061tus"` is not `"status"`).
 
+pub mod shape;
+
+use std::cell::Cell;
+
 /// Deepest nesting of objects/arrays inside a member value that is skipped.
 pub const MAX_DEPTH: usize = 64;
 
@@ -1000,23 +1004,40 @@ impl<'a> Value<'a> {
 /// [`crate::parse::time::parse_rfc3339_ms`], with a fast path for the shape Envoy writes
 /// (`2026-11-26T05:06:07.130Z`: 24 bytes, ms precision, UTC); any other shape, or a
 /// field out of range, goes to the general parser, so the result is always its result.
+///
+/// Consecutive log lines mostly fall in the same minute, so the value of the last
+/// `YYYY-MM-DDTHH:MM` seen (per thread) is kept: on a match only `:SS.mmmZ` is parsed.
 #[inline]
 pub fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
-    rfc3339_ms_envoy(raw).or_else(|| crate::parse::time::parse_rfc3339_ms(raw))
+    if let Ok(b) = <&[u8; 24]>::try_from(raw) {
+        let (head, tail) = b.split_at(16);
+        if let (Ok(head), Ok(tail)) = (<&[u8; 16]>::try_from(head), <&[u8; 8]>::try_from(tail)) {
+            if let Some(in_minute) = second_and_ms(tail) {
+                let last = LAST_MINUTE.try_with(Cell::get).ok().flatten();
+                if let Some((last_head, base)) = last {
+                    if last_head == *head {
+                        return Some(base + in_minute);
+                    }
+                }
+                if let Some(base) = minute_ms(head) {
+                    let _ = LAST_MINUTE.try_with(|c| c.set(Some((*head, base))));
+                    return Some(base + in_minute);
+                }
+            }
+        }
+    }
+    crate::parse::time::parse_rfc3339_ms(raw)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with every field in range, else `None`.
-#[inline(always)]
-fn rfc3339_ms_envoy(raw: &[u8]) -> Option<i64> {
-    let b: &[u8; 24] = raw.try_into().ok()?;
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
-        || b[23] != b'Z'
-    {
+thread_local! {
+    /// The last `YYYY-MM-DDTHH:MM` that [`minute_ms`] accepted, and its value.
+    static LAST_MINUTE: Cell<Option<([u8; 16], i64)>> = const { Cell::new(None) };
+}
+
+/// `YYYY-MM-DDTHH:MM` with every field in range → ms since the epoch, else `None`.
+#[inline(never)]
+fn minute_ms(b: &[u8; 16]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;
     }
     // Digit values; for a non-digit, `value + 6` reaches 16, so one OR of all of them
@@ -1024,22 +1045,35 @@ fn rfc3339_ms_envoy(raw: &[u8]) -> Option<i64> {
     let d = |i: usize| b[i].wrapping_sub(b'0') as u32;
     let all = (d(0) + 6) | (d(1) + 6) | (d(2) + 6) | (d(3) + 6) | (d(5) + 6) | (d(6) + 6);
     let all = all | (d(8) + 6) | (d(9) + 6) | (d(11) + 6) | (d(12) + 6) | (d(14) + 6);
-    let all = all | (d(15) + 6) | (d(17) + 6) | (d(18) + 6) | (d(20) + 6) | (d(21) + 6);
-    if (all | (d(22) + 6)) >= 16 {
+    if (all | (d(15) + 6)) >= 16 {
         return None;
     }
     let two = |i: usize| d(i) * 10 + d(i + 1);
     let year = (d(0) * 1000 + d(1) * 100 + two(2)) as i64;
-    let (month, day, hour, min, sec) = (two(5), two(8), two(11), two(14), two(17));
-    let ms = (d(20) * 100 + two(21)) as i64;
+    let (month, day, hour, min) = (two(5), two(8), two(11), two(14));
     // The general parser's range checks (it rejects these, so let it say so).
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour >= 24 || min >= 60 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour >= 24 || min >= 60 {
         return None;
     }
     let days = crate::parse::time::days_from_civil(year, month, day);
-    let secs = days * 86400 + hour as i64 * 3600 + min as i64 * 60 + sec as i64;
-    Some(secs * 1000 + ms)
+    Some((days * 86400 + hour as i64 * 3600 + min as i64 * 60) * 1000)
+}
+
+/// `:SS.mmmZ` (seconds at most 60, as the general parser allows) → ms into the minute.
+#[inline(always)]
+fn second_and_ms(t: &[u8; 8]) -> Option<i64> {
+    if t[0] != b':' || t[3] != b'.' || t[7] != b'Z' {
+        return None;
+    }
+    let d = |i: usize| t[i].wrapping_sub(b'0') as u32;
+    if ((d(1) + 6) | (d(2) + 6) | (d(4) + 6) | (d(5) + 6) | (d(6) + 6)) >= 16 {
+        return None;
+    }
+    let sec = d(1) * 10 + d(2);
+    if sec > 60 {
+        return None;
+    }
+    Some((sec * 1000 + d(4) * 100 + d(5) * 10 + d(6)) as i64)
 }
 
 /// gRPC canonical codes by name, in the CamelCase (Envoy default `%GRPC_STATUS%`) and
@@ -1385,6 +1419,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rfc3339_minute_cache_sequences() {
+        let general = crate::parse::time::parse_rfc3339_ms;
+        for raw in [
+            &b"2026-11-26T05:06:07.130Z"[..],
+            b"2026-11-26T05:06:59.999Z",
+            b"2026-11-26T05:06:60.000Z",
+            b"2026-11-26T05:06:61.000Z",
+            b"2026-11-26T05:06:07.13xZ",
+            b"2026-11-26T05:06:07,130Z",
+            b"2026-11-26T05:07:00.000Z",
+            b"2026-11-26T05:06:07.130Z",
+            b"2026-11-26T25:06:07.130Z",
+            b"2026-11-26T05:06:07.130Z",
+            b"2026-11-26T05:06:07.130+01:00",
+            b"2026-11-26T05:06:07.1302Z",
+            b"2026-13-26T05:06:07.130Z",
+            b"2026-11-26T05:06:07.130Z",
+        ] {
+            assert_eq!(
+                rfc3339_ms(raw),
+                general(raw),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(rfc3339_ms(b"2026-11-26T05:06:07.130Z").is_some());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(line in ".{0,200}") {
@@ -1442,6 +1505,18 @@ mod tests {
         ) {
             for raw in [t.as_bytes(), other.as_bytes()] {
                 prop_assert_eq!(rfc3339_ms(raw), crate::parse::time::parse_rfc3339_ms(raw));
+            }
+        }
+
+        /// Same minute, any seconds part: the cached minute gives the general result.
+        #[test]
+        fn rfc3339_minute_cache_agrees(
+            tails in proptest::collection::vec(r#"[:.Z0-9x]{8}|:[0-6][0-9]\.[0-9]{3}Z"#, 1..6),
+            minute in r#"2026-11-26T0[0-2]:0[0-2]|2026-1[0-3]-26T05:06"#,
+        ) {
+            for tail in &tails {
+                let raw = format!("{minute}{tail}");
+                prop_assert_eq!(rfc3339_ms(raw.as_bytes()), crate::parse::time::parse_rfc3339_ms(raw.as_bytes()), "{}", raw);
             }
         }
 
