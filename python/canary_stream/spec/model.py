@@ -46,6 +46,23 @@ class MetricRef(_Model):
     namespace: str | None = None
 
 
+class StreamMetric(_Model):
+    """canary-stream addition: a metric computed on the stream (the counterpart of a MetricTemplate
+    query). `kind` selects the figure; values are percent for rates, milliseconds for quantiles.
+    - status-rate: % of requests whose status is in `codes` (ints like 404 or classes like "5xx", "0")
+    - latency-quantile: the `quantile` (0-1) of latency in ms
+    - flag-rate: % of requests carrying any of `flags` (Envoy response flags: UF, URX, UH, UT, DC ...)
+    - exceedance-rate: % of requests slower than `thresholdMs`
+    `version` picks whose figure is checked (default canary)."""
+
+    kind: str
+    codes: list[int | str] = Field(default_factory=list)
+    quantile: float | None = None
+    flags: list[str] = Field(default_factory=list)
+    threshold_ms: float | None = Field(None, alias="thresholdMs")
+    version: str = "canary"
+
+
 class Metric(_Model):
     """`analysis.metrics[]`. `interval` is the window (default 1m)."""
 
@@ -56,8 +73,8 @@ class Metric(_Model):
     template_ref: MetricRef | None = Field(None, alias="templateRef")
     template_variables: dict[str, str] = Field(default_factory=dict, alias="templateVariables")
     query: str | None = None
-    # canary-stream addition: a streaming metric declared inline (see StreamMetric)
-    stream: dict[str, Any] | None = None
+    # canary-stream addition: a streaming metric declared inline
+    stream: StreamMetric | None = None
 
 
 class Webhook(_Model):
