@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 from canary_stream.analysis.verdict import Decision, Verdict
 from canary_stream.clock import Clock, SimClock
-from canary_stream.controller.duration import duration_or
 from canary_stream.controller.events import Event, EventSink, EventType, MemoryEventSink
 from canary_stream.controller.hashing import checksum
 from canary_stream.controller.phases import ANALYSING, FINISHED, SETTLED, Phase
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import HookResult, HookType, WebhookClient, hook_type
 from canary_stream.router.base import Router, Routes
+from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Analysis, Canary, Strategy
 from canary_stream.workload.base import Workloads
 
@@ -96,6 +96,14 @@ class _Stop:
 
 
 _Item = _Timer | _Nudge | _VerdictEvent | _RevisionEvent | _CommandEvent | _SpecEvent | _Stop
+
+
+def duration_or(text: str | None, default: float) -> float:
+    """A Go duration in seconds, or `default` when absent or unparsable (Flagger's fallback)."""
+    try:
+        return parse_duration(text) if text else default
+    except ValueError:
+        return default
 
 
 def strategy_of(analysis: Analysis | None) -> Strategy:

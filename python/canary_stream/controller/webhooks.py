@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from canary_stream.controller.duration import parse_duration
+from canary_stream.spec.duration import parse_duration
 from canary_stream.controller.phases import Phase
 from canary_stream.spec.model import Webhook
 
