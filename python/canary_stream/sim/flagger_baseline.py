@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from canary_stream.core import Aggregator, VersionStats
 from canary_stream.router.base import Routes
+from canary_stream.sim.mesh import MeshConfig, SimulatedMesh
+from canary_stream.sim.result import SimResult
 from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Canary
 
@@ -136,3 +138,56 @@ def _check(name: str, s: VersionStats | None, lo: float | None, hi: float | None
     value = float(int(s.p99_ms))  # Flagger truncates the duration to whole milliseconds
     ok = (lo is None or value >= lo) and (hi is None or value <= hi)
     return Check(now, name, value, ok, f"Halt advancement request duration {value:.0f}ms > {hi}ms")
+
+
+def run_flagger(
+    canary: Canary,
+    config: MeshConfig,
+    *,
+    seed: int = 0,
+    warmup_s: int = 30,
+    max_s: float = 6 * 3600,
+    start: float = 1_767_225_600.0,
+) -> SimResult:
+    """Flagger's algorithm over the same simulated stream as `engine.simulate` (same mesh, seed,
+    warm-up and aggregator): ticks at the new revision and every interval after it."""
+    from canary_stream.sim.engine import mesh_for, new_aggregator, target_of
+
+    mesh = SimulatedMesh(mesh_for(canary, config), seed=seed)
+    agg = new_aggregator()
+    flagger = FlaggerBaseline(canary, agg, target_of(canary))
+    weights: list[tuple[float, int]] = [(0.0, 0)]
+    lines = 0
+    now = start
+    next_tick = start + warmup_s  # the new revision is noticed at once (favourable to Flagger)
+    decided: float | None = None
+    while now - start < max_s:
+        if now + 1e-9 >= next_tick:
+            before = flagger.canary_weight
+            flagger.tick(now)
+            next_tick += flagger.interval_s
+            if flagger.canary_weight != before:
+                weights.append((now - start, flagger.canary_weight))
+            if flagger.finished:
+                decided = now
+                break
+        second = int(now)
+        lines += agg.feed(mesh.emit(second, flagger.routes), now_ms=second * 1000).accepted
+        now += 1.0
+    ev = mesh.events
+    first = ev.first_canary_request
+    return SimResult(
+        phase=flagger.phase,
+        decision_s=None if decided is None or first is None else decided - first,
+        first_fault_s=None
+        if ev.first_fault_request is None or first is None
+        else ev.first_fault_request - first,
+        weights=weights,
+        verdicts=[
+            {"t": round(c.at - start, 3), "metric": c.metric, "value": c.value, "ok": c.ok}
+            for c in flagger.checks
+        ],
+        lines=lines,
+        simulated_s=now - start,
+        reason=flagger.halt if flagger.phase == "Failed" else "",
+    )

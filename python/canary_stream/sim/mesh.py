@@ -217,7 +217,14 @@ class SimulatedMesh:
         self.lines = 0
         self.build_seconds = 0.0
 
+    def new_release(self, config: MeshConfig) -> None:
+        """A new canary version behaving as `config` says: its fault and first-request times start over."""
+        self.config = config
+        self._fault_on = False
+        self.events = MeshEvents()
+
     def fault_active(self) -> bool:
+        """Whether the canary currently serves with its fault."""
         return self._fault_on
 
     def _update_fault(self, second: float, routes: Routes, canary_gets_traffic: bool) -> None:
