@@ -55,7 +55,12 @@ class HookServer:
                 raw = self.rfile.read(length)
                 with server._lock:
                     server.requests.append(
-                        Request(self.path, json.loads(raw or b"{}"), self.headers.get("Content-Type", ""), time.time())
+                        Request(
+                            self.path,
+                            json.loads(raw or b"{}"),
+                            self.headers.get("Content-Type", ""),
+                            time.time(),
+                        )
                     )
                     script = server.replies.get(self.path, [Reply()])
                     reply = script.pop(0) if len(script) > 1 else script[0]
@@ -132,7 +137,9 @@ async def test_metadata_omitted_when_empty(server: HookServer) -> None:
     assert "metadata" not in server.calls("/p")[0].body
 
 
-@pytest.mark.parametrize(("status", "ok"), [(200, True), (201, True), (202, True), (204, False), (403, False)])
+@pytest.mark.parametrize(
+    ("status", "ok"), [(200, True), (201, True), (202, True), (204, False), (403, False)]
+)
 async def test_success_iff_status_at_most_202(server: HookServer, status: int, ok: bool) -> None:
     server.answer("/s", Reply(status, "nope" if not ok else ""))
     client = fast_client()
@@ -238,7 +245,14 @@ async def test_event_hook_payload(server: HookServer) -> None:
     hooks = [hook(server, "/ev", "event", metadata={"eventType": "mine", "team": "a"})]
     client = fast_client()
     results = await client.run_event(
-        hooks, "podinfo", "test", Phase.PROGRESSING, "c", "Advance podinfo.test canary weight 10", "Normal", 1.5
+        hooks,
+        "podinfo",
+        "test",
+        Phase.PROGRESSING,
+        "c",
+        "Advance podinfo.test canary weight 10",
+        "Normal",
+        1.5,
     )
     await client.aclose()
     assert [r.ok for r in results] == [True]

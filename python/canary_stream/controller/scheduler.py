@@ -184,7 +184,7 @@ class Rollout:
         self._hooks_ok = True  # rollout hooks passed at the last check of this step
         self._next_tick = 0.0  # next analysis check (hooks, pulled verdict), once per interval
         self._gate_retry_at = 0.0  # a denied confirm-* gate is asked again from then on
-        self._last_failed_check: float | None = None
+        self._last_failed_check: tuple[float, int] | None = None  # (step origin, window index)
         self._next_shift = 0.0  # next promotion traffic shift (stepWeightPromotion)
         self._finalise_at = 0.0
         self._rolling_back = False
@@ -587,9 +587,12 @@ class Rollout:
 
     async def _failed_check(self, at: float, why: str) -> bool:
         """Count a failed check (at most once per interval); roll back at the threshold (-> True)."""
-        if self._last_failed_check is not None and at - self._last_failed_check < self.interval - _EPS:
+        # Windows of one interval aligned with the step's checks, like Flagger's one check per tick.
+        origin = self._step_started if self._step_started is not None else self._next_tick - self.interval
+        window = (origin, int((at - origin + _EPS) // self.interval))
+        if window == self._last_failed_check:
             return False
-        self._last_failed_check = at
+        self._last_failed_check = window
         self._write(self.status.touch(self.clock.now(), failed_checks=self.status.failed_checks + 1))
         await self._event(f"Halt advancement {self.ident} {why}", True)
         if self.status.failed_checks >= self.threshold:

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from canary_stream.spec.duration import parse_duration
 from canary_stream.controller.phases import Phase
+from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Webhook
 
 DEFAULT_TIMEOUT_S = 10.0

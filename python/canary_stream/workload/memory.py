@@ -48,15 +48,19 @@ class InMemoryWorkloads:
 
     # -- what tests and the simulator drive --------------------------------------------------------
 
-    def deploy(self, namespace: str, name: str, template: dict[str, Any], replicas: int = 1) -> None:
-        """Create the target, or change its pod template (a new revision when the template differs)."""
+    def deploy(
+        self, namespace: str, name: str, template: dict[str, Any], replicas: int | None = None
+    ) -> None:
+        """Create the target, or change its pod template (a new revision when the template differs) and,
+        if given, its replicas (like `kubectl set image`: a scaled-down target stays at 0)."""
         key = (namespace, name)
         t = self.targets.get(key)
         if t is None:
-            self.targets[key] = Target(Deployment(copy.deepcopy(template), replicas, self.clock.now()))
+            self.targets[key] = Target(Deployment(copy.deepcopy(template), replicas or 1, self.clock.now()))
             return
         t.canary.template = copy.deepcopy(template)
-        t.canary.replicas = replicas
+        if replicas is not None:
+            t.canary.replicas = replicas
         t.canary.rollout_started = self.clock.now()
 
     def target(self, namespace: str, name: str) -> Target:
