@@ -17,6 +17,7 @@ from canary_stream.clock import SimClock
 from canary_stream.controller.events import MemoryEventSink
 from canary_stream.controller.phases import Phase
 from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_step_weight
+from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import WebhookClient
 from canary_stream.router.base import Routes
 from canary_stream.router.memory import InMemoryRouter
@@ -599,6 +600,29 @@ async def test_gradual_rollback(envs: list[Env]) -> None:
     took = await env.run_until(Phase.FAILED, step=1)
     assert env.weights()[-3:] == [40, 20, 0]
     assert 9 <= took <= 11
+
+
+async def test_resume_from_persisted_status_keeps_the_current_step() -> None:
+    clock = SimClock()
+    router = InMemoryRouter()
+    workloads = InMemoryWorkloads(clock)
+    workloads.deploy("test", "podinfo", {"image": "podinfo:1"})
+    canary = make_canary({"stepWeight": 10, "maxWeight": 30})
+    await workloads.initialize(canary)
+    workloads.deploy("test", "podinfo", {"image": "podinfo:2"})
+    await router.reconcile(canary)
+    await router.set_routes(canary, Routes(80, 20))
+    saved = CanaryStatus.from_dict(
+        {"phase": "Progressing", "canaryWeight": 20, "lastAppliedSpec": await workloads.revision(canary)}
+    )
+    rollout = Rollout(canary, router, workloads, clock, status=saved)
+    task = asyncio.create_task(rollout.run())
+    await advance_settled(clock, 30, rollout)
+    assert rollout.status.canary_weight == 20  # a fresh dwell at 20, no pre-rollout jump
+    await advance_settled(clock, 31, rollout)
+    assert rollout.status.canary_weight == 30
+    rollout.stop()
+    await task
 
 
 # -- scale ------------------------------------------------------------------------------------------

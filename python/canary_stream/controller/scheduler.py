@@ -239,6 +239,8 @@ class Rollout:
 
     async def run(self) -> None:
         """Handle events until `stop()`."""
+        if self.status.phase in ANALYSING:
+            await self._resume_step()
         self._post(_Nudge())
         try:
             while True:
@@ -252,6 +254,13 @@ class Rollout:
             if self._timer is not None:
                 self._timer.cancel()
             self._idle.set()
+
+    async def _resume_step(self) -> None:
+        """Started from a persisted status mid-analysis: the current weight gets a fresh dwell (it is
+        not skipped, and pre-rollout does not run again)."""
+        routes = await self.router.get_routes(self.canary)
+        if routes.canary_weight > 0 or routes.mirrored or self.status.iterations > 0:
+            self._start_step(routes)
 
     # -- derived settings ----------------------------------------------------------------------------
 
@@ -299,7 +308,8 @@ class Rollout:
         if at <= self.clock.now() + _EPS:
             self._post(_Nudge())
             return
-        heapq.heappush(self._deadlines, at)
+        if at not in self._deadlines:
+            heapq.heappush(self._deadlines, at)
         self._arm()
 
     def _arm(self) -> None:
