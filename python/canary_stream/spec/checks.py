@@ -69,6 +69,8 @@ def canary_rules(doc: Mapping[str, Any]) -> tuple[list[FieldError], list[FieldEr
     spec = _map(doc.get("spec"))
     if spec is None:
         return out.errors, out.warnings
+    if spec.get("service") is None and not _is_knative(spec):
+        out.error("spec.service", "required (only Knative targets go without)")
     key = analysis_key(spec)
     if key == "canaryAnalysis":
         out.warn("spec.canaryAnalysis", "deprecated name; read as spec.analysis (Flagger does the same)")
@@ -79,6 +81,14 @@ def canary_rules(doc: Mapping[str, Any]) -> tuple[list[FieldError], list[FieldEr
         skipped = spec.get("skipAnalysis") is True
         _analysis_rules(analysis, f"spec.{key}", spec.get("provider"), skipped, out)
     return out.errors, out.warnings
+
+
+def _is_knative(spec: Mapping[str, Any]) -> bool:
+    target = _map(spec.get("targetRef")) or {}
+    api = target.get("apiVersion")
+    return spec.get("provider") == "knative" or (
+        isinstance(api, str) and api.startswith("serving.knative.dev/")
+    )
 
 
 def _analysis_rules(a: Mapping[str, Any], base: str, provider: Any, skipped: bool, out: _Collector) -> None:

@@ -454,7 +454,9 @@ class CanarySpec(_Model):
     ingress_ref: IngressRef | None = Field(None, alias="ingressRef")
     route_ref: RouteRef | None = Field(None, alias="routeRef")
     upstream_ref: UpstreamRef | None = Field(None, alias="upstreamRef")
-    service: Service
+    # Flagger's CRD leaves `service` optional because Knative targets need none; a Canary without
+    # it gets port 80 here (checks.py rejects a missing service for other targets).
+    service: Service = Field(default_factory=lambda: Service(port=80))
     analysis: Analysis | None = None
     progress_deadline_seconds: int = Field(600, alias="progressDeadlineSeconds", ge=1)
     skip_analysis: bool = Field(False, alias="skipAnalysis")

@@ -13,7 +13,7 @@ from canary_stream.spec.duration import format_duration
 from canary_stream.spec.errors import FieldError, SpecError
 from canary_stream.spec.load import load_documents
 from canary_stream.spec.model import Canary, Strategy
-from canary_stream.spec.schedule import Schedule, plan
+from canary_stream.spec.schedule import Schedule, Step, plan
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -107,7 +107,7 @@ def _text_report(canary: Canary, s: Schedule, warnings: list[FieldError]) -> str
             f"interval: {format_duration(s.interval_s)} minimum dwell per step; "
             f"rollback after {a.max_failed_checks} failed check(s)"
         )
-        lines.append("progressing: " + " -> ".join([*map(_step_text, s.steps), "promote"]))
+        lines.append("progressing: " + " -> ".join([*_steps_text(s.steps), "promote"]))
         if s.strategy is Strategy.CANARY:
             lines.append(f"max weight: {s.max_weight}%")
         lines.append("promoting: " + _promotion_text(s))
@@ -116,13 +116,39 @@ def _text_report(canary: Canary, s: Schedule, warnings: list[FieldError]) -> str
     return "\n".join(lines)
 
 
-def _step_text(step: Any) -> str:
+def _steps_text(steps: list[Step]) -> list[str]:
+    # Iterations that route the same way are collapsed: "#1-#10 100% of matching requests".
+    out: list[str] = []
+    run: tuple[str, int, int] | None = None  # (label, first iteration, last iteration)
+    for step in steps:
+        label = _step_label(step)
+        if step.iteration is not None and run and run[0] == label and run[2] == step.iteration - 1:
+            run = (label, run[1], step.iteration)
+            continue
+        if run:
+            out.append(_iteration_run(*run))
+            run = None
+        if step.iteration is not None:
+            run = (label, step.iteration, step.iteration)
+        else:
+            out.append(label)
+    if run:
+        out.append(_iteration_run(*run))
+    return out
+
+
+def _iteration_run(label: str, first: int, last: int) -> str:
+    span = f"#{first}" if first == last else f"#{first}-#{last}"
+    return f"{span} {label}"
+
+
+def _step_label(step: Step) -> str:
     if step.mirrored:
-        return "mirror" if step.iteration is None else f"#{step.iteration} mirror"
-    if step.iteration is not None:
-        where = " of matching requests" if step.route == "match" else ""
-        return f"#{step.iteration} {step.canary_weight}%{where}"
-    return f"{step.canary_weight}%"
+        return "mirror"
+    if step.iteration is not None and step.canary_weight == 0:
+        return "0% (test traffic only)"
+    where = " of matching requests" if step.route == "match" else ""
+    return f"{step.canary_weight}%{where}"
 
 
 def _promotion_text(s: Schedule) -> str:
