@@ -184,7 +184,9 @@ def sprt_fires(n: int, x: int, p0: float, p1: float, alpha: float) -> bool:
     return sprt_log_lr(n, x, p0, p1) >= math.log(1.0 / alpha)
 
 
-def srm_log_bf(canary: int, primary: int, expected_share: float, offsets: tuple[float, ...] = SRM_OFFSETS) -> float:
+def srm_log_bf(
+    canary: int, primary: int, expected_share: float, offsets: tuple[float, ...] = SRM_OFFSETS
+) -> float:
     """Log Bayes factor of "the canary share is not the routed share" (equal-weight mixture over
     shares ``logistic(logit(expected_share) + d)``) against the routed share, from request
     counts under a constant routed share. Its exponential is a test martingale under correct
