@@ -51,7 +51,9 @@ def harm_rejections(test: WhichArm, alpha: float, n_c, n_p, e_c, e_p) -> npt.NDA
     cum = np.cumsum(inc.reshape(-1, runs, buckets), axis=2)
     log_e = test.harm_log_e_path(cum.reshape(cum.shape[0], -1)).reshape(runs, buckets)
     informative = (n_c > 0) & (n_p > 0)
-    excess = np.cumsum(np.where(informative, e_c, 0), axis=1) > np.cumsum(expected.reshape(runs, buckets), axis=1)
+    excess = np.cumsum(np.where(informative, e_c, 0), axis=1) > np.cumsum(
+        expected.reshape(runs, buckets), axis=1
+    )
     fired: npt.NDArray[np.bool_] = np.any((log_e >= math.log(1 / alpha)) & excess, axis=1)
     return fired
 
@@ -125,7 +127,9 @@ def test_no_harm_passes_a_healthy_canary() -> None:
     assert no_harm_passes(test, 0.1, *counts).mean() >= 0.90
 
 
-def sprt_paths(rng: np.random.Generator, runs: int, steps: int, per_step: int, rate: float, p0: float, p1: float):
+def sprt_paths(
+    rng: np.random.Generator, runs: int, steps: int, per_step: int, rate: float, p0: float, p1: float
+):
     n = np.arange(1, steps + 1) * per_step
     x = np.cumsum(rng.binomial(per_step, rate, size=(runs, steps)), axis=1)
     return x * math.log(p1 / p0) + (n - x) * math.log1p((p0 - p1) / (1 - p0))
@@ -166,7 +170,9 @@ def test_srm_quiet_under_correct_routing_and_fires_on_mismatch() -> None:
     n_p = np.arange(1, steps + 1) * rps - n_c
     fired = 0
     for i in range(runs):
-        fired += any(srm_log_bf(int(c), int(p), w) >= math.log(1 / alpha) for c, p in zip(n_c[i], n_p[i], strict=True))
+        fired += any(
+            srm_log_bf(int(c), int(p), w) >= math.log(1 / alpha) for c, p in zip(n_c[i], n_p[i], strict=True)
+        )
     assert fired <= 1  # expected 0.04
     # half the expected canary share: caught within 10 s at 500 rps
     assert srm_log_bf(250, 4_750, 0.1) >= math.log(1 / alpha)
@@ -183,9 +189,9 @@ def test_sprt_validates_rates() -> None:
 
 
 buckets = st.lists(
-    st.tuples(
-        st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 200), st.integers(0, 200)
-    ).map(lambda t: (t[0], t[1], min(t[2], t[0]), min(t[3], t[1]))),
+    st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 200), st.integers(0, 200)).map(
+        lambda t: (t[0], t[1], min(t[2], t[0]), min(t[3], t[1]))
+    ),
     min_size=1,
     max_size=30,
 )

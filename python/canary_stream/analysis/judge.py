@@ -247,6 +247,7 @@ class Judge:
         in_step = t >= self._step_ms
         in_srm = t >= self._srm_from_ms
         every = np.ones(len(starts), dtype=bool)
+        all_step = bool(in_step.all())
 
         def counts(mask: npt.NDArray[np.bool_]) -> _Counts:
             sums = m[1:, mask].sum(axis=1)
@@ -263,6 +264,12 @@ class Judge:
                 return self._arm.empty(), self._arm.empty()
             inc, expected = self._arm.bucket_log_lr(cn, pn, ce, pe)
             informative = (cn > 0) & (pn > 0)
+            if all_step:  # the usual case for the recent buckets: one sum serves both
+                c = int(ce[informative].sum())
+                ev = ArmEvidence(
+                    inc.sum(axis=1), c, c + int(pe[informative].sum()), float(expected[informative].sum())
+                )
+                return ev, ev
             out = []
             for mask in (every, in_step):
                 use = mask & informative
@@ -276,9 +283,9 @@ class Judge:
 
         err_total, err_step = evidence(n_c, n_p, f_c, f_p)
         slow_total, slow_step = evidence(l_c, l_p, s_c, s_p)
-        return _Sums(
-            counts(every), counts(in_step), counts(in_srm), err_total, slow_total, err_step, slow_step
-        )
+        total = counts(every)
+        step = total if all_step else counts(in_step)
+        return _Sums(total, step, counts(in_srm), err_total, slow_total, err_step, slow_step)
 
     def evaluate(
         self, primary: Sequence[BucketPoint], canary: Sequence[BucketPoint], final_before_ms: int
