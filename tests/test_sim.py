@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from typing import Any
@@ -119,8 +120,8 @@ def test_flagger_promotes_a_healthy_canary_one_step_per_interval(podinfo: Canary
     r = run_flagger(podinfo, MeshConfig(rps=200), seed=1)
     assert r.phase == "Succeeded"
     assert [w for _, w in r.weights] == [0, 10, 20, 30, 40, 50, 0]
-    steps = [t for t, w in r.weights if 0 < w]
-    assert all(b - a == 60 for a, b in zip(steps, steps[1:], strict=False))
+    steps = [t for t, w in r.weights if w > 0]
+    assert all(b - a == 60 for a, b in itertools.pairwise(steps))
 
 
 def test_flagger_rolls_back_threshold_plus_one_intervals_after_the_first_shift(podinfo: Canary) -> None:
@@ -169,7 +170,7 @@ def test_engine_promotes_a_healthy_canary_along_the_spec_weights(podinfo: Canary
     assert [w for _, w in r.weights] == [0, 10, 20, 30, 40, 50, 0]
     # each step dwells at least the interval (1m)
     steps = [t for t, w in r.weights[1:-1]]
-    assert all(b - a >= 60 for a, b in zip(steps, steps[1:], strict=False))
+    assert all(b - a >= 60 for a, b in itertools.pairwise(steps))
     assert r.decision_s is not None and r.decision_s > 5 * 60
     assert r.lines > 200 * 5 * 60
 

@@ -321,7 +321,7 @@ class SimulatedMesh:
                 parts.append(values[k])
             parts.append(tm.blocks[i + 1][rows])
         flat = np.concatenate(parts, axis=1).ravel()
-        return flat[flat != PAD].tobytes()
+        return bytes(flat[flat != PAD].tobytes())
 
     @property
     def lines_per_second(self) -> float:

@@ -50,11 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--p50-ms", type=_positive, default=20.0, help="primary median latency (lognormal)")
     p.add_argument("--p99-ms", type=_positive, default=80.0, help="primary p99 latency (lognormal)")
     p.add_argument("--fault-at-weight", type=int, default=None, metavar="W",
-                   help="the fault starts once the canary weight reaches W (default: at its first request)")  # fmt: skip
+                   help="the fault starts at canary weight W (default: at its first request)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=_positive, default=6 * 3600.0, help="simulated time limit")
     p.add_argument("--baseline", choices=["flagger"], default=None,
-                   help="run Flagger's algorithm (fixed ticks, point-estimate checks) instead of ours")  # fmt: skip
+                   help="run Flagger's algorithm (fixed ticks, point estimates) instead of ours")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
