@@ -85,6 +85,7 @@ def test_no_canary_traffic_is_inconclusive_and_srm_pauses() -> None:
     j.start_step(T0 * 1000, 10)
     r = j.evaluate([bucket(T0 + i, 1000, 1) for i in range(3)], [], T0 * 1000)
     assert r.decision is Decision.INCONCLUSIVE
+    assert r.extra["inconclusive"] == "no-data"
     # 30 % observed while 10 % routed
     j2 = Judge(JudgeConfig(latency=False))
     j2.start_step(T0 * 1000, 10)
@@ -93,6 +94,7 @@ def test_no_canary_traffic_is_inconclusive_and_srm_pauses() -> None:
     )
     assert r.decision is Decision.INCONCLUSIVE
     assert "sample-ratio mismatch" in r.reasons[0]
+    assert r.extra["inconclusive"] == "srm"
 
 
 def test_mirrored_expected_share() -> None:

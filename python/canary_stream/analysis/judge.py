@@ -441,6 +441,7 @@ class Judge:
             tests.append(srm)
 
         reasons: list[str]
+        why = ""  # what an inconclusive verdict means for the scheduler: "srm" pauses, "no-data" waits
         if self._failed:
             decision = Decision.FAIL
             reasons = [f"{t.name}: {t.detail}" for t in self._failed]
@@ -449,9 +450,11 @@ class Judge:
             reasons = [
                 f"sample-ratio mismatch, routing or telemetry broken, pausing: {self._srm_fired.detail}"
             ]
+            why = "srm"
         elif st.canary_requests == 0:
             decision = Decision.INCONCLUSIVE
             reasons = ["insufficient data: the canary received no requests this step"]
+            why = "no-data"
         else:
             short = [
                 f"{who} has {n_} of {c.min_requests} requests"
@@ -493,5 +496,6 @@ class Judge:
                 "folded_until_ms": self._folded_until_ms,
                 "cumulative_canary_requests": s.total.canary_requests,
                 "cumulative_canary_failures": s.total.canary_failures,
+                **({"inconclusive": why} if why else {}),
             },
         )
