@@ -83,9 +83,13 @@ def test_fail_latches_and_names_the_test() -> None:
 def test_no_canary_traffic_is_inconclusive_and_srm_pauses() -> None:
     j = Judge(JudgeConfig(latency=False))
     j.start_step(T0 * 1000, 10)
-    r = j.evaluate([bucket(T0 + i, 1000, 1) for i in range(3)], [], T0 * 1000)
+    # first second of the step: nothing from the canary yet (SRM waits for routing to settle)
+    r = j.evaluate([bucket(T0, 1000, 1)], [], T0 * 1000)
     assert r.decision is Decision.INCONCLUSIVE
     assert r.extra["inconclusive"] == "no-data"
+    # still nothing after 1,000s of requests routed 10 %: routing is broken
+    r = j.evaluate([bucket(T0 + i, 1000, 1) for i in range(5)], [], T0 * 1000)
+    assert r.extra["inconclusive"] == "srm"
     # 30 % observed while 10 % routed
     j2 = Judge(JudgeConfig(latency=False))
     j2.start_step(T0 * 1000, 10)
