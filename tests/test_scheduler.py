@@ -670,3 +670,31 @@ async def test_hundreds_of_rollouts_in_seconds() -> None:
     for r in rollouts:
         r.stop()
     await asyncio.gather(*tasks)
+
+
+# -- deletion ---------------------------------------------------------------------------------------
+
+
+async def test_delete_with_revert_on_deletion_reverts_target_and_routing(envs: list[Env]) -> None:
+    env = await start(envs, {"stepWeight": 10, "maxWeight": 50}, revertOnDeletion=True)
+    env.release("podinfo:2")
+    await env.run_for(INTERVAL + 5)
+    assert env.rollout.status.canary_weight > 0
+    env.rollout.delete()
+    await env.task
+    assert env.rollout.status.phase == Phase.TERMINATING
+    assert env.workloads.target("test", "podinfo").reverted
+    assert env.workloads.target("test", "podinfo").canary.replicas == 2
+    assert env.router.finalized == {("test", "podinfo")}
+    assert env.weights()[-1] == 0
+
+
+async def test_delete_without_revert_leaves_everything(envs: list[Env]) -> None:
+    env = await start(envs, {"stepWeight": 10, "maxWeight": 50})
+    env.release("podinfo:2")
+    await env.run_for(INTERVAL + 5)
+    env.rollout.delete()
+    await env.task
+    assert env.rollout.status.phase == Phase.PROGRESSING
+    assert not env.workloads.target("test", "podinfo").reverted
+    assert not env.router.finalized

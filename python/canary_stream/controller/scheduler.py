@@ -57,6 +57,7 @@ class Command(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     SET_WEIGHT = "set-weight"
+    DELETE = "delete"
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,11 @@ class Rollout:
     def set_weight(self, weight: int) -> None:
         """Route `weight`% to the canary now and restart the step there (canary strategy)."""
         self._post(_CommandEvent(Command.SET_WEIGHT, weight))
+
+    def delete(self) -> None:
+        """The Canary was deleted: with `revertOnDeletion`, go to Terminating, scale the target back
+        up and revert the routing (Flagger's finalizer); then end `run()`."""
+        self._post(_CommandEvent(Command.DELETE))
 
     def stop(self) -> None:
         """End `run()` after the queued events."""
@@ -806,6 +812,16 @@ class Rollout:
         await self._hooks(HookType.POST_ROLLOUT, Phase.FAILED)
         self._finish()
 
+    async def _terminate(self) -> None:
+        if self.canary.spec.revert_on_deletion:
+            self._set_phase(Phase.TERMINATING)
+            await self._event(f"Terminating {self.ident}: reverting the target and the routing")
+            await self.workloads.revert(self.canary)
+            await self.router.finalize(self.canary)
+            await self._event(f"Reverted {self.ident}: the target serves again, routing restored")
+        self.finished.set()
+        self._post(_Stop())
+
     def _finish(self) -> None:
         self._rolling_back = False
         self._step_started = None
@@ -818,7 +834,9 @@ class Rollout:
         phase = self.status.phase
         analysing = phase in ANALYSING and not self._rolling_back
         cmd = item.command
-        if cmd == Command.PAUSE:
+        if cmd == Command.DELETE:
+            await self._terminate()
+        elif cmd == Command.PAUSE:
             self.paused = True
             await self._event(f"Rollout of {self.ident} paused")
         elif cmd == Command.RESUME:

@@ -34,6 +34,7 @@ class Target:
     canary: Deployment
     primary: Deployment | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    reverted: bool = False  # revertOnDeletion ran
 
 
 class InMemoryWorkloads:
@@ -132,6 +133,12 @@ class InMemoryWorkloads:
         t.primary.template = copy.deepcopy(t.canary.template)
         t.primary.rollout_started = self.clock.now()
         t.promotions.append(copy.deepcopy(t.canary.template))
+
+    async def revert(self, canary: Canary) -> None:
+        t = self._target(canary)
+        t.canary.replicas = (t.primary.replicas if t.primary else 0) or t.canary.replicas or 1
+        t.canary.rollout_started = self.clock.now()
+        t.reverted = True
 
     def _readiness(self, canary: Canary, d: Deployment, name: str) -> Readiness:
         if d.override is not None:
