@@ -226,3 +226,19 @@ def test_simulate_with_the_streaming_judge(capsys: pytest.CaptureFixture[str]) -
     d = json.loads(out)
     assert code == 0 and d["phase"] == "Failed"
     assert d["rollback_after_fault_s"] is not None and d["rollback_after_fault_s"] <= 10
+
+
+def test_demo_view_says_the_traffic_is_simulated(podinfo: Canary) -> None:
+    from rich.console import Console
+
+    from canary_stream.sim import demo
+    from canary_stream.sim.engine import build
+
+    sim = build(podinfo, MeshConfig(rps=100), analyzer=ThresholdJudge)
+    sim.emit()
+    console = Console(record=True, width=120)
+    console.print(demo._view(sim, "healthy release"))
+    text = console.export_text()
+    assert "SIMULATED TRAFFIC" in text and "primary 100%" in text and "primary" in text
+    assert demo.demo_spec_path().endswith("podinfo-fast.yaml")
+    assert load_canary(demo.demo_spec_path()).spec.analysis is not None

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="watch a healthy release promoted and a faulty one rolled back (simulated traffic, < 1 min)",
         description=BANNER,
     )
-    p.add_argument("--rps", type=float, default=400.0, help="total simulated request rate")
+    p.add_argument("--rps", type=float, default=1500.0, help="total simulated request rate")
     p.add_argument("--no-live", action="store_true", help="plain text lines instead of a live view")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=run)
