@@ -6,7 +6,7 @@ lines through the same aggregator. Flagger runs with the podinfo settings (inter
 5, stepWeight 10, maxWeight 50) and with its 10 s minimum interval. Sizes scale with
 BENCH_ROLLOUTS (A/A rollouts) and BENCH_SEEDS (per timing scenario); the defaults are small so
 that `make test` stays quick (~2 min); the figures in benches/README.md come from
-`BENCH_ROLLOUTS=1000 BENCH_SEEDS=20` (~30 min on 2 cores). Figures are printed (pytest -s) and in benches/README.md."""
+`BENCH_ROLLOUTS=1000 BENCH_SEEDS=20` (~30 min on 2 cores). Figures are printed with `pytest -s`."""
 
 from __future__ import annotations
 
