@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--malformed-rate", type=float, default=0.0, help="share of malformed lines (0..1)")
     g.add_argument("-o", "--output", default="-", help="file to write ('.gz' compresses); default stdout")
     g.set_defaults(func=cmd_generate)
+
+    # Each engine command lives with its stage and registers itself.
+    from canary_stream.sim import demo, simulate_cmd
+    from canary_stream.spec import validate_cmd
+
+    validate_cmd.register(sub)
+    simulate_cmd.register(sub)
+    demo.register(sub)
     return p
 
 

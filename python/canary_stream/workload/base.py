@@ -36,3 +36,7 @@ class Workloads(Protocol):
 
     async def promote(self, canary: Canary) -> None:
         """Copy the canary's pod template (and tracked configs) to the primary."""
+
+    async def revert(self, canary: Canary) -> None:
+        """revertOnDeletion: scale the target back to the primary's replicas, so it serves again
+        once canary-stream lets go of it."""

@@ -1,0 +1,150 @@
+"""`canary-stream demo`: two releases of podinfo in wall time over SIMULATED traffic — a healthy
+one promoted, then a faulty one rolled back — with a live view of what the judge sees."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from canary_stream.clock import WallClock
+from canary_stream.controller.events import MemoryEventSink
+from canary_stream.controller.phases import FINISHED
+from canary_stream.controller.scheduler import RolloutOptions
+from canary_stream.sim.engine import Simulation, build, run_wall
+from canary_stream.sim.mesh import MeshConfig
+from canary_stream.spec.load import load_canary
+
+DEMO_SPEC = "podinfo-fast.yaml"
+BANNER = "SIMULATED TRAFFIC: synthetic requests written as Istio access-log lines; no cluster is touched."
+
+
+def demo_spec_path() -> str:
+    """The demo's Canary (podinfo, 5 s dwell per step), shipped with the package."""
+    return str(resources.files("canary_stream.sim") / "specs" / DEMO_SPEC)
+
+
+# (title, image, what the canary does); the faulty release fails 5 % of requests and is 2x slower.
+RELEASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("healthy release 6.0.1", "ghcr.io/stefanprodan/podinfo:6.0.1", {}),
+    ("faulty release 6.0.2 (5 % errors, 2x latency)", "ghcr.io/stefanprodan/podinfo:6.0.2",
+     {"canary_error_rate": 0.05, "latency_factor": 2.0}),
+)  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `demo` subcommand."""
+    p = sub.add_parser(
+        "demo",
+        help="watch a healthy release promoted and a faulty one rolled back (simulated traffic, < 1 min)",
+        description=BANNER,
+    )
+    p.add_argument("--rps", type=float, default=1500.0, help="total simulated request rate")
+    p.add_argument("--no-live", action="store_true", help="plain text lines instead of a live view")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run both releases; exit 0 when the healthy one succeeded and the faulty one failed."""
+    console = Console()
+    live = not args.no_live and console.is_terminal
+    outcomes = asyncio.run(_demo(console, args.rps, args.seed, live))
+    ok = outcomes == ["Succeeded", "Failed"]
+    console.print(
+        f"[bold]{'As expected' if ok else 'Unexpected outcome'}:[/] healthy -> {outcomes[0]}, "
+        f"faulty -> {outcomes[1]}. The traffic was simulated."
+    )
+    return 0 if ok else 1
+
+
+async def _demo(console: Console, rps: float, seed: int, live: bool) -> list[str]:
+    canary = load_canary(demo_spec_path())
+    events = MemoryEventSink()
+    sim = build(canary, MeshConfig(rps=rps), seed=seed, clock=WallClock(),
+                options=RolloutOptions(min_interval_s=1.0, finalise_delay_s=2.0))  # fmt: skip
+    sim.rollout.events = events
+    console.print(f"[bold yellow]{BANNER}[/]")
+    task = asyncio.create_task(sim.rollout.run())
+    outcomes: list[str] = []
+    seen = 0
+    try:
+        await _wait_initialized(sim)
+        for title, image, fault in RELEASES:
+            sim.mesh.new_release(replace(sim.mesh.config, **fault))
+            baseline_end = time.time() + 3  # primary-only traffic: the judge's latency baseline
+            await run_wall(sim, until=lambda end=baseline_end: time.time() >= end)  # type: ignore[misc]
+            sim.deploy(image)
+            begun = time.time()
+
+            def finished(begun: float = begun) -> bool:
+                last = sim.rollout.transitions[-1] if sim.rollout.transitions else None
+                return last is not None and last[0] >= begun and last[1] in FINISHED
+
+            if live:
+                with Live(_view(sim, title), console=console, refresh_per_second=4, transient=False) as view:
+                    await run_wall(sim, until=finished, on_second=lambda t=title: view.update(_view(sim, t)))  # type: ignore[misc]
+                    view.update(_view(sim, title))
+            else:
+                console.print(f"== {title}")
+
+                def plain() -> None:
+                    nonlocal seen
+                    for e in events.events[seen:]:
+                        console.print(f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.message}")
+                    seen = len(events.events)
+
+                await run_wall(sim, until=finished, on_second=plain)
+                plain()
+            phase = sim.phase
+            outcomes.append(phase.value if phase else "")
+    finally:
+        sim.rollout.stop()
+        await task
+    return outcomes
+
+
+async def _wait_initialized(sim: Simulation) -> None:
+    while sim.phase is None or sim.phase.value in ("Initializing",):
+        await asyncio.sleep(0.05)
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    return "-" if v is None else f"{v:.2f}{unit}" if unit == "%" else f"{v:.0f}{unit}"
+
+
+def _view(sim: Simulation, title: str) -> Panel:
+    """Phase, weights, per-version figures over the last 10 s, the judge's reasons, recent events."""
+    routes = sim.routes
+    head = Table.grid(padding=(0, 2))
+    head.add_row("release", title)
+    head.add_row("phase", Text(sim.phase.value if sim.phase else "-", style="bold"))
+    bar = "#" * (routes.canary_weight // 2) + "." * ((100 - routes.canary_weight) // 2)
+    head.add_row("weights", f"primary {routes.primary_weight}%  canary {routes.canary_weight}%  [{bar}]")
+
+    figures = Table(title="last 10 s (simulated traffic)", expand=False)
+    for col in ("version", "requests", "success rate", "p99"):
+        figures.add_column(col, justify="right")
+    now_ms = int(sim.clock.now()) * 1000
+    for s in sorted(sim.aggregator.snapshot(10, end_ms=now_ms, target=sim.target), key=lambda s: s.version):
+        figures.add_row(s.version, f"{s.requests:,}", _fmt(s.success_rate, "%"), _fmt(s.p99_ms, " ms"))
+
+    judge = Text()
+    v = sim.judge.last
+    if v is not None:
+        judge.append(f"judge: {v.decision.value}\n", style="bold")
+        for r in v.reasons[:4]:
+            judge.append(f"  - {r}\n")
+    log = Text()
+    for e in list(getattr(sim.rollout.events, "events", []))[-5:]:
+        log.append(f"{time.strftime('%H:%M:%S', time.localtime(e.at))} {e.message}\n")
+    return Panel(Group(head, figures, judge, log), title="canary-stream demo", subtitle=BANNER)
