@@ -21,7 +21,7 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 
 demo: install
-	$(BIN)/canary-stream analyze
+	$(BIN)/canary-stream demo
 
 test: install-dev check rust-test py-test fuzz
 	@echo "all checks and tests passed"
