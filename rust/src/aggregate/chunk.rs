@@ -27,6 +27,8 @@ pub(crate) struct ChunkRows<'a> {
     /// Success verdict in bit 0, [`status_class`] of the HTTP status in bits 1..=3
     /// ([`row_info`]).
     pub info: &'a [u8],
+    /// HTTP status (at most `u16::MAX`), for the per-code counts.
+    pub status: &'a [u32],
     /// Latency as `clean_latency` makes it; negative = no latency.
     pub latency: &'a [f64],
     /// `sketch::bin_of` of the latency.
@@ -87,6 +89,7 @@ impl Aggregator {
         let lens = [
             rows.ts_ms.len(),
             rows.info.len(),
+            rows.status.len(),
             rows.latency.len(),
             rows.bin.len(),
         ];
@@ -300,12 +303,17 @@ impl Aggregator {
             let mut max_ts = i64::MIN;
             for &i in idx {
                 let i = i as usize;
-                let (Some(&info), Some(&ts)) = (rows.info.get(i), rows.ts_ms.get(i)) else {
+                let (Some(&info), Some(&ts), Some(&status)) =
+                    (rows.info.get(i), rows.ts_ms.get(i), rows.status.get(i))
+                else {
                     continue;
                 };
                 max_ts = max_ts.max(ts);
                 successes += (info & 1) as u32;
                 classes = classes.wrapping_add(CLASS_INC[(info >> 1) as usize & 7]);
+                if status != 200 {
+                    b.count_code(status as u16, 1);
+                }
             }
             // Latencies: sum in row order.
             let mut sum = b.lat_sum;
