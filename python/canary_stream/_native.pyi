@@ -29,6 +29,9 @@ class Pipeline:
         version: str = "",
         now_ms: int | None = None,
     ) -> tuple[int, int]: ...
+    # One dict per (target, version): the fields of KeySnapshot (rust/src/aggregate.rs),
+    # with "flags" {name: count}, "status_codes" {code: count} (200 included, exact) and
+    # "status_codes_overflow" (requests whose code is not listed).
     def snapshot(
         self,
         window_ms: int | None = None,

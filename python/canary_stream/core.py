@@ -177,12 +177,18 @@ class VersionStats:
     flags: Mapping[str, int]
     exceed: tuple[tuple[float, int], ...]
     series: tuple[BucketPoint, ...] = ()
+    #: Exact requests per HTTP status code (200 included), ascending by code.
+    status_codes: Mapping[int, int] = field(default_factory=dict)
+    #: Requests whose code is not in ``status_codes``: rare, it takes more than 14
+    #: distinct non-200 codes in one second of one version.
+    status_codes_overflow: int = 0
 
     @classmethod
     def from_native(cls, d: Mapping[str, Any]) -> VersionStats:
         values = dict(d)
         values["flags"] = dict(d["flags"])
         values["exceed"] = tuple((float(t), int(n)) for t, n in d["exceed"])
+        values["status_codes"] = {int(c): int(n) for c, n in d.get("status_codes", {}).items()}
         values["series"] = tuple(
             BucketPoint(
                 start_ms=p["start_ms"],
@@ -200,6 +206,7 @@ class VersionStats:
         d = asdict(self)
         d["flags"] = dict(self.flags)
         d["exceed"] = [list(e) for e in self.exceed]
+        d["status_codes"] = dict(self.status_codes)
         if not series:
             d.pop("series")
         return d

@@ -59,7 +59,10 @@
 //! latencies above [`crate::sketch::MAX_VALUE_MS`] are clamped to it.
 
 mod chunk;
+mod codes;
 pub(crate) use chunk::{row_info, ChunkRows, ChunkScratch, MAX_CHUNK_ROWS, SKIP_ROW};
+use codes::{BucketCodes, TotalCodes};
+pub use codes::{CODE_SLOTS, TOTAL_CODE_SLOTS};
 
 use crate::flags::{Flags, NUM_FLAGS};
 use crate::malformed::Reason;
@@ -231,6 +234,13 @@ pub struct KeySnapshot {
     /// (threshold ms, requests above it) for each threshold of the key.
     pub exceed: Vec<(f64, u64)>,
     pub series: Vec<BucketPoint>,
+    /// Exact requests per HTTP status code, sorted by code, zero counts left out (see
+    /// `status_codes_overflow`).
+    pub status_codes: Vec<(u16, u64)>,
+    /// Requests whose code is not in `status_codes`: rare, it takes more than
+    /// [`CODE_SLOTS`] distinct non-200 codes in one second of one key (or more than
+    /// [`TOTAL_CODE_SLOTS`] in the window). 200 is exact even then.
+    pub status_codes_overflow: u64,
 }
 
 /// Slot of status classes: 0 → status 0, 1..=4 → 2xx..5xx, [`NO_CLASS`] for the
@@ -277,6 +287,8 @@ struct Bucket {
     lat_max: f64,
     /// Allocated on the first flagged request of the bucket (most buckets see none).
     flags: Option<Box<[u32; NUM_FLAGS]>>,
+    /// Counts of the statuses other than 200, allocated on the first such request.
+    codes: Option<Box<BucketCodes>>,
     /// Latency sketch; its count is the bucket's latency count.
     sketch: Sketch<u32>,
 }
@@ -293,6 +305,7 @@ impl Bucket {
             lat_min: f64::INFINITY,
             lat_max: f64::NEG_INFINITY,
             flags: None,
+            codes: None,
             sketch: Sketch::new(),
         }
     }
@@ -310,7 +323,16 @@ impl Bucket {
         if let Some(f) = self.flags.as_mut() {
             **f = [0; NUM_FLAGS];
         }
+        if let Some(c) = self.codes.as_mut() {
+            c.clear();
+        }
         self.sketch.clear();
+    }
+
+    /// Count `n` requests of `code` (never 200: derived from the 2xx count).
+    #[inline(never)]
+    fn count_code(&mut self, code: u16, n: u32) {
+        self.codes.get_or_insert_with(Box::default).add(code, n);
     }
 
     /// `bin` is `sketch::bin_of` of the latency (ignored without latency).
@@ -320,6 +342,9 @@ impl Bucket {
         self.successes = self.successes.wrapping_add(ev.success as u32);
         if let Some(c) = self.status.get_mut(status_class(ev.status)) {
             *c = c.wrapping_add(1);
+        }
+        if ev.status != 200 {
+            self.count_code(ev.status, 1);
         }
         if let Some(l) = latency {
             self.sketch.insert_bin(bin, 1);
@@ -354,6 +379,10 @@ impl Bucket {
                 .flags
                 .as_ref()
                 .map_or(0, |_| std::mem::size_of::<[u32; NUM_FLAGS]>())
+            + self
+                .codes
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<BucketCodes>())
     }
 }
 
@@ -369,6 +398,7 @@ struct Totals {
     lat_min: f64,
     lat_max: f64,
     flags: [u64; NUM_FLAGS],
+    codes: TotalCodes,
     sketch: Sketch<u64>,
 }
 
@@ -383,6 +413,7 @@ impl Totals {
             lat_min: f64::INFINITY,
             lat_max: f64::NEG_INFINITY,
             flags: [0; NUM_FLAGS],
+            codes: TotalCodes::default(),
             sketch: Sketch::new(),
         }
     }
@@ -398,6 +429,9 @@ impl Totals {
         if let Some(f) = b.flags.as_ref() {
             add_all(&mut self.flags, &f[..]);
         }
+        if let Some(c) = b.codes.as_ref() {
+            self.codes.add_bucket(c);
+        }
         self.lat_sum += b.lat_sum;
         self.lat_min = self.lat_min.min(b.lat_min);
         self.lat_max = self.lat_max.max(b.lat_max);
@@ -410,6 +444,7 @@ impl Totals {
         add_all(&mut self.status, &t.status);
         add_all(&mut self.exceed, &t.exceed);
         add_all(&mut self.flags, &t.flags);
+        self.codes.add_totals(&t.codes);
         self.lat_sum += t.lat_sum;
         self.lat_min = self.lat_min.min(t.lat_min);
         self.lat_max = self.lat_max.max(t.lat_max);
@@ -469,6 +504,7 @@ impl KeyState {
             + self.version.len()
             + self.ring.iter().map(Bucket::memory_bytes).sum::<usize>()
             + self.cumulative.sketch.memory_bytes()
+            + self.cumulative.codes.memory_bytes()
     }
 }
 
@@ -897,6 +933,8 @@ fn key_snapshot(k: &KeyState, q: &WindowQuery, ring: i64, wm_epoch: Option<i64>)
             .map(|(t, c)| (*t, c))
             .collect(),
         series,
+        status_codes: totals.codes.with_200(totals.status[1]),
+        status_codes_overflow: totals.codes.overflow(),
     }
 }
 
@@ -1026,6 +1064,11 @@ mod tests {
         assert_eq!(s.flags[1], 1); // UF
         assert_eq!(s.flags[4], 1); // URX
         assert_eq!(s.flags.iter().sum::<u64>(), 2);
+        assert_eq!(
+            s.status_codes,
+            vec![(0, 1), (200, 3), (302, 1), (404, 1), (503, 1)]
+        );
+        assert_eq!(s.status_codes_overflow, 0);
         // Empty window elsewhere: no rates, no quantiles.
         let s = &a.snapshot(&window(Some(2_000), Some(base - 5_000)))[0];
         assert_eq!(s.requests, 0);
@@ -1173,6 +1216,82 @@ mod tests {
         assert!(a.snapshot(&window(None, None)).is_empty());
     }
 
+    /// Exact per-code counts of `evs` (the reference for `status_codes`).
+    fn exact_codes<'a>(evs: impl IntoIterator<Item = &'a Event>) -> Vec<(u16, u64)> {
+        let mut m = std::collections::BTreeMap::new();
+        for e in evs {
+            *m.entry(e.status).or_insert(0u64) += 1;
+        }
+        m.into_iter().collect()
+    }
+
+    #[test]
+    fn status_codes_exact_in_windows_and_cumulative() {
+        let mut a = Aggregator::new(cfg(10)).unwrap();
+        let k = a.key("t", "v").unwrap();
+        let pool = [
+            200, 200, 200, 200, 201, 204, 0, 150, 301, 404, 429, 500, 502, 503, 504, 600, 999,
+        ];
+        let mut r = Rng::new(5);
+        let mut all = Vec::new();
+        // 30 s: the ring of 10 is recycled (buckets folded into the accumulator, reset and
+        // reused), and every slot has seen non-200 codes before its reuse.
+        for s in 0..30i64 {
+            for i in 0..50 {
+                let status = pool[(r.next_u64() % pool.len() as u64) as usize];
+                let e = ev(s * 1000 + i * 20, status, Some(1.0));
+                a.observe(k, &e).unwrap();
+                all.push(e);
+            }
+        }
+        let snap = &a.snapshot(&window(None, None))[0];
+        assert_eq!(snap.status_codes, exact_codes(&all));
+        assert_eq!(snap.status_codes_overflow, 0);
+        let snap = &a.snapshot(&window(Some(5_000), None))[0];
+        let recent = all.iter().filter(|e| e.ts_ms >= 25_000);
+        assert_eq!(snap.status_codes, exact_codes(recent));
+        // A window without requests lists no code, not even 200.
+        let snap = &a.snapshot(&window(Some(1_000), Some(40_000)))[0];
+        assert!(snap.status_codes.is_empty());
+    }
+
+    #[test]
+    fn status_codes_overflow_keeps_200_exact() {
+        let mut a = Aggregator::new(cfg(10)).unwrap();
+        let k = a.key("t", "v").unwrap();
+        let mut evs = Vec::new();
+        // 20 distinct non-200 codes in one second: the first CODE_SLOTS get slots, the
+        // others (including 2xx ones) overflow.
+        let codes: Vec<u16> = (0..20).map(|i| [400, 201][i % 2] + i as u16).collect();
+        for (i, &c) in codes.iter().enumerate() {
+            for _ in 0..=i {
+                evs.push(ev(1_000, c, None));
+            }
+            evs.push(ev(1_000, 200, None));
+        }
+        for e in &evs {
+            a.observe(k, e).unwrap();
+        }
+        let s = &a.snapshot(&window(None, None))[0];
+        let overflowed: u64 = (CODE_SLOTS..20).map(|i| i as u64 + 1).sum();
+        assert_eq!(s.status_codes_overflow, overflowed);
+        assert!(s.status_codes.contains(&(200, 20)));
+        let exact = exact_codes(&evs);
+        for (c, n) in &s.status_codes {
+            assert!(exact.contains(&(*c, *n)), "{c}: {n}");
+        }
+        assert_eq!(s.status_codes.len(), CODE_SLOTS + 1);
+        let listed: u64 = s.status_codes.iter().map(|e| e.1).sum();
+        assert_eq!(listed + s.status_codes_overflow, s.requests);
+        // The next second starts afresh: exact again for its window.
+        a.observe(k, &ev(2_000, 419, None)).unwrap();
+        let s = &a.snapshot(&window(Some(1_000), None))[0];
+        assert_eq!(
+            (s.status_codes.clone(), s.status_codes_overflow),
+            (vec![(419, 1)], 0)
+        );
+    }
+
     #[test]
     fn memory_per_key_within_budget_for_60s_ring() {
         let mut a = Aggregator::new(Config {
@@ -1191,7 +1310,13 @@ mod tests {
                 } else {
                     r.lognormal(20.0, 0.8)
                 };
-                let mut e = ev(s * 1000 + i / 2, 200, Some(lat));
+                // Some 503s and 404s in every second: every bucket holds per-code counts.
+                let status = match i % 100 {
+                    0 => 503,
+                    1 => 404,
+                    _ => 200,
+                };
+                let mut e = ev(s * 1000 + i / 2, status, Some(lat));
                 if i % 500 == 0 {
                     e.flags = Flags::parse(b"UF");
                 }
@@ -1241,6 +1366,9 @@ mod tests {
             prop_assert_eq!(s.status_3xx, class(300, 399));
             prop_assert_eq!(s.status_4xx, class(400, 499));
             prop_assert_eq!(s.status_5xx, class(500, 599));
+            // At most 6 distinct non-200 codes here: never overflows.
+            prop_assert_eq!(&s.status_codes, &exact_codes(evs.iter().copied()));
+            prop_assert_eq!(s.status_codes_overflow, 0);
             let secs = (s.end_ms - s.start_ms) as f64 / 1000.0;
             if secs > 0.0 {
                 prop_assert!((s.rps - n as f64 / secs).abs() < 1e-9);
@@ -1322,7 +1450,7 @@ mod tests {
                 } else {
                     clock + (r.next_u64() % 9_000) as i64 // ahead, some too far
                 };
-                let status = [0u16, 200, 200, 200, 302, 404, 503][(r.next_u64() % 7) as usize];
+                let status = [0u16, 200, 200, 200, 204, 302, 404, 503][(r.next_u64() % 8) as usize];
                 let latency = match r.next_u64() % 10 {
                     0 => None,
                     1 => Some(0.0),
@@ -1360,6 +1488,59 @@ mod tests {
             let mut q = window(None, None);
             q.target = Some("a".into());
             prop_assert_eq!(agg.snapshot(&q).len(), 2);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Per-code counts equal exact counts whenever no (key, second) sees more than
+        /// CODE_SLOTS distinct non-200 codes; otherwise 200 stays exact, listed counts
+        /// never exceed the exact ones and every request is listed or overflowed.
+        #[test]
+        fn status_codes_equal_exact_counts(
+            seed in any::<u64>(),
+            n in 1usize..3000,
+            distinct in 1usize..24,
+            per_second in 5i64..400,
+        ) {
+            let mut agg = Aggregator::new(cfg(10)).unwrap();
+            let ids = [agg.key("t", "a").unwrap(), agg.key("t", "b").unwrap()];
+            let mut r = Rng::new(seed);
+            let pool: Vec<u16> = (0..distinct).map(|_| (r.next_u64() % 1000) as u16).collect();
+            let mut accepted: Vec<Vec<Event>> = vec![Vec::new(), Vec::new()];
+            for i in 0..n as i64 {
+                let status = if r.unit() < 0.5 { 200 } else { pool[(r.next_u64() % distinct as u64) as usize] };
+                let ts = 1_000_000 + i * 1000 / per_second - (r.next_u64() % 1500) as i64;
+                let key = (r.next_u64() & 1) as usize;
+                let e = ev(ts, status, None);
+                if agg.observe(ids[key], &e).is_ok() {
+                    accepted[key].push(e);
+                }
+            }
+            let wm = agg.watermark_ms().unwrap();
+            for (q, lo) in [(window(None, None), i64::MIN), (window(Some(4_000), None), (wm.div_euclid(1000) - 3) * 1000)] {
+                for (s, evs) in agg.snapshot(&q).iter().zip(&accepted) {
+                    let evs: Vec<&Event> = evs.iter().filter(|e| e.ts_ms >= lo).collect();
+                    let exact = exact_codes(evs.iter().copied());
+                    let mut per_second: HashMap<i64, std::collections::HashSet<u16>> = HashMap::new();
+                    for e in evs.iter().filter(|e| e.status != 200) {
+                        per_second.entry(e.ts_ms.div_euclid(1000)).or_default().insert(e.status);
+                    }
+                    if per_second.values().all(|c| c.len() <= CODE_SLOTS) {
+                        prop_assert_eq!(&s.status_codes, &exact);
+                        prop_assert_eq!(s.status_codes_overflow, 0);
+                    } else {
+                        let n200 = |v: &[(u16, u64)]| v.iter().find(|e| e.0 == 200).map(|e| e.1);
+                        prop_assert_eq!(n200(&s.status_codes), n200(&exact));
+                        for (c, k) in &s.status_codes {
+                            let want = exact.iter().find(|e| e.0 == *c).map_or(0, |e| e.1);
+                            prop_assert!(*k > 0 && *k <= want);
+                        }
+                        let listed: u64 = s.status_codes.iter().map(|e| e.1).sum();
+                        prop_assert_eq!(listed + s.status_codes_overflow, s.requests);
+                    }
+                }
+            }
         }
     }
 

@@ -973,6 +973,7 @@ pub fn ingest_batch(
                 key: &sc.key[..len],
                 ts_ms: &sc.ts[..len],
                 info: &sc.info[..len],
+                status: &sc.status[..len],
                 latency: &sc.latency[..len],
                 bin: &sc.bin[..len],
             };
@@ -1514,13 +1515,13 @@ mod tests {
             let now_ms = 1_700_000_050_000i64;
             let targets = [Some("a"), Some("b"), None, Some("")];
             let versions = [Some("v1"), Some("v2"), None];
-            let statuses = [None, Some(200), Some(503), Some(0), Some(404), Some(-1), Some(70_000)];
+            let statuses = [None, Some(200), Some(503), Some(0), Some(404), Some(-1), Some(70_000), Some(204), Some(429)];
             let rows: Vec<_> = (0..n)
                 .map(|_| {
                     let pick = |r: &mut Rng, k: usize| (r.next_u64() % k as u64) as usize;
                     let t = targets[if pick(&mut r, 10) == 0 { 2 + pick(&mut r, 2) } else { pick(&mut r, 2) }];
                     let v = versions[if pick(&mut r, 20) == 0 { 2 } else { pick(&mut r, 2) }];
-                    let st = statuses[if pick(&mut r, 5) == 0 { pick(&mut r, 7) } else { 1 }];
+                    let st = statuses[if pick(&mut r, 5) == 0 { pick(&mut r, 9) } else { 1 }];
                     let lat = match pick(&mut r, 12) {
                         0 => None,
                         1 => Some(0.0),
@@ -1597,6 +1598,9 @@ mod tests {
                         3 => Some(150),
                         4..=9 => Some(503),
                         10 => Some(404),
+                        11 => Some(204),
+                        // Up to 40 distinct codes: some seconds overflow the per-code slots.
+                        12 | 13 => Some(280 + pick(&mut r, 40) as i64 * 5),
                         _ => Some(200),
                     };
                     let lat = match pick(&mut r, 50) {

@@ -384,6 +384,12 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &KeySnapshot) -> PyResult<Bound<'py, P
         exceed.append((t, n))?;
     }
     d.set_item("exceed", exceed)?;
+    let codes = PyDict::new(py);
+    for (code, n) in &s.status_codes {
+        codes.set_item(code, n)?;
+    }
+    d.set_item("status_codes", codes)?;
+    d.set_item("status_codes_overflow", s.status_codes_overflow)?;
     let series = PyList::empty(py);
     for b in &s.series {
         let p = PyDict::new(py);

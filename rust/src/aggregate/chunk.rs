@@ -27,6 +27,8 @@ pub(crate) struct ChunkRows<'a> {
     /// Success verdict in bit 0, [`status_class`] of the HTTP status in bits 1..=3
     /// ([`row_info`]).
     pub info: &'a [u8],
+    /// HTTP status (at most `u16::MAX`), for the per-code counts.
+    pub status: &'a [u32],
     /// Latency as `clean_latency` makes it; negative = no latency.
     pub latency: &'a [f64],
     /// `sketch::bin_of` of the latency.
@@ -87,6 +89,7 @@ impl Aggregator {
         let lens = [
             rows.ts_ms.len(),
             rows.info.len(),
+            rows.status.len(),
             rows.latency.len(),
             rows.bin.len(),
         ];
@@ -266,7 +269,9 @@ impl Aggregator {
         let ring = self.cfg.ring_secs as i64;
         let mut start = 0usize;
         let mut folded = 0u64;
-        for grp in &s.groups {
+        // Ring slot of each group's bucket, for the per-code counts.
+        let mut slot_of = [0usize; MAX_GROUPS];
+        for (grp, slot_out) in s.groups.iter().zip(&mut slot_of) {
             let idx = s.order.get(start..start + grp.rows as usize).unwrap_or(&[]);
             start += grp.rows as usize;
             let Some(Some(k)) = self.keys.get_mut(grp.key as usize) else {
@@ -275,6 +280,7 @@ impl Aggregator {
             // Bucket selection as in `observe_binned`.
             let epoch = grp.epoch;
             let slot = epoch.rem_euclid(ring) as usize;
+            *slot_out = slot;
             let Some(b) = k.ring.get_mut(slot) else {
                 continue;
             };
@@ -353,6 +359,50 @@ impl Aggregator {
             k.last_event_ms = k.last_event_ms.max(max_ts);
             folded += n as u64;
         }
+        self.count_codes(rows, s, &slot_of);
         folded
     }
+
+    /// Per-code counts of the folded rows whose status is not 200. Those are few: a
+    /// bit mask of the non-200 rows is built 32 rows at a time (compares that vectorise),
+    /// and only its set bits are looked at. Rows reach each bucket in row order, as row by
+    /// row (which codes overflow depends on the order).
+    fn count_codes(&mut self, rows: &ChunkRows, s: &ChunkScratch, slot_of: &[usize; MAX_GROUPS]) {
+        const BLOCK: usize = 32;
+        for (bi, block) in rows.status.chunks(BLOCK).enumerate() {
+            let mask = match <&[u32; BLOCK]>::try_from(block) {
+                Ok(full) => non_200_mask(full),
+                Err(_) => block
+                    .iter()
+                    .enumerate()
+                    .fold(0, |m, (j, &st)| m | ((st != 200) as u32) << j),
+            };
+            let mut mask = mask;
+            while mask != 0 {
+                let i = bi * BLOCK + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let g = s.group.get(i).map_or(NO_GROUP, |g| *g) as usize;
+                let (Some(grp), Some(&slot), Some(&st)) =
+                    (s.groups.get(g), slot_of.get(g), rows.status.get(i))
+                else {
+                    continue; // a row not folded
+                };
+                if let Some(Some(k)) = self.keys.get_mut(grp.key as usize) {
+                    if let Some(b) = k.ring.get_mut(slot) {
+                        b.count_code(st as u16, 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bit j set when `block[j]` is not 200 (fixed length: the compares vectorise).
+#[inline(always)]
+fn non_200_mask(block: &[u32; 32]) -> u32 {
+    let mut m = 0u32;
+    for (j, &st) in block.iter().enumerate() {
+        m |= ((st != 200) as u32) << j;
+    }
+    m
 }
