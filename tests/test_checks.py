@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -42,13 +41,6 @@ def stats(**kw: Any) -> VersionStats:
     )
     base.update(kw)
     return VersionStats(**base)
-
-
-@dataclass(frozen=True)
-class StatsWithCodes(VersionStats):
-    """What the core will provide later: exact per-code counts."""
-
-    status_codes: dict[int, int] = field(default_factory=dict)
 
 
 def metric(**kw: Any) -> Metric:
@@ -115,9 +107,11 @@ def test_status_rate_by_class_and_by_code() -> None:
     assert r.decision is Decision.FAIL
     assert r.detail == "status 5xx,0 rate 1.50 > 1"
     not_found = metric(name="404s", thresholdRange={"max": 5}, stream={"kind": "status-rate", "codes": [404]})
-    # exact codes need per-code counts: inconclusive without them, exact with them
+    # exact codes need per-code counts: inconclusive without them (or when they overflowed), exact with them
     assert check_metric(not_found, stats()).decision is Decision.INCONCLUSIVE
-    with_codes = StatsWithCodes(**{**stats().__dict__, "status_codes": {200: 900, 404: 70, 429: 5, 503: 13}})
+    overflowed = VersionStats(**{**stats().__dict__, "status_codes": {200: 900}, "status_codes_overflow": 3})
+    assert check_metric(not_found, overflowed).decision is Decision.INCONCLUSIVE
+    with_codes = VersionStats(**{**stats().__dict__, "status_codes": {200: 900, 404: 70, 429: 5, 503: 13}})
     r = check_metric(not_found, with_codes)
     assert r.statistic == pytest.approx(7.0)
     assert r.decision is Decision.FAIL
@@ -185,3 +179,25 @@ def test_parse_interval(text: str, seconds: float) -> None:
 def test_parse_interval_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_interval(text)
+
+
+def test_exact_code_rate_from_the_real_aggregator() -> None:
+    """A 404-rate stream metric over lines the core parsed: exact per-code counts, 200 derived."""
+    from canary_stream.core import Aggregator, AggregatorConfig
+
+    line = (
+        '{{"start_time":"2026-01-01T00:00:{s:02d}.{ms:03d}Z","method":"GET","path":"/",'
+        '"protocol":"HTTP/1.1","response_code":{code},"response_flags":"-","bytes_received":0,'
+        '"bytes_sent":10,"duration":12,"upstream_service_time":"11","authority":"podinfo.test:9898",'
+        '"upstream_host":"10.0.0.2:9898","upstream_cluster":"outbound|9898||podinfo-canary.test.svc.cluster.local"}}'
+    )
+    codes = ([200] * 90 + [404] * 7 + [503] + [201]) * 10 + [429] * 5 + [503] * 3 + [201] * 2
+    lines = [line.format(s=i // 20, ms=i % 1000, code=c) for i, c in enumerate(codes)]
+    agg = Aggregator(AggregatorConfig(format="istio-json"))
+    agg.feed(("\n".join(lines) + "\n").encode())
+    (canary,) = agg.snapshot(None)
+    assert dict(canary.status_codes) == {200: 900, 201: 12, 404: 70, 429: 5, 503: 13}
+    not_found = metric(name="404s", thresholdRange={"max": 5}, stream={"kind": "status-rate", "codes": [404]})
+    r = check_metric(not_found, canary)
+    assert r.statistic == pytest.approx(7.0)
+    assert r.decision is Decision.FAIL

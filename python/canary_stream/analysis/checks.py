@@ -103,14 +103,11 @@ def exceedance_thresholds(metrics: list[Metric], templates: Mapping[str, StreamM
 
 
 def _status_count(stats: VersionStats, code: int | str) -> int | None:
-    """Requests with ``code`` (an int, or a class such as ``5xx`` / ``0``); ``None`` when only
-    per-class counts exist and an exact code is asked for."""
-    per_code: Mapping[int, int] | None = getattr(stats, "status_codes", None)
+    """Requests with ``code`` (an int, or a class such as ``5xx`` / ``0``). Classes come from the
+    core's class counters (always exact); exact codes from its per-code counts, ``None`` when
+    those are missing (figures from before per-code counting) or overflowed."""
     key = str(code).lower()
     if key in _CLASSES:
-        lo, hi = _CLASSES[key]
-        if per_code is not None:
-            return sum(n for c, n in per_code.items() if lo <= int(c) <= hi)
         by_class = {
             "0": stats.status_0,
             "2xx": stats.status_2xx,
@@ -119,9 +116,12 @@ def _status_count(stats: VersionStats, code: int | str) -> int | None:
             "5xx": stats.status_5xx,
         }
         return by_class.get(key, stats.requests - sum(by_class.values()))
-    if per_code is None:
-        return stats.status_0 if int(code) == 0 else None
-    return sum(n for c, n in per_code.items() if int(c) == int(code))
+    if int(code) == 0:
+        return stats.status_0
+    per_code = stats.status_codes
+    if stats.requests > 0 and (not per_code or stats.status_codes_overflow > 0):
+        return None
+    return int(per_code.get(int(code), 0))
 
 
 def measure(resolved: Resolved, stats: VersionStats) -> tuple[float | None, str]:
