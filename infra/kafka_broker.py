@@ -132,13 +132,15 @@ def ensure_kafka_libs(version: str = DEFAULT_KAFKA_VERSION, *, quiet: bool = Tru
         if mvn is None:
             raise KafkaInfraError("mvn not found on PATH: Maven is needed once to fetch the Kafka jars")
         (home / MARKER_NAME).unlink(missing_ok=True)
+        for stale in home.glob("lib.partial-*"):  # left by an interrupted build
+            shutil.rmtree(stale, ignore_errors=True)
         staging = home / f"lib.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         log = home / "mvn.log"
         cmd = [
             mvn,
             "-B",
             "-q",
+            "-Dstyle.color=never",
             "-f",
             str(POM),
             f"-Dkafka.version={version}",
