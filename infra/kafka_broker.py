@@ -14,8 +14,8 @@ tarball download:
   ``kill`` (SIGKILL) and ``restart`` (same ports, same data).
 
 Standard library only: readiness and topic creation speak the Kafka wire protocol directly
-(ApiVersions v0, Metadata v4, CreateTopics v3, all non-flexible versions that Kafka 4.x still
-serves). Only the ``smoke`` command imports aiokafka.
+(ApiVersions v0, Metadata v4, FindCoordinator v1, CreateTopics v3: non-flexible versions that
+Kafka 4.x still serves, checked against ApiVersions at start). Only the ``smoke`` command imports aiokafka.
 
 Command line::
 
@@ -187,8 +187,8 @@ def _check_jars(lib: Path, version: str) -> None:
 # A few requests of the Kafka wire protocol (non-flexible versions, request header v1)
 
 
-API_METADATA, API_API_VERSIONS, API_CREATE_TOPICS = 3, 18, 19
-METADATA_VERSION, CREATE_TOPICS_VERSION = 4, 3
+API_METADATA, API_FIND_COORDINATOR, API_API_VERSIONS, API_CREATE_TOPICS = 3, 10, 18, 19
+METADATA_VERSION, FIND_COORDINATOR_VERSION, CREATE_TOPICS_VERSION = 4, 1, 3
 ERROR_TOPIC_ALREADY_EXISTS = 36
 
 T = TypeVar("T")
@@ -307,6 +307,15 @@ def metadata(address: tuple[str, int], topics: list[str] | None = None, timeout:
 
     info.topics = dict(reader.array(topic))
     return info
+
+
+def find_group_coordinator(address: tuple[str, int], group: str, timeout: float = 5.0) -> int:
+    """FindCoordinator v1 for a consumer group; returns the error code (0: found). The first call
+    makes the broker create ``__consumer_offsets``."""
+    body = _str(group) + struct.pack(">b", 0)  # key_type 0: group
+    reader = _request(address, API_FIND_COORDINATOR, FIND_COORDINATOR_VERSION, body, timeout)
+    reader.int32()  # throttle_time_ms
+    return reader.int16()
 
 
 def create_topics(
@@ -542,7 +551,8 @@ class KafkaBroker:
         self.timings["start"] = time.monotonic() - t0
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Until the broker answers Metadata listing itself (so it is registered and unfenced)."""
+        """Until the broker answers Metadata listing itself (so it is registered and unfenced) and
+        its group coordinator is available."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.startup_timeout)
         last_error: Exception | None = None
         checked_versions = False
@@ -555,7 +565,10 @@ class KafkaBroker:
                     self._check_api_versions()
                     checked_versions = True
                 info = metadata(self.address, topics=[], timeout=2.0)
-                if any(node == NODE_ID for node, _, _ in info.brokers) and info.controller_id >= 0:
+                registered = any(node == NODE_ID for node, _, _ in info.brokers) and info.controller_id >= 0
+                # the group coordinator answering means __consumer_offsets exists and is loaded, so
+                # a test's first consumer group does not start with retries
+                if registered and find_group_coordinator(self.address, "canary-stream-ready", 2.0) == 0:
                     self.cluster_id = info.cluster_id
                     return
             except (OSError, struct.error) as exc:
@@ -568,7 +581,11 @@ class KafkaBroker:
 
     def _check_api_versions(self) -> None:
         ranges = api_versions(self.address, timeout=2.0)
-        for key, version in ((API_METADATA, METADATA_VERSION), (API_CREATE_TOPICS, CREATE_TOPICS_VERSION)):
+        for key, version in (
+            (API_METADATA, METADATA_VERSION),
+            (API_FIND_COORDINATOR, FIND_COORDINATOR_VERSION),
+            (API_CREATE_TOPICS, CREATE_TOPICS_VERSION),
+        ):
             low, high = ranges.get(key, (1, 0))
             if not low <= version <= high:
                 raise KafkaInfraError(f"broker serves api {key} at v{low}..v{high}, infra speaks v{version}")
