@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install install-dev check rust-test py-test fuzz bench clean sample
+.PHONY: demo test install install-dev check rust-test py-test fuzz bench clean sample kafka-libs kafka
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,9 +30,10 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches infra
+	$(BIN)/ruff format --check python tests benches infra
 	$(BIN)/mypy --strict python/canary_stream
+	$(BIN)/mypy --strict infra/kafka_broker.py
 
 rust-test:
 	cargo test
@@ -68,3 +69,11 @@ sample: install-dev
 
 clean:
 	rm -rf $(VENV) target
+
+# A real Kafka 4.x broker (KRaft, one node on 127.0.0.1) from Maven Central jars, cached under
+# ~/.cache/canary-stream (the tests build it on first use; these targets are for local use).
+kafka-libs: $(BIN)/python
+	$(BIN)/python infra/kafka_broker.py build
+
+kafka: kafka-libs
+	$(BIN)/python infra/kafka_broker.py start --port 9092

@@ -681,7 +681,7 @@ class KafkaBroker:
 
 async def _smoke(bootstrap: str, topic: str) -> list[str]:
     """aiokafka: produce, consume in a group, commit, a second consumer resumes after the commit."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     lines: list[str] = []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+pytest_plugins = ("kafka_fixtures",)
+
 ISTIO_TEXT_PRIMARY_200 = (
     '[2026-11-26T05:06:07.123Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 358 12 11 "-" '
     '"Go-http-client/1.1" "9b1f3c2e-6d1a-9c4f-a1b2-3c4d5e6f7a8b" "reviews:9080" "10.244.1.17:9080" '
