@@ -1,0 +1,1 @@
+"""Telemetry sources: Kafka, sidecar log files and stdin, HTTP push, Envoy gRPC access-log service."""
