@@ -1,0 +1,445 @@
+"""KafkaSource against a real Kafka 4.x broker: records of one and of many lines, JSON envelopes,
+attribution from headers and keys, commit after fold (consumer restart resumes), poison records,
+backpressure and lag, and a broker crash mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from canary_stream import Aggregator, AggregatorConfig, generate
+from canary_stream.core import Windowing
+from canary_stream.sources.base import IngestQueue, fold_forever
+from canary_stream.sources.kafka import KafkaConfig, KafkaSource, envelope_joiner, join_values
+from kafka_fixtures import KafkaBroker, unique
+
+pytest_plugins = ("kafka_fixtures",)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass
+class Rec:
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+    partition: int | None = None
+
+
+def aggregator() -> Aggregator:
+    # partitions are read in any order: allow lateness over the whole generated span
+    return Aggregator(
+        AggregatorConfig(
+            format="istio-json", windowing=Windowing(ring_secs=3600, allowed_lateness_ms=3_000_000)
+        )
+    )
+
+
+def lines_of(n: int, seed: int) -> list[bytes]:
+    return generate("istio-json", lines=n, seed=seed).splitlines()
+
+
+def chunk_records(lines: Sequence[bytes], seed: int, max_lines: int = 40) -> list[bytes]:
+    """Half the lines as one-line records (no newline, like Fluent Bit / Vector), the rest as records
+    of 2..max_lines lines, some ending with a newline and some not."""
+    rng = random.Random(seed)
+    half = len(lines) // 2
+    records = list(lines[:half])
+    i = half
+    while i < len(lines):
+        n = rng.randint(2, max_lines)
+        body = b"\n".join(lines[i : i + n])
+        records.append(body + b"\n" if rng.random() < 0.5 else body)
+        i += n
+    return records
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[Rec | bytes], **kwargs: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kwargs)
+    await producer.start()
+    try:
+        futures = []
+        for r in records:
+            rec = r if isinstance(r, Rec) else Rec(r)
+            futures.append(
+                await producer.send(
+                    topic, rec.value, key=rec.key, headers=rec.headers or None, partition=rec.partition
+                )
+            )
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def config(broker: KafkaBroker, topic: str, group: str, **kwargs: Any) -> KafkaConfig:
+    defaults: dict[str, Any] = {
+        "bootstrap_servers": broker.bootstrap,
+        "topics": (topic,),
+        "group_id": group,
+        "auto_offset_reset": "earliest",
+        "poll_timeout_ms": 200,
+        "lag_interval_s": 0.1,
+    }
+    defaults.update(kwargs)
+    return KafkaConfig(**defaults)
+
+
+class Pipeline:
+    """A KafkaSource and fold_forever on one queue, like `canary-stream run`."""
+
+    def __init__(self, cfg: KafkaConfig, agg: Aggregator | None = None, max_bytes: int = 8 << 20) -> None:
+        self.source = KafkaSource(cfg)
+        self.agg = agg or aggregator()
+        self.queue = IngestQueue(max_bytes=max_bytes)
+        self.reader: asyncio.Task[None] | None = None
+        self.folder: asyncio.Task[None] | None = None
+
+    def start(self, fold: bool = True) -> None:
+        self.reader = asyncio.create_task(self.source.run(self.queue))
+        if fold:
+            self.start_folding()
+
+    def start_folding(self) -> None:
+        self.folder = asyncio.create_task(fold_forever(self.queue, self.agg))
+
+    async def until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not done():
+                if self.reader is not None and self.reader.done():
+                    self.reader.result()  # raise what stopped it
+                    raise AssertionError("source stopped")
+                await asyncio.sleep(0.05)
+
+    async def accepted(self, n: int, timeout: float = 60.0) -> None:
+        await self.until(lambda: self.agg.totals().accepted >= n, timeout)
+
+    async def stop(self) -> None:
+        self.source.stop()  # folds and commits what is in flight first
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, 60)
+        if self.folder is not None:
+            self.folder.cancel()
+            await asyncio.gather(self.folder, return_exceptions=True)
+
+
+async def committed(broker: KafkaBroker, topic: str, group: str, partitions: int) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(broker: KafkaBroker, topic: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_all_values(broker: KafkaBroker, topic: str, partitions: int) -> list[bytes]:
+    """Every record value in the log (no group), to count what the broker really holds."""
+    ends = await end_offsets(broker, topic, partitions)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        values: list[bytes] = []
+        async with asyncio.timeout(60):
+            while any([await consumer.position(tp) < ends[tp.partition] for tp in tps]):
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    values += [r.value for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Without a broker
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"kafka\.topics"):
+        KafkaConfig()
+    with pytest.raises(ValueError, match=r"kafka\.topics"):
+        KafkaConfig(topics=("a",), topic_pattern="a.*")
+    with pytest.raises(ValueError, match=r"kafka\.auto_offset_reset"):
+        KafkaConfig(topics=("a",), auto_offset_reset="oldest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"kafka\.max_records"):
+        KafkaConfig(topics=("a",), max_records=0)
+    with pytest.raises(ValueError, match=r"kafka\.sasl_plain_username"):
+        KafkaConfig(topics=("a",), security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512")
+    with pytest.raises(ValueError, match=r"kafka\.security_protocol"):
+        KafkaConfig(topics=("a",), ssl_cafile="/ca.pem")
+    with pytest.raises(ValueError, match=r"kafka\.envelope_key"):
+        KafkaConfig(topics=("a",), envelope_key='a"b')
+    with pytest.raises(ValueError, match=r"kafka\.bootstrap_servers"):
+        KafkaConfig(topics=("a",), bootstrap_servers="")
+    sasl = KafkaConfig(
+        topics=("a",),
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="u",
+        sasl_plain_password="p",
+        extra={"client_rack": "r1"},
+    ).consumer_kwargs()
+    assert sasl["sasl_mechanism"] == "SCRAM-SHA-256" and sasl["sasl_plain_username"] == "u"
+    assert sasl["enable_auto_commit"] is False and sasl["client_rack"] == "r1"
+    assert "ssl_context" not in sasl
+
+
+def test_buffers_end_with_a_newline_and_have_no_blank_lines() -> None:
+    assert join_values([b"a", b"b\n", b"c\nd", b"e\n"]) == b"a\nb\nc\nd\ne\n"
+    join = envelope_joiner("message")
+    vector = [
+        json.dumps({"host": "h", "message": 'x "q"', "source_type": "k"}).encode(),  # spaced
+        json.dumps({"host": "h", "message": "y"}, separators=(",", ":")).encode(),
+        b"raw line",
+    ]
+    assert join(vector) == b'{"log":"x \\"q\\"", "source_type": "k"}\n{"log":"y"}\nraw line\n'
+
+
+def test_envelope_lines_are_decoded_by_the_core() -> None:
+    lines = lines_of(300, seed=11)
+    fluent_bit = [json.dumps({"@timestamp": 1.5, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines]
+    vector = [
+        json.dumps({"host": "n1", "kubernetes": {"pod_name": "p"}, "message": ln.decode()}).encode()
+        for ln in lines
+    ]
+    for key, records in (("log", fluent_bit), ("message", vector)):
+        agg = aggregator()
+        agg.feed(envelope_joiner(key)(records))
+        assert agg.totals().accepted == len(lines), key
+
+
+# --------------------------------------------------------------------------------------------
+# Against the session broker
+
+
+async def test_records_of_one_and_many_lines_are_all_counted(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("lines"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 3)
+    lines = lines_of(6000, seed=1)
+    records = chunk_records(lines, seed=1)
+    await produce(kafka_broker.bootstrap, topic, records)
+
+    p = Pipeline(config(kafka_broker, topic, group, max_records=500))
+    p.start()
+    await p.accepted(len(lines))
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+
+    totals = p.agg.totals()
+    assert totals.accepted == totals.lines == len(lines)
+    assert totals.malformed == {} and totals.skipped == {}
+    stats = p.source.stats
+    assert stats.events == len(lines) and stats.malformed == {}
+    assert stats.bytes == sum(len(r) + (not r.endswith(b"\n")) for r in records)
+    assert stats.batches >= len(records) // 500
+    assert sum(s.requests for s in p.agg.snapshot()) == len(lines)
+    # everything folded was committed: the group's offsets are the end offsets
+    assert await committed(kafka_broker, topic, group, 3) == await end_offsets(kafka_broker, topic, 3)
+
+
+async def test_json_envelopes_fluent_bit_and_vector(kafka_broker: KafkaBroker) -> None:
+    lines = lines_of(1000, seed=2)
+    shapes = {
+        # Fluent Bit kafka output, format json: `log` is not the first key
+        "log": [json.dumps({"@timestamp": 1.7e9, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines],
+        # Vector kafka sink, codec json (compact, keys sorted): `message` after `kubernetes`
+        "message": [
+            json.dumps(
+                {"host": "n1", "kubernetes": {"pod_name": "podinfo-canary-1"}, "message": ln.decode()},
+                separators=(",", ":"),
+            ).encode()
+            for ln in lines
+        ],
+    }
+    for key, records in shapes.items():
+        topic, group = unique(f"env-{key}"), unique("group")
+        await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+        await produce(kafka_broker.bootstrap, topic, records)
+        p = Pipeline(config(kafka_broker, topic, group, envelope_key=key))
+        p.start()
+        await p.accepted(len(lines))
+        await p.stop()
+        assert p.agg.totals().accepted == len(lines) and p.source.stats.malformed == {}, key
+
+
+async def test_target_and_version_from_headers_and_keys(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("attr"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    lines = lines_of(900, seed=3)
+    a, b, c = lines[:300], lines[300:600], lines[600:]
+    records = (
+        [Rec(ln, headers=[("target", b"reviews"), ("version", b"v2")], partition=0) for ln in a]
+        + [Rec(b"\n".join(b[i : i + 10]), key=b"ratings/v7", partition=i // 10 % 2) for i in range(0, 300, 10)]
+        # a header wins over the key; the key fills in what the headers leave out
+        + [Rec(ln, key=b"ignored/v9", headers=[("target", b"details")], partition=1) for ln in c]
+    )
+    await produce(kafka_broker.bootstrap, topic, records)
+    p = Pipeline(config(kafka_broker, topic, group))
+    p.start()
+    await p.accepted(len(lines))
+    await p.stop()
+    got = {(s.target, s.version): s.requests for s in p.agg.snapshot()}
+    assert got == {("reviews", "v2"): 300, ("ratings", "v7"): 300, ("details", "v9"): 300}
+
+
+async def test_consumer_restart_resumes_from_the_committed_offsets(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("resume"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    first, second = lines_of(2000, seed=4), lines_of(1500, seed=5)
+    await produce(kafka_broker.bootstrap, topic, first)
+
+    one = Pipeline(config(kafka_broker, topic, group, max_records=300))
+    one.start()
+    await one.accepted(len(first))
+    await one.stop()
+    after_first = await committed(kafka_broker, topic, group, 2)
+    assert sum(v or 0 for v in after_first.values()) == len(first)
+
+    await produce(kafka_broker.bootstrap, topic, second)
+    # a new consumer of the group (a new process): starts at the committed offsets, even with
+    # auto_offset_reset=earliest, so it sees exactly the second part
+    two = Pipeline(config(kafka_broker, topic, group, max_records=300))
+    two.start()
+    await two.accepted(len(second))
+    await asyncio.sleep(0.5)  # anything extra would show up now
+    await two.stop()
+    assert two.agg.totals().accepted == len(second)
+    assert sum(s.requests for s in two.agg.snapshot()) == len(second)
+    assert sum(v or 0 for v in (await committed(kafka_broker, topic, group, 2)).values()) == len(first) + len(
+        second
+    )
+
+
+async def test_uncommitted_batches_are_read_again_after_a_crash(kafka_broker: KafkaBroker) -> None:
+    """A consumer that dies with batches queued but not folded: their offsets were never
+    committed, so the next consumer reads them again (at-least-once, nothing lost)."""
+    topic, group = unique("crash-consumer"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(1000, seed=6)
+    await produce(kafka_broker.bootstrap, topic, lines)
+
+    dead = Pipeline(config(kafka_broker, topic, group, max_records=100))
+    dead.start(fold=False)  # the core never folds: nothing may be committed
+    await dead.until(lambda: dead.queue.queued_bytes > 0 and dead.source.stats.lag is not None)
+    assert dead.reader is not None
+    dead.reader.cancel()  # a crash: no drain, no commit
+    await asyncio.gather(dead.reader, return_exceptions=True)
+    assert dead.source.commits == 0
+    assert (await committed(kafka_broker, topic, group, 1))[0] is None
+
+    again = Pipeline(config(kafka_broker, topic, group, max_records=100))
+    again.start()
+    await again.accepted(len(lines))
+    await again.stop()
+    assert again.agg.totals().accepted == len(lines)
+
+
+async def test_poison_records_are_counted_and_skipped(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("poison"), unique("group")
+    limit = 12 * 1024 * 1024
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1, configs={"max.message.bytes": str(limit)})
+    good = lines_of(600, seed=7)
+    garbage = random.Random(7).randbytes(4096).replace(b"\n", b"") + b"\xff\xfe"
+    huge = b"{" + b"x" * (10 * 1024 * 1024) + b"}"
+    records = [*good[:200], garbage, *good[200:400], huge, *good[400:]]
+    await produce(kafka_broker.bootstrap, topic, records, max_request_size=limit)
+
+    p = Pipeline(config(kafka_broker, topic, group, max_records=150))
+    p.start()
+    await p.accepted(len(good))
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+    stats = p.source.stats
+    assert p.agg.totals().accepted == len(good)
+    assert stats.malformed.get("record_too_large") == 1  # skipped before the core
+    assert sum(n for r, n in stats.malformed.items() if r != "record_too_large") == 1  # the garbage line
+    assert (await committed(kafka_broker, topic, group, 1))[0] == len(records)
+
+
+async def test_full_queue_pauses_fetching_and_memory_stays_bounded(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("backpressure"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    lines = lines_of(4000, seed=8)  # ≈ 3.3 MB
+    await produce(kafka_broker.bootstrap, topic, lines)
+
+    max_bytes = 128 * 1024
+    p = Pipeline(config(kafka_broker, topic, group, max_records=100), max_bytes=max_bytes)
+    p.start(fold=False)
+    await p.until(lambda: p.source.stats.waits > 0 and (p.source.stats.lag or 0) > 0)
+    await asyncio.sleep(0.5)
+    assert p.source.pauses >= 1
+    assert p.queue.queued_bytes <= max_bytes
+    lag_while_blocked = p.source.stats.lag or 0
+    assert lag_while_blocked >= len(lines) // 2  # the rest waits in Kafka, not in memory
+    p.start_folding()
+    await p.accepted(len(lines))
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+    assert p.agg.totals().accepted == len(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# A broker of its own: crash and restart
+
+
+@pytest.mark.slow
+async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: KafkaBroker) -> None:
+    broker = private_kafka_broker
+    topic, group = unique("restart"), unique("group")
+    await asyncio.to_thread(broker.create_topic, topic, 2)
+    max_records = 200
+    chunks = [lines_of(500, seed=100 + i) for i in range(8)]
+    p = Pipeline(config(broker, topic, group, max_records=max_records))
+    p.start()
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+
+        async def send(chunk: list[bytes]) -> None:
+            futures = [await producer.send(topic, ln) for ln in chunk]
+            await asyncio.gather(*futures)
+
+        for chunk in chunks[:3]:
+            await send(chunk)
+        await p.accepted(1000)  # mid-stream: the consumer is still working through the topic
+        broker.kill()
+        sending = asyncio.ensure_future(send(chunks[3]))  # waits for the broker
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(broker.start)
+        async with asyncio.timeout(90):
+            await sending
+        for chunk in chunks[4:]:
+            await send(chunk)
+    finally:
+        await producer.stop()
+
+    produced = len(await read_all_values(broker, topic, 2))  # what the log really holds
+    assert produced >= sum(map(len, chunks))
+    await p.accepted(produced, timeout=120)
+    await p.until(lambda: p.source.stats.lag == 0, timeout=60)
+    await asyncio.sleep(1.0)
+    await p.stop()
+    accepted = p.agg.totals().accepted
+    print(f"produced {produced}, accepted {accepted}, commits {p.source.commits}, broker starts {broker.starts}")
+    assert produced <= accepted <= produced + max_records
+    assert sum(v or 0 for v in (await committed(broker, topic, group, 2)).values()) == produced
