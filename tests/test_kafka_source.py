@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from canary_stream import Aggregator, AggregatorConfig, generate
-from canary_stream.core import Windowing
+from canary_stream.core import FeedResult, Windowing
 from canary_stream.sources.base import IngestQueue, fold_forever
 from canary_stream.sources.kafka import KafkaConfig, KafkaSource, envelope_joiner, join_values
 from kafka_fixtures import KafkaBroker, unique
@@ -40,6 +41,15 @@ def aggregator() -> Aggregator:
             format="istio-json", windowing=Windowing(ring_secs=3600, allowed_lateness_ms=3_000_000)
         )
     )
+
+
+class SlowAggregator(Aggregator):
+    def __init__(self) -> None:
+        super().__init__(aggregator().config)
+
+    def feed(self, data: bytes, **kwargs: Any) -> FeedResult:
+        time.sleep(0.01)  # in fold_forever's thread
+        return super().feed(data, **kwargs)
 
 
 def lines_of(n: int, seed: int) -> list[bytes]:
@@ -119,7 +129,9 @@ class Pipeline:
                 await asyncio.sleep(0.05)
 
     async def accepted(self, n: int, timeout: float = 60.0) -> None:
-        await self.until(lambda: self.agg.totals().accepted >= n, timeout)
+        # stats, not agg.totals(): fold_forever feeds the aggregator in a thread, and the
+        # aggregator must not be read while it is fed (it raises "Already mutably borrowed")
+        await self.until(lambda: self.source.stats.events >= n, timeout)
 
     async def stop(self) -> None:
         self.source.stop()  # folds and commits what is in flight first
@@ -216,7 +228,9 @@ def test_buffers_end_with_a_newline_and_have_no_blank_lines() -> None:
 
 def test_envelope_lines_are_decoded_by_the_core() -> None:
     lines = lines_of(300, seed=11)
-    fluent_bit = [json.dumps({"@timestamp": 1.5, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines]
+    fluent_bit = [
+        json.dumps({"@timestamp": 1.5, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines
+    ]
     vector = [
         json.dumps({"host": "n1", "kubernetes": {"pod_name": "p"}, "message": ln.decode()}).encode()
         for ln in lines
@@ -260,7 +274,9 @@ async def test_json_envelopes_fluent_bit_and_vector(kafka_broker: KafkaBroker) -
     lines = lines_of(1000, seed=2)
     shapes = {
         # Fluent Bit kafka output, format json: `log` is not the first key
-        "log": [json.dumps({"@timestamp": 1.7e9, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines],
+        "log": [
+            json.dumps({"@timestamp": 1.7e9, "log": ln.decode(), "stream": "stdout"}).encode() for ln in lines
+        ],
         # Vector kafka sink, codec json (compact, keys sorted): `message` after `kubernetes`
         "message": [
             json.dumps(
@@ -288,7 +304,10 @@ async def test_target_and_version_from_headers_and_keys(kafka_broker: KafkaBroke
     a, b, c = lines[:300], lines[300:600], lines[600:]
     records = (
         [Rec(ln, headers=[("target", b"reviews"), ("version", b"v2")], partition=0) for ln in a]
-        + [Rec(b"\n".join(b[i : i + 10]), key=b"ratings/v7", partition=i // 10 % 2) for i in range(0, 300, 10)]
+        + [
+            Rec(b"\n".join(b[i : i + 10]), key=b"ratings/v7", partition=i // 10 % 2)
+            for i in range(0, 300, 10)
+        ]
         # a header wins over the key; the key fills in what the headers leave out
         + [Rec(ln, key=b"ignored/v9", headers=[("target", b"details")], partition=1) for ln in c]
     )
@@ -408,7 +427,11 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     await asyncio.to_thread(broker.create_topic, topic, 2)
     max_records = 200
     chunks = [lines_of(500, seed=100 + i) for i in range(8)]
-    p = Pipeline(config(broker, topic, group, max_records=max_records))
+    # a slow core (10 ms per batch) and a small queue: the consumer is behind, with batches in
+    # flight and folded-but-uncommitted offsets, when the broker dies
+    p = Pipeline(
+        config(broker, topic, group, max_records=max_records), SlowAggregator(), max_bytes=256 * 1024
+    )
     p.start()
 
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, linger_ms=5)
@@ -422,6 +445,7 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
         for chunk in chunks[:3]:
             await send(chunk)
         await p.accepted(1000)  # mid-stream: the consumer is still working through the topic
+        behind = p.source.stats.lag
         broker.kill()
         sending = asyncio.ensure_future(send(chunks[3]))  # waits for the broker
         await asyncio.sleep(1.0)
@@ -440,6 +464,11 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     await asyncio.sleep(1.0)
     await p.stop()
     accepted = p.agg.totals().accepted
-    print(f"produced {produced}, accepted {accepted}, commits {p.source.commits}, broker starts {broker.starts}")
+    print(
+        f"lag at the kill {behind}, produced {produced}, accepted {accepted}, "
+        f"commits {p.source.commits}, pauses {p.source.pauses}, broker starts {broker.starts}"
+    )
+    assert behind, "the consumer was not behind when the broker died"
+    assert broker.starts == 2
     assert produced <= accepted <= produced + max_records
     assert sum(v or 0 for v in (await committed(broker, topic, group, 2)).values()) == produced

@@ -317,8 +317,8 @@ class KafkaSource:
             consumer.subscribe(pattern=cfg.topic_pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(cfg.topics), listener=listener)
-        await consumer.start()
         try:
+            await consumer.start()
             while not self._stopping.is_set():
                 try:
                     fetched = await consumer.getmany(
@@ -334,13 +334,24 @@ class KafkaSource:
                     if records and not await self._hand_over(queue, tp, records):
                         break
                 await self._update_lag()
+        except BaseException:
+            # cancelled (shutdown without stop(), a crash in a test) or failed: batches in flight
+            # may never be folded, so nothing more is committed; the next consumer reads them again
+            await self._close()
+            raise
+        # stop(): let what is in flight fold, commit it, then leave the group
+        await self._drain()
+        try:
+            await self._commit(None)
         finally:
-            await self._drain()
-            try:
-                await self._commit(None)
-            finally:
-                await consumer.stop()
-                self._consumer = None
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._commit_task is not None and not self._commit_task.done():
+            self._commit_task.cancel()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
 
     # --- batches ---------------------------------------------------------------------------
 
