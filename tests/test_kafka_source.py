@@ -44,11 +44,12 @@ def aggregator() -> Aggregator:
 
 
 class SlowAggregator(Aggregator):
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.01) -> None:
         super().__init__(aggregator().config)
+        self.delay = delay
 
     def feed(self, data: bytes, **kwargs: Any) -> FeedResult:
-        time.sleep(0.01)  # in fold_forever's thread
+        time.sleep(self.delay)  # in fold_forever's thread
         return super().feed(data, **kwargs)
 
 
@@ -472,3 +473,42 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     assert broker.starts == 2
     assert produced <= accepted <= produced + max_records
     assert sum(v or 0 for v in (await committed(broker, topic, group, 2)).values()) == produced
+
+
+async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A second member joins while the first is behind: the first waits for its in-flight batches
+    of the revoked partitions to fold and commits them before giving them up, so the second starts
+    where the first stopped (duplicates at most one batch, nothing lost)."""
+    topic, group = unique("rebalance"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 4)
+    lines = lines_of(4000, seed=9)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    max_records = 100
+    cfg = config(
+        kafka_broker,
+        topic,
+        group,
+        max_records=max_records,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    slow = SlowAggregator(delay=0.2)  # the first member stays behind until the rebalance
+    first = Pipeline(cfg, slow, max_bytes=128 * 1024)
+    first.start()
+    await first.accepted(200)
+    second = Pipeline(cfg, max_bytes=128 * 1024)
+    second.start()
+    await first.until(lambda: first.source.revoked > 0, 60)
+    slow.delay = 0.0
+    await second.until(lambda: first.source.stats.events + second.source.stats.events >= len(lines), 90)
+    await second.until(lambda: (first.source.stats.lag, second.source.stats.lag) == (0, 0), 30)
+    await asyncio.sleep(0.5)
+    await first.stop()
+    await second.stop()
+    a, b = first.agg.totals().accepted, second.agg.totals().accepted
+    print(f"first {a}, second {b}, commits {first.source.commits}/{second.source.commits}")
+    assert b > 0, "the second member got no partition"
+    assert len(lines) <= a + b <= len(lines) + max_records
+    assert sum(v or 0 for v in (await committed(kafka_broker, topic, group, 4)).values()) == len(lines)

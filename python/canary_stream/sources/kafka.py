@@ -301,6 +301,7 @@ class KafkaSource:
         self._lag_at = 0.0
         self.commits = 0  # successful commit requests (tests, diagnostics)
         self.pauses = 0  # times fetching was paused because the queue was full
+        self.revoked = 0  # partitions given up in rebalances (after their batches were folded)
 
     # --- the TelemetrySource protocol ------------------------------------------------------
 
@@ -547,6 +548,7 @@ class KafkaSource:
             return
         await self._wait_folded(revoked)
         await self._commit(revoked)
+        self.revoked += len(revoked)
         for tp in revoked:
             self._inflight.pop(tp, None)
             self._folded.pop(tp, None)
