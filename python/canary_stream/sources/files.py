@@ -22,6 +22,8 @@ Rotation, truncation, deletion (``tail -F`` semantics):
   and a partial last line (no newline) is handed over as a line of its own — it is never joined
   with the first bytes of the new file. The new file at the path is followed from offset 0.
   If the rotated name still matches the glob, the file simply stays followed (no duplicates).
+  A file renamed away to a non-matching name before any scan saw it is not read: rotations
+  are far apart in practice, and the scan runs again at once when a followed path loses its file.
 - Truncation (``copytruncate``): the size shrank below our offset, or the first bytes of the
   file changed (truncated and rewritten past our offset between two polls) → restart at 0.
   A partial line held at that moment belongs to the copy; it is dropped and counted
@@ -56,6 +58,21 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 256 * 1024
 MAX_LINE_BYTES = 64 * 1024  # same default as AggregatorConfig.max_line_bytes
 HEAD_BYTES = 256  # first bytes of a file remembered to notice a truncate-and-rewrite
+
+
+async def _put_unless_stopped(queue: IngestQueue, batch: Batch, stop: asyncio.Event) -> None:
+    """Wait for room in the queue (backpressure: reading stops), but not past `stop()`
+    (the batch is then dropped: nothing is persisted, the source is going away)."""
+    if not queue.would_block(len(batch.data)):
+        await queue.put(batch)
+        return
+    put = asyncio.ensure_future(queue.put(batch))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({put, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (put, stopped):
+            t.cancel()
 
 
 class LineSplitter:
@@ -135,6 +152,7 @@ class FileState:
     """What :meth:`FileTailSource.files` reports per followed file."""
 
     path: str
+    inode: int
     offset: int
     size: int
     partial_bytes: int
@@ -197,6 +215,7 @@ class FileTailSource:
         return [
             FileState(
                 path=f.path,
+                inode=f.key[1],
                 offset=f.offset,
                 size=f.size,
                 partial_bytes=len(f.lines.carry),
@@ -224,7 +243,7 @@ class FileTailSource:
                 if now >= next_scan:
                     self._scan(initial=False)
                     next_scan = now + self.rescan_interval
-                self.stats.lag = sum(max(0, f.size - f.offset) for f in self._files.values())
+                self._update_lag()
                 if progressed:
                     await asyncio.sleep(0)  # let the consumer and others run
                 else:
@@ -236,6 +255,14 @@ class FileTailSource:
             self._files.clear()
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _update_lag(self) -> None:
+        self.stats.lag = sum(max(0, f.size - f.offset) for f in self._files.values())
+
+    async def _put(self, queue: IngestQueue, batch: Batch) -> None:
+        if queue.would_block(len(batch.data)):
+            self._update_lag()
+        await _put_unless_stopped(queue, batch, self._stop)
 
     def _matches(self) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
         found: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
@@ -307,7 +334,7 @@ class FileTailSource:
         self._done[f.key] = f.offset
         tail = f.lines.end()
         if tail:
-            await queue.put(Batch(tail, f.source, self.stats))
+            await self._put(queue, Batch(tail, f.source, self.stats))
 
     async def _check(self, f: _File, queue: IngestQueue) -> bool:
         """Truncation, rotation, deletion. True when the path no longer names this file."""
@@ -381,7 +408,7 @@ class FileTailSource:
             complete = f.lines.push(data)
             _count(self.stats, "line_too_long", f.lines.too_long - before)
             if complete:
-                await queue.put(Batch(complete, f.source, self.stats))
+                await self._put(queue, Batch(complete, f.source, self.stats))
             if self._stop.is_set():
                 break
         return progressed
@@ -407,12 +434,12 @@ class StreamSource:
         self.lines = LineSplitter(max_line_bytes)
         self.stats = SourceStats(name)
         self.finished = asyncio.Event()  # set once the end of input was handed over
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._pending: asyncio.Future[bytes] | None = None
 
     def stop(self) -> None:
         """Stop reading (the partial line is dropped, the input is not at its end)."""
-        self._stopping = True
+        self._stop.set()
         if self._pending is not None:
             self._pending.cancel()
 
@@ -426,12 +453,12 @@ class StreamSource:
         return await asyncio.to_thread(read, self.chunk_bytes)
 
     async def _pump(self, queue: IngestQueue) -> None:
-        while not self._stopping:
+        while not self._stop.is_set():
             self._pending = asyncio.ensure_future(self._read_chunk())
             try:
                 data = await self._pending
             except asyncio.CancelledError:
-                if self._stopping:
+                if self._stop.is_set():
                     return
                 raise
             finally:
@@ -439,14 +466,14 @@ class StreamSource:
             if not data:
                 tail = self.lines.end()
                 if tail:
-                    await queue.put(Batch(tail, self.source, self.stats))
+                    await _put_unless_stopped(queue, Batch(tail, self.source, self.stats), self._stop)
                 self.finished.set()
                 return
             before = self.lines.too_long
             complete = self.lines.push(data)
             _count(self.stats, "line_too_long", self.lines.too_long - before)
             if complete:
-                await queue.put(Batch(complete, self.source, self.stats))
+                await _put_unless_stopped(queue, Batch(complete, self.source, self.stats), self._stop)
 
     async def run(self, queue: IngestQueue) -> None:
         await self._pump(queue)
