@@ -19,6 +19,7 @@ import pytest
 
 from canary_stream import Aggregator, AggregatorConfig, generate
 from canary_stream.core import Totals, Windowing
+from canary_stream.sources import files
 from canary_stream.sources.base import IngestQueue, fold_forever
 from canary_stream.sources.files import FileTailSource, LineSplitter, StdinSource, StreamSource
 
@@ -142,7 +143,16 @@ def test_line_splitter_keeps_partial_lines_and_bounds_them() -> None:
     assert s.end() == b"part\n"
 
 
-async def test_follows_appends_split_mid_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", ["cached", "thread", "unsupported"])
+async def test_follows_appends_split_mid_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read: str
+) -> None:
+    """Page-cache reads on the loop (RWF_NOWAIT), reads in a thread when the data is not
+    cached (EAGAIN), and where RWF_NOWAIT does not exist."""
+    if read == "thread":
+        monkeypatch.setattr(files, "_pread_cached", lambda fd, n, off: None)
+    elif read == "unsupported":
+        monkeypatch.setattr(files, "_RWF_NOWAIT", None)
     path = pod_log(tmp_path, POD_PRIMARY)
     lines = lines_of("istio-json", 3000, seed=1)
     w = Writer(path, seed=1)
@@ -154,6 +164,9 @@ async def test_follows_appends_split_mid_line(tmp_path: Path) -> None:
         await h.exactly(len(lines))
         assert src.stats.lag == 0 and src.stats.events == len(lines)
         assert src.stats.bytes == path.stat().st_size
+        (state,) = src._files.values()
+        assert (state.thread_reads > 0) == (read != "cached")
+        assert state.nowait == (read != "unsupported")
     w.close()
 
 
@@ -414,6 +427,7 @@ STDIN_SCRIPT = """
 import asyncio, sys
 from canary_stream import Aggregator, AggregatorConfig
 from canary_stream.sources.base import IngestQueue, fold_forever
+from canary_stream.sources import files
 from canary_stream.sources.files import StdinSource
 
 async def main():

@@ -6,10 +6,14 @@ stays bounded by the queue plus one chunk and one partial line per file.
 
 How files are read: ``O_NONBLOCK`` means nothing for regular files (they are always "ready"; a
 read that misses the page cache blocks anyway), and Linux has no readiness-based asynchronous
-file I/O short of io_uring. So each chunk is read with :func:`os.pread` in a worker thread
-(:func:`asyncio.to_thread`) — what ``aiofiles`` does too, without the dependency. A chunk is
-large (256 KiB by default), so the thread hop costs little per byte, and a slow disk or NFS
-mount never stalls the event loop. ``pread`` at an explicit offset keeps no seek state.
+file I/O short of io_uring. Live logs are read right after they are written, so the data is
+nearly always in the page cache: each chunk is first read on the event loop with
+``preadv(..., RWF_NOWAIT)`` (Linux ≥ 4.14), which copies what is cached and fails with
+``EAGAIN`` instead of going to the disk. Only then (or where the flag is unsupported) is the
+chunk read with :func:`os.pread` in a worker thread (:func:`asyncio.to_thread`, what
+``aiofiles`` does too, without the dependency), so a slow disk or NFS mount never stalls the
+event loop. (A thread hop costs ~0.3 ms on a small VM, more than copying 1 MiB from the cache.)
+``pread`` at an explicit offset keeps no seek state.
 
 Rotation, truncation, deletion (``tail -F`` semantics):
 
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -55,9 +60,25 @@ from canary_stream.sources.base import Batch, IngestQueue, SourceStats
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 1 << 20  # like readers.CHUNK_BYTES; fewer, larger batches fold faster
 MAX_LINE_BYTES = 64 * 1024  # same default as AggregatorConfig.max_line_bytes
 HEAD_BYTES = 256  # first bytes of a file remembered to notice a truncate-and-rewrite
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+def _pread_cached(fd: int, n: int, offset: int) -> bytes | None:
+    """Read what the page cache holds without blocking; None when a thread must read.
+    Raises OSError when the file system does not support RWF_NOWAIT."""
+    if _RWF_NOWAIT is None:
+        raise OSError(errno.EOPNOTSUPP, "RWF_NOWAIT is not available")
+    buf = bytearray(n)
+    try:
+        got = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
+    except BlockingIOError:  # EAGAIN: not (all) in the cache
+        return None
+    if got <= 0:
+        return None
+    return bytes(memoryview(buf)[:got])
 
 
 async def _put_unless_stopped(queue: IngestQueue, batch: Batch, stop: asyncio.Event) -> None:
@@ -145,6 +166,8 @@ class _File:
     detached_at: float | None = None  # the path no longer names this file (rotated or deleted)
     last_growth: float = field(default_factory=time.monotonic)
     truncations: int = 0
+    nowait: bool = True  # RWF_NOWAIT reads work on this file
+    thread_reads: int = 0
 
 
 @dataclass(frozen=True)
@@ -396,7 +419,15 @@ class FileTailSource:
                 if f.offset >= f.size:
                     break
             want = min(self.chunk_bytes, f.size - f.offset)
-            data = await asyncio.to_thread(os.pread, f.fd, want, f.offset)
+            data = None
+            if f.nowait:
+                try:
+                    data = _pread_cached(f.fd, want, f.offset)
+                except OSError:  # EOPNOTSUPP / EINVAL: this file system does not do it
+                    f.nowait = False
+            if data is None:
+                f.thread_reads += 1
+                data = await asyncio.to_thread(os.pread, f.fd, want, f.offset)
             if not data:
                 break
             if f.offset < HEAD_BYTES:  # keep head == the first min(HEAD_BYTES, offset) bytes
