@@ -39,3 +39,19 @@ async def test_fold_counts_per_source_and_acks_after_the_data_is_in() -> None:
     assert stats.events == 200 and stats.lines == 201 and stats.batches == 1
     assert sum(stats.malformed.values()) == 1
     assert stats.rates()["events_per_s"] > 0
+
+
+async def test_snapshots_while_a_batch_is_folding_wait_instead_of_failing() -> None:
+    agg = Aggregator(AggregatorConfig(format="istio-json"))
+    q = IngestQueue()
+    stats = SourceStats("t")
+    worker = asyncio.create_task(fold_forever(q, agg))
+    big = generate("istio-json", lines=100_000, seed=5)
+    await q.put(Batch(big, Source(), stats))
+    seen = []
+    while stats.batches == 0:
+        seen.append(await asyncio.to_thread(agg.totals))  # raced against the feed thread
+    await asyncio.wait_for(q.join(), 30)
+    worker.cancel()
+    assert agg.totals().accepted == 100_000
+    assert all(t.accepted in (0, 100_000) for t in seen)  # never a torn or refused read

@@ -8,9 +8,10 @@ the GIL released; nothing here runs per line.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from canary_stream import _native
 
@@ -234,15 +235,39 @@ class FeedResult:
     accepted: int
 
 
+class _Serialised:
+    """Calls into the native pipeline one at a time. `feed` runs with the GIL released, and PyO3
+    refuses a second borrow of the pipeline meanwhile ("Already mutably borrowed"): with the lock a
+    reader on another thread (a snapshot for a verdict while a source's batch is being folded)
+    waits for the feed to finish instead of failing."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            attr = getattr(self._native, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 class Aggregator:
     """Parse access-log bytes and keep per-(target, version) windowed figures.
 
-    Not thread-safe: give each thread or task its own, or guard it with a lock.
+    Safe to share between threads: calls are serialised (a snapshot waits for a running `feed`).
     """
 
     def __init__(self, config: AggregatorConfig | None = None) -> None:
         self.config = config or AggregatorConfig()
-        self._native = _native.Pipeline(self.config.to_native())
+        # Typed as the pipeline itself: the wrapper forwards every call unchanged.
+        self._native = cast("_native.Pipeline", _Serialised(_native.Pipeline(self.config.to_native())))
 
     def feed(self, data: bytes, *, source: Source | None = None, now_ms: int | None = None) -> FeedResult:
         """Feed any number of lines; a trailing partial line waits for the next call.
