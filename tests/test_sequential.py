@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from canary_stream.analysis.sequential import (
     WhichArm,
+    rate_bounds,
     split_alpha,
     sprt_fires,
     sprt_log_lr,
@@ -148,18 +149,44 @@ def test_slo_sprt_catches_a_rate_above_twice_the_slo() -> None:
     assert (s.max(axis=1) >= math.log(3 / 0.01)).mean() >= 0.95
 
 
-def test_absolute_no_harm_passes_healthy_low_error_canary_within_a_minute() -> None:
-    # 0.1 % errors, 100 rps of canary traffic, SLO 1 %: evidence that the rate is below the SLO
-    rng = np.random.default_rng(10)
-    s = sprt_paths(rng, RUNS, 60, 100, 0.001, 0.01, 0.0025)
-    assert (s.max(axis=1) >= math.log(1 / 0.1)).mean() >= 0.99
+def mixture_log_m(n: npt.NDArray[np.int64], x: npt.NDArray[np.int64], q: float, prior_mean: float):
+    """log M(q) of rate_bounds' beta-binomial mixture, vectorised (integer prior parameters)."""
+    b = round(1 / prior_mean - 1)
+    top = int(n.max()) + b + 2
+    lg = np.array([math.lgamma(k) if k > 0 else 0.0 for k in range(top + 1)])
+    log_beta = lg[1 + x] + lg[b + n - x] - lg[1 + b + n] - (lg[1] + lg[b] - lg[1 + b])
+    return log_beta - x * math.log(q) - (n - x) * math.log1p(-q)
 
 
-def test_absolute_no_harm_rarely_passes_a_canary_at_the_slo() -> None:
-    rng = np.random.default_rng(11)
-    beta = 0.1
-    s = sprt_paths(rng, RUNS, 300, 100, 0.01, 0.01, 0.0025)
-    assert (s.max(axis=1) >= math.log(1 / beta)).sum() <= ceiling(beta)
+def test_rate_bounds_cover_the_true_rate_at_every_look() -> None:
+    # the bounds miss the true rate at some look iff M(rate) >= 1/alpha at that look
+    alpha = 0.05
+    for rate, seed in ((0.001, 12), (0.02, 13)):
+        rng = np.random.default_rng(seed)
+        trials = rng.random((1_000, 4_000)) < rate
+        x = np.cumsum(trials, axis=1)
+        n = np.broadcast_to(np.arange(1, 4_001), x.shape)
+        missed = (mixture_log_m(n, x, rate, 0.01) >= math.log(1 / alpha)).any(axis=1)
+        assert missed.sum() <= ceiling(alpha, 1_000)
+        # and rate_bounds is that set: spot checks along one path
+        for t in (50, 500, 3_999):
+            lo, hi = rate_bounds(int(n[0, t]), int(x[0, t]), alpha, 0.01)
+            inside = mixture_log_m(n[0, t : t + 1], x[0, t : t + 1], rate, 0.01)[0] < math.log(1 / alpha)
+            assert (lo <= rate <= hi) == inside
+
+
+def test_rate_bounds_are_ordered_and_shrink() -> None:
+    assert rate_bounds(0, 0, 0.05) == (0.0, 1.0)
+    widths = []
+    for n in (100, 1_000, 10_000, 100_000):
+        x = n // 200
+        lo, hi = rate_bounds(n, x, 0.05)
+        assert lo <= x / n <= hi
+        widths.append(hi - lo)
+    assert widths == sorted(widths, reverse=True)
+    lo, hi = rate_bounds(2_000, 0, 0.05)
+    assert lo == 0.0 and 0.0 < hi < 0.005  # no failure in 2,000: the rate is below 0.5 %
+    assert rate_bounds(10, 10, 0.05)[1] == 1.0
 
 
 def test_srm_quiet_under_correct_routing_and_fires_on_mismatch() -> None:

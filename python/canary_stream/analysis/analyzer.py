@@ -15,7 +15,6 @@ from contextlib import suppress
 from dataclasses import replace
 
 from canary_stream.analysis.checks import (
-    SUCCESS_RATE,
     check_metric,
     exceedance_thresholds,
     metric_version,
@@ -32,19 +31,33 @@ CANARY = "canary"
 
 
 def judge_config_for(canary: Canary) -> JudgeConfig:
-    """Judge settings from the spec: ``analysis.judge.falseRollbackRate`` as alpha; the SLO error
-    rate from the request-success-rate minimum when there is one; no SRM check for A/B routing
-    (header matches send all matching traffic to the canary)."""
+    """Judge settings from ``analysis`` and ``analysis.judge``: falseRollbackRate (alpha),
+    promotionErrorRate (beta), noHarmRatio, minRequests, srm; the SLO error rate from
+    ``judge.sloErrorRate`` or the request-success-rate minimum (99 -> 1 %); the dwell from
+    ``interval``; no SRM check for A/B routing (header matches send all matching traffic to the
+    canary). ``judge.lowTrafficPromotion`` (dwell periods), when the spec has it, opts in to
+    advancing a step on the metric checks alone when traffic is too low to judge."""
     analysis = canary.spec.analysis
     if analysis is None:
         return JudgeConfig()
-    slo = JudgeConfig.slo_error_rate
-    for m in analysis.metrics:
-        if m.name == SUCCESS_RATE and m.stream is None and m.template_ref is None:
-            low = m.threshold_range.min if m.threshold_range is not None else m.threshold
-            if low is not None and 0.0 < low < 100.0:
-                slo = min(max((100.0 - low) / 100.0, 1e-4), 0.4)
-    return JudgeConfig(alpha=analysis.judge.false_rollback_rate, slo_error_rate=slo, srm=not analysis.match)
+    j = analysis.judge
+    slo = analysis.effective_slo_error_rate()
+    slo = JudgeConfig.slo_error_rate if slo is None else min(max(slo, 1e-4), 0.4)
+    try:
+        dwell = max(parse_interval(analysis.interval), 1.0)
+    except ValueError:
+        dwell = 60.0
+    opt_in = getattr(j, "low_traffic_promotion", None)
+    return JudgeConfig(
+        alpha=j.false_rollback_rate,
+        beta=j.promotion_error_rate,
+        no_harm_ratio=j.no_harm_ratio,
+        slo_error_rate=slo,
+        min_requests=j.min_requests,
+        dwell_s=dwell,
+        low_traffic_promotion_dwells=opt_in if isinstance(opt_in, int) and opt_in > 0 else None,
+        srm=j.srm and not analysis.match,
+    )
 
 
 class Analyzer:
@@ -137,14 +150,23 @@ class Analyzer:
             series[PRIMARY].series if PRIMARY in series else empty,
             series[CANARY].series if CANARY in series else empty,
             min(final_before, end_bucket),
+            now_ms=end_ms,
         )
-        step_ms = int(self._step_at * 1000) // BUCKET_MS * BUCKET_MS
-        step = self._stats((end_bucket - step_ms) / 1000, end_bucket)
-        checks = self._checks(end_bucket)
-        return self._combine(now, result, step, checks)
-
-    def _checks(self, end_ms: int) -> list[TestResult]:
         by_window: dict[float, dict[str, VersionStats]] = {}
+        checks = self._checks(end_bucket, by_window)
+        # Figures per version: over the first metric's window when there is one (the snapshot is
+        # already taken, a verdict costs one snapshot less), else over the step.
+        if by_window:
+            window_s, figures = next(iter(by_window.items()))
+        else:
+            step_ms = int(self._step_at * 1000) // BUCKET_MS * BUCKET_MS
+            window_s = (end_bucket - step_ms) / 1000
+            figures = self._stats(window_s, end_bucket)
+        result.extra["figures_window_s"] = window_s
+        return self._combine(now, result, figures, checks)
+
+    def _checks(self, end_ms: int, by_window: dict[float, dict[str, VersionStats]]) -> list[TestResult]:
+        """The metric checks, with the snapshot of each window (kept in ``by_window``)."""
         out: list[TestResult] = []
         for m in self.metrics:
             window = self._windows.get(m.interval)

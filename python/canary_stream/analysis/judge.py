@@ -7,16 +7,36 @@ Harm tests (roll back; Bonferroni over them, total false-rollback rate <= ``alph
   canary got traffic (the primary's p99 then), so both arms exceed T equally often under H0;
 - ``slo-guard``: Wald's SPRT of the canary failure rate, ``slo_error_rate`` against twice that.
 
-They run from the first step to the end and are never reset (analysis-statistics.md §4.7).
+They run from the first step until the rollout ends and are never reset
+(analysis-statistics.md §4.7): a canary that slipped through one step's promotion evidence is
+still caught at a later step.
 
-Promotion evidence (``pass``) counts from the last weight change: at least ``min_requests`` per arm,
-and for errors and latency a concluded no-harm test. For errors that is either the mirrored
-which-arm test (P(pass | canary ``no_harm_ratio`` times worse) <= ``beta``, rare-event
-approximation) or, where errors are too rare for relative evidence to accrue, an exact SPRT that
-the canary's failure rate is below the SLO (LR of ``abs_good_fraction * slo`` against ``slo``
->= ``1/beta``: P(pass | canary rate >= SLO) <= ``beta``). A healthy canary at 0.1 % errors with
-100 rps passes that in about 4 s with the default 1 % SLO (374 error-free requests). A relative
-regression below the SLO can pass a step this way; the harm test keeps running across every step.
+Promotion evidence (``pass``) counts from the last weight change: at least ``min_requests`` per
+arm, and for errors and latency a concluded no-harm test (a concluded test stays concluded for the
+step: each is anytime-valid, crossing once suffices).
+
+- Errors, relative route (the main one): the mirrored which-arm test, LR of ``r = 1`` against
+  ``r = no_harm_ratio`` >= ``1/beta``, so P(pass a step | canary ``no_harm_ratio`` times worse)
+  <= ``beta`` (rare-event approximation).
+- Errors, absolute route (for when errors are too rare for relative evidence to accrue):
+  non-inferiority on the difference. Anytime-valid confidence sequences (beta-binomial mixtures,
+  sequential.rate_bounds) at ``beta/2`` each bound the canary's rate from above and the primary's
+  from below over the step; the step passes when ``upper(canary) <= lower(primary) + margin``
+  with ``margin = abs_margin * slo_error_rate`` (0.25 percentage points at a 99 % SLO). Whenever
+  the canary is in truth worse than the primary by ``margin`` or more, passing needs one of the
+  two sequences to miss its rate: P <= ``beta``. (The previous rule, "the canary's rate is below
+  the SLO", passed canaries twice as bad as the primary whenever both were under the SLO.)
+  Without primary traffic in the step (blue/green, A/B) there is nothing to compare with and the
+  absolute route asks ``upper(canary) < slo_error_rate``.
+- Latency: the mirrored which-arm test on slow requests.
+
+Not enough traffic: once the step has lasted its dwell (``dwell_s``, the spec's interval) and the
+promotion evidence has not concluded, the verdict is ``inconclusive`` ("not enough traffic to
+judge") when the step's data could not conclude even if the canary had no failures and no slow
+requests (or an arm is below ``min_requests``): the rollout waits, as Argo's Inconclusive pauses,
+and never rolls back for it. Opt-in ``low_traffic_promotion_dwells = N``: after N dwells of such a
+step with no harm evidence (every harm e-value below ``alpha**-0.5``) the verdict is ``pass`` on
+the metric checks alone (the analyzer still requires every check to pass on data).
 
 A sample-ratio check (observed canary share vs the routed one, Bayes factor at ``srm_alpha``)
 makes the verdict ``inconclusive``: routing or telemetry is broken and the comparison is void.
@@ -32,14 +52,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from canary_stream.analysis.sequential import (
     DEFAULT_RATIO_WEIGHTS,
     DEFAULT_RATIOS,
     ArmEvidence,
     WhichArm,
+    rate_bounds,
     split_alpha,
     sprt_log_lr,
     srm_log_bf,
@@ -48,6 +66,7 @@ from canary_stream.analysis.verdict import Decision, TestResult
 from canary_stream.core import BucketPoint
 
 BUCKET_MS = 1000
+_EMPTY_BUCKET = BucketPoint(0, 0, 0, 0, 0, ())
 
 
 @dataclass(frozen=True)
@@ -55,14 +74,16 @@ class JudgeConfig:
     """Knobs of the judge; the defaults suit canaries from ~1 to thousands of rps."""
 
     alpha: float = 0.01  # overall false-rollback rate, split over the harm tests
-    beta: float = 0.1  # P(pass a step | canary no_harm_ratio times worse), per metric
+    beta: float = 0.1  # P(pass a step | canary no_harm_ratio times worse, or worse by the margin)
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     ratio_weights: tuple[float, ...] = DEFAULT_RATIO_WEIGHTS
     no_harm_ratio: float = 2.0
     slo_error_rate: float = 0.01  # the absolute SLO guard's null rate (p0); p1 = slo_factor * p0
     slo_factor: float = 2.0
-    abs_good_fraction: float = 0.25  # the absolute no-harm path's alternative, as a fraction of the SLO
+    abs_margin: float = 0.25  # the absolute route's non-inferiority margin, as a fraction of the SLO
     min_requests: int = 50  # per arm per step before a pass
+    dwell_s: float = 60.0  # a step's minimum duration (analysis.interval): "not enough traffic" after it
+    low_traffic_promotion_dwells: int | None = None  # opt-in: pass on the checks alone after N dwells
     srm: bool = True
     srm_alpha: float = 1e-4
     srm_settle_s: float = 2.0  # routing changes need a moment to take effect everywhere
@@ -142,6 +163,16 @@ class JudgeResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _NoHarm:
+    """A no-harm test's result, whether it concluded, and whether the step's data could conclude
+    it in the best case (no canary events at all): if not, the step lacks traffic."""
+
+    result: TestResult
+    ok: bool
+    possible: bool
+
+
 def _e_text(log_e: float) -> str:
     return f"{math.exp(log_e):.3g}" if log_e < 13.8 else "> 1e6"
 
@@ -163,9 +194,8 @@ class Judge:
         self._folded = self._empty_sums()
         self._failed: tuple[TestResult, ...] = ()
         self._srm_fired: TestResult | None = None
-        self._step_passed: set[str] = (
-            set()
-        )  # no-harm tests concluded this step (Ville: crossing once suffices)
+        # no-harm tests concluded this step, in order (Ville: crossing once suffices)
+        self._step_passed: list[str] = []
         self.steps = 0
 
     def _empty_sums(self) -> _Sums:
@@ -196,7 +226,7 @@ class Judge:
         e = self._arm.empty()
         self._folded = _Sums(f.total, z, z, f.err_total, f.slow_total, e, e)
         self._srm_fired = None
-        self._step_passed = set()
+        self._step_passed = []
         self.steps += 1
         share: float | None = None
         if mirrored:
@@ -215,86 +245,67 @@ class Judge:
         self._latency_from_ms = max(math.ceil(from_ms / BUCKET_MS) * BUCKET_MS, self._folded_until_ms)
 
     def _sums(self, primary: Sequence[BucketPoint], canary: Sequence[BucketPoint]) -> _Sums:
-        """Sums over the given (aligned by start) buckets, by which test they belong to."""
+        """Sums over the given (aligned by start) buckets, by which test they belong to.
+
+        Plain Python over the few buckets of one evaluation; numpy only for the buckets with
+        events (the which-arm evidence of a bucket without events is 0)."""
+        if not primary and not canary:
+            return self._empty_sums()
+        empty = _EMPTY_BUCKET
         p_by = {b.start_ms: b for b in primary}
         c_by = {b.start_ms: b for b in canary}
-        starts = sorted(p_by.keys() | c_by.keys())
-        if not starts:
-            return self._empty_sums()
-        empty = BucketPoint(0, 0, 0, 0, 0, ())
-        rows = []
-        for start in starts:
-            p, c = p_by.get(start, empty), c_by.get(start, empty)
-            rows.append(
-                (
-                    start,
-                    c.requests,
-                    p.requests,
-                    c.failures,
-                    p.failures,
-                    c.latency_count,
-                    p.latency_count,
-                    c.exceed[0] if c.exceed else 0,
-                    p.exceed[0] if p.exceed else 0,
-                )
-            )
-        m = np.array(rows, dtype=np.int64).T
-        t, n_c, n_p, f_c, f_p, l_c, l_p, s_c, s_p = m
         lat_from = self._latency_from_ms
-        in_lat = t >= lat_from if lat_from is not None else np.zeros(len(starts), dtype=bool)
-        s_c = np.where(in_lat, s_c, 0)
-        s_p = np.where(in_lat, s_p, 0)
-        in_step = t >= self._step_ms
-        in_srm = t >= self._srm_from_ms
-        every = np.ones(len(starts), dtype=bool)
-        all_step = bool(in_step.all())
+        step_ms, srm_ms = self._step_ms, self._srm_from_ms
+        total = [0, 0, 0, 0, 0, 0]
+        step = [0, 0, 0, 0, 0, 0]
+        srm = [0, 0, 0, 0, 0, 0]
+        err_rows: list[tuple[int, int, int, int, bool]] = []
+        slow_rows: list[tuple[int, int, int, int, bool]] = []
+        for start in p_by.keys() | c_by.keys():
+            p, c = p_by.get(start, empty), c_by.get(start, empty)
+            in_lat = lat_from is not None and start >= lat_from
+            s_c = c.exceed[0] if in_lat and c.exceed else 0
+            s_p = p.exceed[0] if in_lat and p.exceed else 0
+            row = (c.requests, p.requests, c.failures, p.failures, s_c, s_p)
+            in_step = start >= step_ms
+            for acc, on in ((total, True), (step, in_step), (srm, start >= srm_ms)):
+                if on:
+                    for k in range(6):
+                        acc[k] += row[k]
+            if c.failures or p.failures:
+                err_rows.append((c.requests, p.requests, c.failures, p.failures, in_step))
+            if s_c or s_p:
+                slow_rows.append((c.latency_count, p.latency_count, s_c, s_p, in_step))
+        err_total, err_step = self._evidence(err_rows)
+        slow_total, slow_step = self._evidence(slow_rows)
+        return _Sums(
+            _Counts(*total), _Counts(*step), _Counts(*srm), err_total, slow_total, err_step, slow_step
+        )
 
-        def counts(mask: npt.NDArray[np.bool_]) -> _Counts:
-            sums = m[1:, mask].sum(axis=1)
-            return _Counts(int(sums[0]), int(sums[1]), int(sums[2]), int(sums[3]), int(sums[6]), int(sums[7]))
-
-        def evidence(
-            cn: npt.NDArray[np.int64],
-            pn: npt.NDArray[np.int64],
-            ce: npt.NDArray[np.int64],
-            pe: npt.NDArray[np.int64],
-        ) -> tuple[ArmEvidence, ArmEvidence]:
-            """Evidence over all buckets and over this step's, from one pass over the grid."""
-            if not (ce.any() or pe.any()):
-                return self._arm.empty(), self._arm.empty()
-            inc, expected = self._arm.bucket_log_lr(cn, pn, ce, pe)
-            informative = (cn > 0) & (pn > 0)
-            if all_step:  # the usual case for the recent buckets: one sum serves both
-                c = int(ce[informative].sum())
-                ev = ArmEvidence(
-                    inc.sum(axis=1), c, c + int(pe[informative].sum()), float(expected[informative].sum())
-                )
-                return ev, ev
-            out = []
-            for mask in (every, in_step):
-                use = mask & informative
-                c = int(ce[use].sum())
-                out.append(
-                    ArmEvidence(
-                        inc[:, use].sum(axis=1), c, c + int(pe[use].sum()), float(expected[use].sum())
-                    )
-                )
-            return out[0], out[1]
-
-        err_total, err_step = evidence(n_c, n_p, f_c, f_p)
-        slow_total, slow_step = evidence(l_c, l_p, s_c, s_p)
-        total = counts(every)
-        step = total if all_step else counts(in_step)
-        return _Sums(total, step, counts(in_srm), err_total, slow_total, err_step, slow_step)
+    def _evidence(self, rows: list[tuple[int, int, int, int, bool]]) -> tuple[ArmEvidence, ArmEvidence]:
+        """Which-arm evidence over all the given buckets and over this step's."""
+        if not rows:
+            return self._arm.empty(), self._arm.empty()
+        every = self._arm.few_buckets(r[:4] for r in rows)
+        if all(r[4] for r in rows):
+            return every, every
+        return every, self._arm.few_buckets(r[:4] for r in rows if r[4])
 
     def evaluate(
-        self, primary: Sequence[BucketPoint], canary: Sequence[BucketPoint], final_before_ms: int
+        self,
+        primary: Sequence[BucketPoint],
+        canary: Sequence[BucketPoint],
+        final_before_ms: int,
+        now_ms: int | None = None,
     ) -> JudgeResult:
         """Judge with the series of both arms from :attr:`folded_until_ms` on; buckets ending at or
-        before ``final_before_ms`` (no more late events can land there) are folded for good."""
+        before ``final_before_ms`` (no more late events can land there) are folded for good.
+        ``now_ms`` (default: the end of the last bucket given) tells how long the step has lasted."""
         if self._origin_ms is None:
             raise RuntimeError("start_step must be called before evaluate")
         lo = self._folded_until_ms
+        if now_ms is None:
+            now_ms = max((b.start_ms + BUCKET_MS for b in (*primary, *canary)), default=lo)
         primary = [b for b in primary if b.start_ms >= lo]
         canary = [b for b in canary if b.start_ms >= lo]
         final_end = final_before_ms // BUCKET_MS * BUCKET_MS
@@ -305,60 +316,49 @@ class Judge:
             self._folded_until_ms = final_end
             primary = [b for b in primary if b.start_ms >= final_end]
             canary = [b for b in canary if b.start_ms >= final_end]
-        return self._decide(self._folded + self._sums(primary, canary))
+        return self._decide(self._folded + self._sums(primary, canary), now_ms)
 
-    def _decide(self, s: _Sums) -> JudgeResult:
+    def _harm(self, name: str, ev: ArmEvidence, what: str) -> TestResult:
+        """A which-arm harm test's result (``fail`` = roll back)."""
+        a = self.config.alpha_each
+        log_e = self._arm.harm_log_e(ev)
+        fired = self._arm.harm_fires(ev, a)
+        return TestResult(
+            name,
+            Decision.FAIL if fired else Decision.CONTINUE,
+            statistic=log_e,
+            boundary=math.log(1.0 / a),
+            alpha=a,
+            detail=f"{what}: {ev.canary_events} vs {ev.expected_canary:.1f} expected from its share of "
+            f"requests (e-value {_e_text(log_e)}, rollback at {1 / a:.0f})",
+        )
+
+    def _decide(self, s: _Sums, now_ms: int) -> JudgeResult:
         c = self.config
         a = c.alpha_each
         boundary = math.log(1.0 / a)
         nh_boundary = math.log(1.0 / c.beta)
-        tests: list[TestResult] = []
-        fails: list[TestResult] = []
-        lat_name = f"latency-harm@p{c.latency_quantile * 100:g}"
         lat_on = self.latency_threshold_ms is not None
+        lat_name = f"p{c.latency_quantile * 100:g}"
 
-        # harm: errors
-        ev = s.err_total
-        log_e = self._arm.harm_log_e(ev)
-        fired = self._arm.harm_fires(ev, a)
-        tests.append(
-            TestResult(
-                "error-rate-harm",
-                Decision.FAIL if fired else Decision.CONTINUE,
-                statistic=log_e,
-                boundary=boundary,
-                alpha=a,
-                detail=f"canary failures {ev.canary_events} vs {ev.expected_canary:.1f} expected from its "
-                f"share of requests (e-value {_e_text(log_e)}, rollback at {1 / a:.0f})",
-            )
-        )
-        # harm: latency exceedances
+        # harm tests, over every step so far
+        tests = [self._harm("error-rate-harm", s.err_total, "canary failures")]
         if lat_on:
-            ev = s.slow_total
-            log_e = self._arm.harm_log_e(ev)
-            fired = self._arm.harm_fires(ev, a)
             tests.append(
-                TestResult(
-                    lat_name,
-                    Decision.FAIL if fired else Decision.CONTINUE,
-                    statistic=log_e,
-                    boundary=boundary,
-                    alpha=a,
-                    detail=f"canary requests slower than {self.latency_threshold_ms:.1f}ms: "
-                    f"{ev.canary_events} vs {ev.expected_canary:.1f} expected "
-                    f"(e-value {_e_text(log_e)}, rollback at {1 / a:.0f})",
+                self._harm(
+                    f"latency-harm@{lat_name}",
+                    s.slow_total,
+                    f"canary requests slower than {self.latency_threshold_ms:.1f}ms",
                 )
             )
-        # absolute SLO guard
         p0 = c.slo_error_rate
         p1 = min(c.slo_factor * p0, 0.999)
         n, x = s.total.canary_requests, s.total.canary_failures
         llr = sprt_log_lr(n, x, p0, p1)
-        fired = llr >= boundary
         tests.append(
             TestResult(
                 "slo-guard",
-                Decision.FAIL if fired else Decision.CONTINUE,
+                Decision.FAIL if llr >= boundary else Decision.CONTINUE,
                 statistic=llr,
                 boundary=boundary,
                 alpha=a,
@@ -369,48 +369,30 @@ class Judge:
         fails = [t for t in tests if t.decision is Decision.FAIL]
         if fails and not self._failed:
             self._failed = tuple(fails)
+        harm_quiet = all(t.statistic is None or t.statistic < 0.5 * boundary for t in tests)
 
         # promotion evidence for this step
         st = s.step
         both_arms = st.primary_requests > 0
-        nh_rel = self._arm.no_harm_log_lr(s.err_step)
-        nh_abs = sprt_log_lr(st.canary_requests, st.canary_failures, p0, c.abs_good_fraction * p0)
-        how = "relative to primary" if both_arms and nh_rel >= nh_boundary else "below the SLO"
-        if (both_arms and nh_rel >= nh_boundary) or nh_abs >= nh_boundary:
-            self._step_passed.add(f"error-rate-no-harm ({how})")
-        concluded = [x for x in self._step_passed if x.startswith("error-rate-no-harm")]
-        err_ok = bool(concluded)
-        how = concluded[0].partition("(")[2].rstrip(")") if concluded else how
-        tests.append(
-            TestResult(
-                "error-rate-no-harm",
-                Decision.PASS if err_ok else Decision.CONTINUE,
-                statistic=max(nh_rel if both_arms else -math.inf, nh_abs),
-                boundary=nh_boundary,
-                detail=(
-                    f"no error-rate regression ({how}) this step"
-                    if err_ok
-                    else "not enough evidence yet that "
-                    f"the canary's failure rate is below {c.no_harm_ratio:g}x the primary's or the "
-                    f"{100 * p0:g}% SLO (log-LR {nh_rel:.2f} relative, {nh_abs:.2f} absolute, pass at "
-                    f"{nh_boundary:.2f})"
-                ),
-            )
-        )
-        lat_ok = True
+        err = self._error_no_harm(s, both_arms)
+        tests.append(err.result)
+        lat_ok = lat_possible = True
         if lat_on:
-            nh_lat = self._arm.no_harm_log_lr(s.slow_step)
-            if nh_lat >= nh_boundary:
-                self._step_passed.add("latency-no-harm")
+            ev = s.slow_step
+            nh_lat = self._arm.no_harm_log_lr(ev)
+            if nh_lat >= nh_boundary and "latency-no-harm" not in self._step_passed:
+                self._step_passed.append("latency-no-harm")
             lat_ok = not both_arms or "latency-no-harm" in self._step_passed
+            # best case: none of the step's slow requests came from the canary
+            lat_possible = lat_ok or nh_lat + ev.canary_events * math.log(c.no_harm_ratio) >= nh_boundary
             tests.append(
                 TestResult(
-                    f"latency-no-harm@p{c.latency_quantile * 100:g}",
+                    f"latency-no-harm@{lat_name}",
                     Decision.PASS if lat_ok else Decision.CONTINUE,
                     statistic=nh_lat,
                     boundary=nh_boundary,
                     detail=f"slow requests (> {self.latency_threshold_ms:.1f}ms) this step: canary "
-                    f"{s.slow_step.canary_events}, primary {s.slow_step.primary_events} "
+                    f"{ev.canary_events}, primary {ev.primary_events} "
                     f"(log-LR {nh_lat:.2f}, pass at {nh_boundary:.2f})",
                 )
             )
@@ -441,7 +423,8 @@ class Judge:
             tests.append(srm)
 
         reasons: list[str]
-        why = ""  # what an inconclusive verdict means for the scheduler: "srm" pauses, "no-data" waits
+        why = ""  # what an inconclusive verdict means: "srm" pauses, "no-data" / "low-traffic" wait
+        step_s = (now_ms - self._step_ms) / 1000
         if self._failed:
             decision = Decision.FAIL
             reasons = [f"{t.name}: {t.detail}" for t in self._failed]
@@ -461,18 +444,32 @@ class Judge:
                 for who, n_ in (("canary", st.canary_requests), ("primary", st.primary_requests))
                 if n_ < c.min_requests and (who == "canary" or both_arms)
             ]
-            pending = [
-                t.detail
-                for t in tests
-                if t.name.endswith("no-harm") or "no-harm@" in t.name
-                if t.decision is not Decision.PASS
-            ]
-            if not short and err_ok and lat_ok:
+            pending = [t.detail for t in tests if "no-harm" in t.name and t.decision is not Decision.PASS]
+            low_traffic = bool(short) or not (err.possible and lat_possible)
+            opt_in = c.low_traffic_promotion_dwells
+            if not short and err.ok and lat_ok:
                 decision = Decision.PASS
                 reasons = [
                     f"no harm detected after {st.canary_requests} canary and {st.primary_requests} primary "
                     "requests this step"
                 ]
+            elif low_traffic and opt_in is not None and step_s >= opt_in * c.dwell_s and harm_quiet:
+                decision = Decision.PASS
+                reasons = [
+                    f"not enough traffic to judge after {opt_in} dwell periods ({st.canary_requests} canary "
+                    f"requests this step) and no harm evidence: advancing on the metric checks alone "
+                    "(lowTrafficPromotion)"
+                ]
+                why = "low-traffic"
+            elif low_traffic and step_s >= c.dwell_s:
+                decision = Decision.INCONCLUSIVE
+                reasons = [
+                    f"not enough traffic to judge: {st.canary_requests} canary and {st.primary_requests} "
+                    f"primary requests in {step_s:.0f}s could not show no harm even without a single canary "
+                    "failure or slow request; waiting for more traffic",
+                    *(f"minimum exposure not met: {x_}" for x_ in short),
+                ]
+                why = "low-traffic"
             else:
                 decision = Decision.CONTINUE
                 reasons = [*(f"minimum exposure not met: {x_}" for x_ in short), *pending]
@@ -493,9 +490,71 @@ class Judge:
                 "alpha_each": a,
                 "latency_threshold_ms": self.latency_threshold_ms,
                 "step_start_ms": self._step_ms,
+                "step_s": step_s,
                 "folded_until_ms": self._folded_until_ms,
                 "cumulative_canary_requests": s.total.canary_requests,
                 "cumulative_canary_failures": s.total.canary_failures,
-                **({"inconclusive": why} if why else {}),
+                **({"inconclusive": why} if why and decision is Decision.INCONCLUSIVE else {}),
+                **({"low_traffic_promotion": True} if why and decision is Decision.PASS else {}),
             },
         )
+
+    def _error_no_harm(self, s: _Sums, both_arms: bool) -> _NoHarm:
+        """The error-rate no-harm test of this step: relative route, else absolute route."""
+        c = self.config
+        st = s.step
+        nh_boundary = math.log(1.0 / c.beta)
+        ev = s.err_step
+        nh_rel = self._arm.no_harm_log_lr(ev)
+        concluded = next((x for x in self._step_passed if x.startswith("error-rate-no-harm")), "")
+        lower = limit = upper = math.nan
+        if not concluded:
+            if both_arms and nh_rel >= nh_boundary:
+                concluded = "error-rate-no-harm (relative to primary)"
+            else:
+                lower, limit = self._limit(st, both_arms)
+                upper = rate_bounds(st.canary_requests, st.canary_failures, c.beta / 2, c.slo_error_rate)[1]
+                if upper <= limit:
+                    concluded = "error-rate-no-harm (absolute)"
+            if concluded:
+                self._step_passed.append(concluded)
+        if concluded:
+            how = concluded.partition("(")[2].rstrip(")")
+            result = TestResult(
+                "error-rate-no-harm",
+                Decision.PASS,
+                statistic=nh_rel,
+                boundary=nh_boundary,
+                detail=f"no error-rate regression this step ({how})",
+            )
+            return _NoHarm(result, True, True)
+        against = (
+            f"primary's lower bound {100 * lower:.3f}% + margin {100 * c.abs_margin * c.slo_error_rate:.3g}%"
+            if both_arms
+            else f"the {100 * c.slo_error_rate:g}% SLO (no primary traffic this step)"
+        )
+        result = TestResult(
+            "error-rate-no-harm",
+            Decision.CONTINUE,
+            statistic=nh_rel,
+            boundary=nh_boundary,
+            detail="not enough evidence yet of no error-rate regression this step: relative log-LR "
+            f"{nh_rel:.2f} (pass at {nh_boundary:.2f}: failure rate below {c.no_harm_ratio:g}x the "
+            f"primary's); absolute: canary upper bound {100 * upper:.3f}% vs {against} "
+            f"= {100 * limit:.3f}%",
+        )
+        # could the step's data conclude at all, had the canary not failed a single request?
+        rel_best = nh_rel + ev.canary_events * math.log(c.no_harm_ratio)
+        possible = (both_arms and rel_best >= nh_boundary) or (
+            rate_bounds(st.canary_requests, 0, c.beta / 2, c.slo_error_rate)[1] <= limit
+        )
+        return _NoHarm(result, False, possible)
+
+    def _limit(self, st: _Counts, both_arms: bool) -> tuple[float, float]:
+        """The absolute route's bar for the canary's upper bound: the primary's lower bound (at
+        ``beta/2``) plus the margin; without primary traffic, the SLO. Returns (lower, limit)."""
+        c = self.config
+        if not both_arms:
+            return 0.0, c.slo_error_rate
+        lower = rate_bounds(st.primary_requests, st.primary_failures, c.beta / 2, c.slo_error_rate)[0]
+        return lower, lower + c.abs_margin * c.slo_error_rate

@@ -32,7 +32,8 @@ class TestResult:
 
 @dataclass(frozen=True)
 class VersionFigures:
-    """Per-version figures over the window the verdict looked at."""
+    """Per-version figures over the window the verdict looked at: the first metric's interval,
+    else the current step (``Verdict.extra["figures_window_s"]``); ``slow`` counts the step."""
 
     version: str
     requests: int

@@ -29,7 +29,7 @@ BANNER = "SIMULATED TRAFFIC: synthetic requests written as Istio access-log line
 
 
 def demo_spec_path() -> str:
-    """The demo's Canary (podinfo, 5 s dwell per step), shipped with the package."""
+    """The demo's Canary (podinfo, 5 s dwell, steps 20/40/60 %), shipped with the package."""
     return str(resources.files("canary_stream.sim") / "specs" / DEMO_SPEC)
 
 
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="watch a healthy release promoted and a faulty one rolled back (simulated traffic, < 1 min)",
         description=BANNER,
     )
-    p.add_argument("--rps", type=float, default=1500.0, help="total simulated request rate")
+    p.add_argument("--rps", type=float, default=3000.0, help="total simulated request rate")
     p.add_argument("--no-live", action="store_true", help="plain text lines instead of a live view")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=run)
@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(console: Console, rps: float, seed: int, live: bool) -> list[str]:
     canary = load_canary(demo_spec_path())
     events = MemoryEventSink()
-    sim = build(canary, MeshConfig(rps=rps), seed=seed, clock=WallClock(),
+    # 0.5 % errors on both versions (99.5 % success): enough events for the judge to conclude in a
+    # 5 s step at this rate
+    base = MeshConfig(rps=rps, primary_error_rate=0.005, canary_error_rate=0.005)
+    sim = build(canary, base, seed=seed, clock=WallClock(),
                 options=RolloutOptions(min_interval_s=1.0, finalise_delay_s=2.0))  # fmt: skip
     sim.rollout.events = events
     console.print(f"[bold yellow]{BANNER}[/]")

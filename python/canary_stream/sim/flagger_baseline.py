@@ -171,6 +171,9 @@ def run_flagger(
             if flagger.finished:
                 decided = now
                 break
+        if flagger.phase in ("Promoting", "Finalising"):
+            now = next_tick  # promotion has begun: nothing reads the traffic until the next tick
+            continue
         second = int(now)
         lines += agg.feed(mesh.emit(second, flagger.routes), now_ms=second * 1000).accepted
         now += 1.0
