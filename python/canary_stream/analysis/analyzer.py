@@ -47,7 +47,6 @@ def judge_config_for(canary: Canary) -> JudgeConfig:
         dwell = max(parse_interval(analysis.interval), 1.0)
     except ValueError:
         dwell = 60.0
-    opt_in = getattr(j, "low_traffic_promotion", None)
     return JudgeConfig(
         alpha=j.false_rollback_rate,
         beta=j.promotion_error_rate,
@@ -55,7 +54,7 @@ def judge_config_for(canary: Canary) -> JudgeConfig:
         slo_error_rate=slo,
         min_requests=j.min_requests,
         dwell_s=dwell,
-        low_traffic_promotion_dwells=opt_in if isinstance(opt_in, int) and opt_in > 0 else None,
+        low_traffic_promotion_dwells=j.low_traffic_promotion,
         srm=j.srm and not analysis.match,
     )
 

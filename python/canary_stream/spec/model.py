@@ -353,7 +353,8 @@ class Judge(_Model):
     - minRequests: requests per version before a step may pass.
     - latencyQuantile: the primary's quantile fixed as the latency threshold before each step.
     - srm: the sample-ratio check (observed canary share vs routed weight; pauses on mismatch).
-    - enabled: off = only Flagger-style threshold checks decide."""
+    - enabled: off = only Flagger-style threshold checks decide.
+    - lowTrafficPromotion: opt-in, see the field."""
 
     false_rollback_rate: float = Field(0.01, alias="falseRollbackRate", gt=0, lt=1)
     promotion_error_rate: float = Field(0.1, alias="promotionErrorRate", gt=0, lt=1)
@@ -363,6 +364,9 @@ class Judge(_Model):
     latency_quantile: float = Field(0.99, alias="latencyQuantile", gt=0, lt=1)
     srm: bool = True
     enabled: bool = True
+    # Opt-in: after this many dwells in which the traffic was too low for the judge to show no harm,
+    # pass the step on Flagger's metric checks alone (no harm test may be past half its boundary).
+    low_traffic_promotion: int | None = Field(None, alias="lowTrafficPromotion", ge=1)
 
 
 class Analysis(_Model):
