@@ -59,6 +59,8 @@ enum State {
     Template,
     /// The key and the opening `"` of a string: its end is searched for.
     Str,
+    /// The key; the value is expected to be a number (read inline).
+    Num,
     /// The key only: the value is read whatever it is.
     Any,
 }
@@ -124,20 +126,23 @@ impl<T> Entry<T> {
         let key = self.key_len as usize;
         match (self.state, self.kind) {
             (State::Template, Kind::Str) => self.expect_string(),
-            // A string member holding something else on this line: keep looking for
-            // strings first (the slower path costs little more than `Any` would).
-            (State::Str, _) => {}
+            (State::Template, Kind::Num) => self.expect(key, key, State::Num),
+            // A string (number) member holding something else on this line: keep
+            // expecting strings (numbers); the slower path costs little more than
+            // `Any` would.
+            (State::Str | State::Num, _) => {}
             _ => self.expect(key, key, State::Any),
         }
     }
 
     /// The member at `pos` (whose bytes compared as `eq`) when it is not a matching
-    /// `Template` or `Str`: its end and kind, updating the state.
+    /// `Template` or `Str`, or a `Num` with a number: its end and kind, updating the
+    /// state.
     #[inline(never)]
     fn read_other(&mut self, s: &[u8], pos: usize, eq: u64) -> Result<(usize, Kind), Miss> {
         let v = pos + self.key_len as usize;
         if eq & self.mask == self.mask {
-            // `Fresh` or `Any`: the key only was compared.
+            // `Fresh`, `Any`, or `Num` without a number: the key only was compared.
             let (end, kind) = value_end(s, v)?;
             if self.state == State::Fresh {
                 self.learn_value(s, pos, end, kind);
@@ -175,6 +180,7 @@ impl<T> Entry<T> {
                 self.expect(compared, total, State::Template);
             }
             _ if kind == Kind::Str => self.expect_string(),
+            _ if kind == Kind::Num => self.expect(key, key, State::Num),
             _ => self.expect(key, key, State::Any),
         }
     }
@@ -310,6 +316,11 @@ impl<T: Copy> Shape<T> {
                 (pos + e.len as usize, e.kind)
             } else if matched && e.state == State::Str {
                 (string_end(s, pos + e.len as usize)?, Kind::Str)
+            } else if let (true, State::Num, Some(b'-' | b'0'..=b'9')) =
+                (matched, e.state, s.get(pos + e.len as usize))
+            {
+                let end = scan_number(s, pos + e.len as usize).map_err(|_| Miss)?;
+                (end, Kind::Num)
             } else {
                 e.read_other(s, pos, eq)?
             };
@@ -562,7 +573,7 @@ mod tests {
         // First walk: values read, and made templates where they fit.
         assert!(states(&shape).iter().all(|s| *s == State::Fresh));
         assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
-        use State::{Any, Str, Template};
+        use State::{Any, Num, Str, Template};
         assert_eq!(
             states(&shape),
             [Template, Template, Template, Template, Template, Str]
@@ -575,8 +586,14 @@ mod tests {
         assert_eq!(walked(&mut shape, &other).unwrap()[1], Value::Num(b"503"));
         assert_eq!(
             states(&shape),
-            [Template, Any, Template, Template, Any, Str]
+            [Template, Num, Template, Template, Num, Str]
         );
+        // A number member holding something else, then a number again.
+        let null_code = other.replace(":503,", ":null,");
+        for line in [&null_code, &other, &null_code] {
+            assert_eq!(walked(&mut shape, line).unwrap(), general_values(line));
+        }
+        assert_eq!(states(&shape)[1], Num);
         // A number that starts like the template's is not taken for it.
         let mut shape = learn(LINE);
         walked(&mut shape, LINE).unwrap();
@@ -652,7 +669,7 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(walked(&mut shape, &fits).unwrap(), general_values(&fits));
         }
-        assert_eq!(states(&shape), [State::Any]);
+        assert_eq!(states(&shape), [State::Num]);
     }
 
     #[test]
