@@ -96,6 +96,8 @@ struct Entry<T> {
     state: State,
     kind: Kind,
     tag: Option<T>,
+    /// A `Template` without a tag: on a match, nothing to do but move on.
+    plain: bool,
 }
 
 impl<T> Entry<T> {
@@ -106,6 +108,7 @@ impl<T> Entry<T> {
         self.wide = n > 32;
         self.len = len as u8;
         self.state = state;
+        self.plain = state == State::Template && self.tag.is_none();
     }
 
     /// Compare the key and the opening `"` of a string from now on (the key only when
@@ -216,6 +219,7 @@ impl<T: Copy> Shape<T> {
             state: State::Fresh,
             kind: Kind::Str,
             tag: None,
+            plain: false,
         }; MAX_MEMBERS],
         n: 0,
         learning: false,
@@ -254,8 +258,8 @@ impl<T: Copy> Shape<T> {
                 e.key_len = len as u8;
                 e.last = false;
                 e.kind = Kind::Str;
-                e.expect(len, len, State::Fresh);
                 e.tag = tag;
+                e.expect(len, len, State::Fresh);
                 self.n += 1;
             }
             // Too many members or too long a key: this shape is not learnable.
@@ -312,6 +316,10 @@ impl<T: Copy> Shape<T> {
             };
             // The two common cases inline, the others in `read_other`.
             let matched = eq & e.mask == e.mask;
+            if matched && e.plain {
+                pos += e.len as usize;
+                continue;
+            }
             let (end, kind) = if matched && e.state == State::Template {
                 (pos + e.len as usize, e.kind)
             } else if matched && e.state == State::Str {
@@ -338,16 +346,35 @@ impl<T: Copy> Shape<T> {
 }
 
 /// [`eq_bits`] of the bytes of `s` from `pos` on (fewer than `KEY_CAP`: the last
-/// members of a line); the bits past the end of `s` are clear.
+/// members of a line; `s` is at least `KEY_CAP` long); the bits past the end of `s` are
+/// clear.
+///
+/// The last `KEY_CAP` bytes of `s` are compared with `row` moved right by `d`, the
+/// distance from their start to `pos`, so that bit `d + k` says whether `s[pos + k] ==
+/// row[k]`: shifting the bits down by `d` gives the answer, and drops the bits of the
+/// bytes past the end (fixed-size copies only, no `memcpy` call).
 #[inline(never)]
 fn tail_eq_bits(s: &[u8], pos: usize, row: &Row) -> u64 {
-    let rest = s.get(pos..).unwrap_or(&[]);
-    let n = rest.len().min(KEY_CAP);
-    let mut window = [0u8; KEY_CAP];
-    if let (Some(dst), Some(src)) = (window.get_mut(..n), rest.get(..n)) {
-        dst.copy_from_slice(src);
+    let start = s.len().saturating_sub(KEY_CAP);
+    let d = pos.saturating_sub(start);
+    let (Some(window), true) = (
+        s.get(start..).and_then(|w| w.first_chunk::<KEY_CAP>()),
+        d <= KEY_CAP,
+    ) else {
+        return 0;
+    };
+    let mut moved = [0u8; 2 * KEY_CAP];
+    if let Some(dst) = moved
+        .get_mut(d..)
+        .and_then(|m| m.first_chunk_mut::<KEY_CAP>())
+    {
+        *dst = row.0;
     }
-    eq_bits(&window, row, true) & low_bits(n)
+    let shifted = match moved.first_chunk::<KEY_CAP>() {
+        Some(m) => Row(*m),
+        None => return 0,
+    };
+    eq_bits(window, &shifted, true) >> d
 }
 
 /// The index after the string whose body starts at `from`.
@@ -730,10 +757,22 @@ mod tests {
             for wide in [false, true] {
                 prop_assert_eq!(eq_bits(&a, &row, wide), eq_bits_portable(&a, &row, wide));
             }
-            let tail = tail_eq_bits(&a, 10, &row);
-            prop_assert_eq!(tail, eq_bits_portable(&{ let mut w = [0; KEY_CAP]; w[..38].copy_from_slice(&a[10..]); w }, &row, true) & low_bits(38));
             let c: [u8; 16] = a[..16].try_into().unwrap();
             prop_assert_eq!(specials16(&c), specials16_portable(&c));
+        }
+
+        #[test]
+        fn tail_eq_bits_agree_with_a_scan(
+            s in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0u8)], KEY_CAP..100),
+            row in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0u8)], KEY_CAP),
+            back in 0usize..=KEY_CAP,
+        ) {
+            let row = Row(row.try_into().unwrap());
+            let pos = s.len() - back;
+            let want = (0..KEY_CAP)
+                .filter(|&k| s.get(pos + k) == Some(&row.0[k]))
+                .fold(0u64, |bits, k| bits | 1 << k);
+            prop_assert_eq!(tail_eq_bits(&s, pos, &row), want);
         }
 
         #[test]
