@@ -96,8 +96,6 @@ struct Entry<T> {
     state: State,
     kind: Kind,
     tag: Option<T>,
-    /// A `Template` without a tag: on a match, nothing to do but move on.
-    plain: bool,
 }
 
 impl<T> Entry<T> {
@@ -108,7 +106,6 @@ impl<T> Entry<T> {
         self.wide = n > 32;
         self.len = len as u8;
         self.state = state;
-        self.plain = state == State::Template && self.tag.is_none();
     }
 
     /// Compare the key and the opening `"` of a string from now on (the key only when
@@ -219,7 +216,6 @@ impl<T: Copy> Shape<T> {
             state: State::Fresh,
             kind: Kind::Str,
             tag: None,
-            plain: false,
         }; MAX_MEMBERS],
         n: 0,
         learning: false,
@@ -258,8 +254,8 @@ impl<T: Copy> Shape<T> {
                 e.key_len = len as u8;
                 e.last = false;
                 e.kind = Kind::Str;
-                e.tag = tag;
                 e.expect(len, len, State::Fresh);
+                e.tag = tag;
                 self.n += 1;
             }
             // Too many members or too long a key: this shape is not learnable.
@@ -316,10 +312,6 @@ impl<T: Copy> Shape<T> {
             };
             // The two common cases inline, the others in `read_other`.
             let matched = eq & e.mask == e.mask;
-            if matched && e.plain {
-                pos += e.len as usize;
-                continue;
-            }
             let (end, kind) = if matched && e.state == State::Template {
                 (pos + e.len as usize, e.kind)
             } else if matched && e.state == State::Str {
