@@ -1007,7 +1007,7 @@ impl<'a> Value<'a> {
 ///
 /// Consecutive log lines mostly fall in the same minute, so the value of the last
 /// `YYYY-MM-DDTHH:MM` seen (per thread) is kept: on a match only `:SS.mmmZ` is parsed.
-#[inline]
+#[inline(always)]
 pub fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
     if let Ok(b) = <&[u8; 24]>::try_from(raw) {
         let (head, tail) = b.split_at(16);
@@ -1019,13 +1019,24 @@ pub fn rfc3339_ms(raw: &[u8]) -> Option<i64> {
                         return Some(base + in_minute);
                     }
                 }
-                if let Some(base) = minute_ms(head) {
-                    let _ = LAST_MINUTE.try_with(|c| c.set(Some((*head, base))));
-                    return Some(base + in_minute);
-                }
+                return new_minute(head, in_minute).or_else(|| rfc3339_ms_general(raw));
             }
         }
     }
+    rfc3339_ms_general(raw)
+}
+
+/// [`rfc3339_ms`] in a minute other than the last one: remembered when valid.
+#[inline(never)]
+fn new_minute(head: &[u8; 16], in_minute: i64) -> Option<i64> {
+    let base = minute_ms(head)?;
+    let _ = LAST_MINUTE.try_with(|c| c.set(Some((*head, base))));
+    Some(base + in_minute)
+}
+
+/// The general parser, out of line (rare: not Envoy's shape).
+#[inline(never)]
+fn rfc3339_ms_general(raw: &[u8]) -> Option<i64> {
     crate::parse::time::parse_rfc3339_ms(raw)
 }
 

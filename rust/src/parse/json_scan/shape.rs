@@ -3,11 +3,17 @@
 //!
 //! One Envoy writes every access-log line with the same keys in the same order (the
 //! order of its `json_format` map); only the values change. A [`Shape`] remembers the
-//! exact bytes between the values of such a line (`{"start_time":`, `,"route_name":`,
-//! ..., and the closing `}`) and, for each member, a caller tag (which field it is, or
-//! none). [`Shape::walk`] then reads a line by comparing those bytes at once (SSE2, up to 48
-//! bytes per member) and looking only for where each value ends: no key is searched for,
-//! none is matched by name, and values of keys nobody reads are not built.
+//! exact bytes before each value of such a line (`{"start_time":`, `,"route_name":`, ...)
+//! and, for each member, a caller tag (which field it is, or none). [`Shape::walk`] then
+//! reads a line by comparing those bytes at once (SSE2, up to 48 bytes per member) and
+//! looking only for where each value ends: no key is searched for, none is matched by
+//! name, and values of keys nobody reads are not built.
+//!
+//! Many values also repeat from line to line (route name, protocol, `null`s, response
+//! details, local addresses). So a member's compare also covers the value it had on the
+//! first line walked, when that fits in the 48 bytes: while the value stays the same,
+//! the member costs one compare and nothing else. The first line where it differs
+//! drops the value from the compare (keeping a string's opening quote), for good.
 //!
 //! Safety net: whatever `walk` accepts is a compact, escape-free JSON object whose members
 //! are exactly the learned keys, in order, with scalar or string values (every byte of
@@ -22,8 +28,9 @@ use super::{scan_number, skip_ws, Value};
 /// Most members a learned shape holds (a line with more is never walked by a shape).
 pub const MAX_MEMBERS: usize = 40;
 
-/// Room for the bytes before one value: `{"` or `,"`, the key, `":`. A key longer than
-/// `KEY_CAP - 4` bytes makes the line's shape unlearnable.
+/// Room for the bytes one compare checks: `{"` or `,"`, the key, `":`, and maybe the
+/// value (see [`State`]). A key longer than `KEY_CAP - 4` bytes makes the line's shape
+/// unlearnable.
 const KEY_CAP: usize = 48;
 
 /// The line does not have the learned shape (or is not compact / escape-free JSON, or
@@ -38,18 +45,151 @@ pub struct Miss;
 #[repr(C, align(16))]
 struct Row([u8; KEY_CAP]);
 
-/// The bytes before one member's value, and the caller's tag for the member.
+/// What a member's compare covers beyond its key, and so what is left to do after it
+/// matches. Values repeat from line to line (route name, protocol, `null`s, response
+/// details, local addresses), so a member starts by expecting the value it had on the
+/// first line walked and falls back to less on the first line where that fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Just learned: the key only; the next walk reads the value and makes it the
+    /// [`Template`](State::Template).
+    Fresh,
+    /// The key and a whole value of `kind` (a number also the byte after it, `,` or
+    /// `}`, so that a longer number does not match): nothing left to read.
+    Template,
+    /// The key and the opening `"` of a string: its end is searched for.
+    Str,
+    /// The key; the value is expected to be a number (read inline).
+    Num,
+    /// The key only: the value is read whatever it is.
+    Any,
+}
+
+/// The kind of a [`State::Template`] value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Num,
+    Null,
+    True,
+    False,
+}
+
+/// The bytes one member is compared with, what they cover, and the caller's tag.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry<T> {
-    /// `{"key":` for the first member, `,"key":` for the others; zero-padded.
+    /// `{"key":` for the first member, `,"key":` for the others, then what `state`
+    /// says; the rest is ignored (`mask`).
     bytes: Row,
-    /// 0xff for each of the meaningful bytes of `bytes`, 0 for the padding.
-    mask: Row,
-    /// Number of meaningful bytes in `bytes`.
-    len: usize,
-    /// 16-byte chunks of `bytes` to compare (1 to 3).
-    chunks: usize,
+    /// Bit k set: byte k of `bytes` must match.
+    mask: u64,
+    /// Bytes up to and including the key's `:`.
+    key_len: u8,
+    /// Bytes a match covers (the value starts at `key_len`, or is looked for from
+    /// `len` on, per `state`).
+    len: u8,
+    /// `mask` reaches past 32 bytes: the third 16-byte chunk is compared too.
+    wide: bool,
+    /// Whether this is the last member (a number template then ends with `}`).
+    last: bool,
+    state: State,
+    kind: Kind,
     tag: Option<T>,
+}
+
+impl<T> Entry<T> {
+    /// Compare `n` bytes from now on, and walk `len` of them on a match.
+    #[inline]
+    fn expect(&mut self, n: usize, len: usize, state: State) {
+        self.mask = low_bits(n);
+        self.wide = n > 32;
+        self.len = len as u8;
+        self.state = state;
+    }
+
+    /// Compare the key and the opening `"` of a string from now on (the key only when
+    /// the quote does not fit).
+    fn expect_string(&mut self) {
+        let key = self.key_len as usize;
+        match self.bytes.0.get_mut(key) {
+            Some(quote) => {
+                *quote = b'"';
+                self.expect(key + 1, key + 1, State::Str);
+            }
+            None => self.expect(key, key, State::Any),
+        }
+    }
+
+    /// After a value the learned state did not expect: settle for less next time.
+    fn demote(&mut self) {
+        let key = self.key_len as usize;
+        match (self.state, self.kind) {
+            (State::Template, Kind::Str) => self.expect_string(),
+            (State::Template, Kind::Num) => self.expect(key, key, State::Num),
+            // A string (number) member holding something else on this line: keep
+            // expecting strings (numbers); the slower path costs little more than
+            // `Any` would.
+            (State::Str | State::Num, _) => {}
+            _ => self.expect(key, key, State::Any),
+        }
+    }
+
+    /// The member at `pos` (whose bytes compared as `eq`) when it is not a matching
+    /// `Template` or `Str`, or a `Num` with a number: its end and kind, updating the
+    /// state.
+    #[inline(never)]
+    fn read_other(&mut self, s: &[u8], pos: usize, eq: u64) -> Result<(usize, Kind), Miss> {
+        let v = pos + self.key_len as usize;
+        if eq & self.mask == self.mask {
+            // `Fresh`, `Any`, or `Num` without a number: the key only was compared.
+            let (end, kind) = value_end(s, v)?;
+            if self.state == State::Fresh {
+                self.learn_value(s, pos, end, kind);
+            }
+            return Ok((end, kind));
+        }
+        let key = low_bits(self.key_len as usize);
+        if eq & key != key {
+            return Err(Miss);
+        }
+        let found = value_end(s, v)?;
+        self.demote();
+        Ok(found)
+    }
+
+    /// First line walked (`Fresh`): make the value just read (`s[v..end]`, of `kind`,
+    /// the member starting at `pos`) the template when it fits.
+    #[cold]
+    fn learn_value(&mut self, s: &[u8], pos: usize, end: usize, kind: Kind) {
+        let key = self.key_len as usize;
+        let total = end - pos;
+        // A number is followed by `,` or `}`: compared too.
+        let compared = total + (kind == Kind::Num) as usize;
+        self.kind = kind;
+        match (s.get(pos..end), self.bytes.0.get_mut(..compared)) {
+            (Some(member), Some(dst)) => {
+                if let Some((after, head)) = dst.split_last_mut() {
+                    if kind == Kind::Num {
+                        head.copy_from_slice(member);
+                        *after = if self.last { b'}' } else { b',' };
+                    } else {
+                        dst.copy_from_slice(member);
+                    }
+                }
+                self.expect(compared, total, State::Template);
+            }
+            _ if kind == Kind::Str => self.expect_string(),
+            _ if kind == Kind::Num => self.expect(key, key, State::Num),
+            _ => self.expect(key, key, State::Any),
+        }
+    }
+}
+
+/// The low `n` bits set (`n` at most `KEY_CAP`).
+#[inline(always)]
+fn low_bits(n: usize) -> u64 {
+    (1u64 << n) - 1
 }
 
 /// A learned layout; see the module docs. `T` is the caller's tag for a member it reads.
@@ -68,9 +208,13 @@ impl<T: Copy> Shape<T> {
     pub const EMPTY: Shape<T> = Shape {
         entries: [Entry {
             bytes: Row([0; KEY_CAP]),
-            mask: Row([0; KEY_CAP]),
+            mask: 0,
+            key_len: 0,
             len: 0,
-            chunks: 0,
+            wide: false,
+            last: false,
+            state: State::Fresh,
+            kind: Kind::Str,
             tag: None,
         }; MAX_MEMBERS],
         n: 0,
@@ -94,8 +238,11 @@ impl<T: Copy> Shape<T> {
         }
         let first = self.n == 0;
         let len = key.len() + 4;
+        // A key with a quote or backslash never comes from a compact walk; refused all
+        // the same, as the compares rely on it.
+        let plain = !key.iter().any(|&b| b == b'"' || b == b'\\');
         match self.entries.get_mut(self.n) {
-            Some(e) if len <= KEY_CAP => {
+            Some(e) if len <= KEY_CAP && plain => {
                 e.bytes = Row([0; KEY_CAP]);
                 e.bytes.0[0] = if first { b'{' } else { b',' };
                 e.bytes.0[1] = b'"';
@@ -104,12 +251,10 @@ impl<T: Copy> Shape<T> {
                 }
                 e.bytes.0[len - 2] = b'"';
                 e.bytes.0[len - 1] = b':';
-                e.mask = Row([0; KEY_CAP]);
-                if let Some(m) = e.mask.0.get_mut(..len) {
-                    m.fill(0xff);
-                }
-                e.len = len;
-                e.chunks = len.div_ceil(16);
+                e.key_len = len as u8;
+                e.last = false;
+                e.kind = Kind::Str;
+                e.expect(len, len, State::Fresh);
                 e.tag = tag;
                 self.n += 1;
             }
@@ -125,121 +270,141 @@ impl<T: Copy> Shape<T> {
         if !(ok && self.learning) {
             self.n = 0;
         }
+        if let Some(last) = self.n.checked_sub(1).and_then(|i| self.entries.get_mut(i)) {
+            last.last = true;
+        }
         self.learning = false;
     }
 
-    /// A walk over `s` as a line of the learned shape: see [`Walk::next_tagged`].
+    /// Walk `s` as a line of the learned shape, calling `on_member` with (tag, value)
+    /// for each member with a tag, in line order. `Ok` once the whole line has been
+    /// checked (closing `}`, then only whitespace); [`Miss`] when the line does not
+    /// have the shape (or `on_member` refuses a value), after which the caller must
+    /// not trust what `on_member` was given. Updates what each member expects (see
+    /// [`State`]); that only changes how fast lines are walked, never what a walk
+    /// accepts or yields.
     #[inline(always)]
-    pub fn walk<'s, 'a>(&'s self, s: &'a [u8]) -> Walk<'s, 'a, T> {
-        // A line shorter than `KEY_CAP` (never an access-log line) walks no entry, so
-        // misses; the others have a `last_window`.
-        let (entries, last_window) = match s.len().checked_sub(KEY_CAP) {
-            Some(last) => (self.entries.get(..self.n).unwrap_or(&[]), last),
-            None => (&[][..], 0),
+    pub fn walk<'a, F>(&mut self, s: &'a [u8], mut on_member: F) -> Result<(), Miss>
+    where
+        F: FnMut(T, Value<'a>) -> Result<(), Miss>,
+    {
+        // A line shorter than `KEY_CAP` (never an access-log line) is not walked; the
+        // others have a `last_window`.
+        let Some(last_window) = s.len().checked_sub(KEY_CAP) else {
+            return Err(Miss);
         };
-        Walk {
-            entries: entries.iter(),
-            s,
-            pos: 0,
-            last_window,
+        let entries = self.entries.get_mut(..self.n).unwrap_or(&mut []);
+        if entries.is_empty() {
+            return Err(Miss);
         }
-    }
-}
-
-/// A walk over one line with a learned [`Shape`].
-pub struct Walk<'s, 'a, T> {
-    entries: std::slice::Iter<'s, Entry<T>>,
-    s: &'a [u8],
-    /// Where the next entry's bytes must be (after the previous value).
-    pos: usize,
-    /// `s.len() - KEY_CAP` (set once by [`Shape::walk`], which walks no entry when `s`
-    /// is shorter): the last start of a `KEY_CAP`-byte window inside `s`.
-    last_window: usize,
-}
-
-impl<'a, T: Copy> Walk<'_, 'a, T> {
-    /// The next member with a tag, as (tag, value), in line order; `Ok(None)` once the
-    /// whole line has been checked (closing `}`, then only whitespace); [`Miss`] when
-    /// the line does not have the shape.
-    #[inline(always)]
-    pub fn next_tagged(&mut self) -> Result<Option<(T, Value<'a>)>, Miss> {
-        let s = self.s;
-        while let Some(e) = self.entries.next() {
-            if !self.bytes_at(self.pos, e) {
-                return Err(Miss);
-            }
-            let v = self.pos + e.len;
-            let after = value_end(s, v)?;
-            self.pos = after;
+        // Where the next member's bytes must be (after the previous value).
+        let mut pos = 0;
+        for e in entries {
+            let eq = if pos <= last_window {
+                // SAFETY: `last_window` is `s.len() - KEY_CAP`, so `pos + KEY_CAP <=
+                // s.len()`: the array is inside `s` (and `u8` has no alignment). Built
+                // by hand because `s.get(pos..)` + `first_chunk` cost seven
+                // instructions of checks per member on the hot path.
+                let window = unsafe { &*(s.as_ptr().add(pos) as *const [u8; KEY_CAP]) };
+                eq_bits(window, &e.bytes, e.wide)
+            } else {
+                tail_eq_bits(s, pos, &e.bytes)
+            };
+            // The two common cases inline, the others in `read_other`.
+            let matched = eq & e.mask == e.mask;
+            let (end, kind) = if matched && e.state == State::Template {
+                (pos + e.len as usize, e.kind)
+            } else if matched && e.state == State::Str {
+                (string_end(s, pos + e.len as usize)?, Kind::Str)
+            } else if let (true, State::Num, Some(b'-' | b'0'..=b'9')) =
+                (matched, e.state, s.get(pos + e.len as usize))
+            {
+                let end = scan_number(s, pos + e.len as usize).map_err(|_| Miss)?;
+                (end, Kind::Num)
+            } else {
+                e.read_other(s, pos, eq)?
+            };
             if let Some(tag) = e.tag {
-                return Ok(Some((tag, value_of(s, v, after)?)));
+                on_member(tag, value_of(s, kind, pos + e.key_len as usize, end)?)?;
             }
+            pos = end;
         }
-        // `pos` 0: nothing was learned (a lone `}` is no object).
-        if self.pos != 0 && s.get(self.pos) == Some(&b'}') && skip_ws(s, self.pos + 1) == s.len() {
-            Ok(None)
+        if s.get(pos) == Some(&b'}') && skip_ws(s, pos + 1) == s.len() {
+            Ok(())
         } else {
             Err(Miss)
         }
     }
-
-    /// `s[pos..]` starts with the entry's bytes.
-    #[inline(always)]
-    fn bytes_at(&self, pos: usize, e: &Entry<T>) -> bool {
-        let s = self.s;
-        if pos <= self.last_window {
-            // SAFETY: `last_window` is `s.len() - KEY_CAP` (see the field), so
-            // `pos + KEY_CAP <= s.len()`: the array is inside `s` (and `u8` has no
-            // alignment). Built by hand because `s.get(pos..)` + `first_chunk` cost
-            // seven instructions of checks per member on the hot path.
-            let window = unsafe { &*(s.as_ptr().add(pos) as *const [u8; KEY_CAP]) };
-            masked_eq(window, &e.mask, &e.bytes, e.chunks)
-        } else {
-            // The last few members of a line: compare the slices.
-            s.get(pos..pos + e.len) == e.bytes.0.get(..e.len)
-        }
-    }
 }
 
-/// The index after the value at `v`: a string without escapes or a scalar.
-#[inline(always)]
-fn value_end(s: &[u8], v: usize) -> Result<usize, Miss> {
-    let first = *s.get(v).ok_or(Miss)?;
-    // Most values are strings: one test for those before the others.
-    if first == b'"' {
-        let end = first_special(s, v + 1).ok_or(Miss)?;
-        return match s.get(end) {
-            Some(b'"') => Ok(end + 1),
-            _ => Err(Miss),
-        };
+/// [`eq_bits`] of the bytes of `s` from `pos` on (fewer than `KEY_CAP`: the last
+/// members of a line; `s` is at least `KEY_CAP` long); the bits past the end of `s` are
+/// clear.
+///
+/// The last `KEY_CAP` bytes of `s` are compared with `row` moved right by `d`, the
+/// distance from their start to `pos`, so that bit `d + k` says whether `s[pos + k] ==
+/// row[k]`: shifting the bits down by `d` gives the answer, and drops the bits of the
+/// bytes past the end (fixed-size copies only, no `memcpy` call).
+#[inline(never)]
+fn tail_eq_bits(s: &[u8], pos: usize, row: &Row) -> u64 {
+    let start = s.len().saturating_sub(KEY_CAP);
+    let d = pos.saturating_sub(start);
+    let (Some(window), true) = (
+        s.get(start..).and_then(|w| w.first_chunk::<KEY_CAP>()),
+        d <= KEY_CAP,
+    ) else {
+        return 0;
+    };
+    let mut moved = [0u8; 2 * KEY_CAP];
+    if let Some(dst) = moved
+        .get_mut(d..)
+        .and_then(|m| m.first_chunk_mut::<KEY_CAP>())
+    {
+        *dst = row.0;
     }
-    scalar_end(s, v)
+    let shifted = match moved.first_chunk::<KEY_CAP>() {
+        Some(m) => Row(*m),
+        None => return 0,
+    };
+    eq_bits(window, &shifted, true) >> d
 }
 
-/// The index after the scalar value at `v`.
+/// The index after the string whose body starts at `from`.
 #[inline(always)]
-fn scalar_end(s: &[u8], v: usize) -> Result<usize, Miss> {
-    match s.get(v) {
-        Some(b'-' | b'0'..=b'9') => scan_number(s, v).map_err(|_| Miss),
-        Some(b'n') if s.get(v..v + 4) == Some(b"null") => Ok(v + 4),
-        Some(b't') if s.get(v..v + 4) == Some(b"true") => Ok(v + 4),
-        Some(b'f') if s.get(v..v + 5) == Some(b"false") => Ok(v + 5),
+fn string_end(s: &[u8], from: usize) -> Result<usize, Miss> {
+    let end = first_special(s, from).ok_or(Miss)?;
+    match s.get(end) {
+        Some(b'"') => Ok(end + 1),
         _ => Err(Miss),
     }
 }
 
-/// The value from `v` to `after`, as [`value_end`] found it.
+/// The index after the value at `v` (a string without escapes or a scalar), and its
+/// kind.
 #[inline(always)]
-fn value_of(s: &[u8], v: usize, after: usize) -> Result<Value<'_>, Miss> {
+fn value_end(s: &[u8], v: usize) -> Result<(usize, Kind), Miss> {
     Ok(match s.get(v) {
-        Some(b'"') => Value::Str {
-            raw: s.get(v + 1..after.wrapping_sub(1)).ok_or(Miss)?,
+        Some(b'"') => (string_end(s, v + 1)?, Kind::Str),
+        Some(b'-' | b'0'..=b'9') => (scan_number(s, v).map_err(|_| Miss)?, Kind::Num),
+        Some(b'n') if s.get(v..v + 4) == Some(b"null") => (v + 4, Kind::Null),
+        Some(b't') if s.get(v..v + 4) == Some(b"true") => (v + 4, Kind::True),
+        Some(b'f') if s.get(v..v + 5) == Some(b"false") => (v + 5, Kind::False),
+        _ => return Err(Miss),
+    })
+}
+
+/// The value of `kind` from `v` to `end`, as [`value_end`] found it.
+#[inline(always)]
+fn value_of(s: &[u8], kind: Kind, v: usize, end: usize) -> Result<Value<'_>, Miss> {
+    Ok(match kind {
+        Kind::Str => Value::Str {
+            raw: s.get(v + 1..end.wrapping_sub(1)).ok_or(Miss)?,
             escaped: false,
         },
-        Some(b'n') => Value::Null,
-        Some(b't') => Value::Bool(true),
-        Some(b'f') => Value::Bool(false),
-        _ => Value::Num(s.get(v..after).ok_or(Miss)?),
+        Kind::Num => Value::Num(s.get(v..end).ok_or(Miss)?),
+        Kind::Null => Value::Null,
+        Kind::True => Value::Bool(true),
+        Kind::False => Value::Bool(false),
     })
 }
 
@@ -269,69 +434,57 @@ fn first_special(s: &[u8], mut from: usize) -> Option<usize> {
     None
 }
 
-/// `window[k] & mask[k] == bytes[k]` for every k below `16 * chunks` (`mask` is zero
-/// past the bytes that matter, so the result does not depend on `chunks` as long as
-/// it covers them).
+/// Bit k set when `window[k] == row[k]`, for k below 32 (below 48 when `wide`); the
+/// bits above are clear.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn masked_eq(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
-    // SAFETY: `masked_eq_sse2` only requires SSE2, which this cfg guarantees is enabled
-    // at compile time (x86_64 baseline); it reads only inside its three arrays.
-    unsafe { masked_eq_sse2(window, mask, bytes, chunks) }
+fn eq_bits(window: &[u8; KEY_CAP], row: &Row, wide: bool) -> u64 {
+    // SAFETY: `eq_bits_sse2` only requires SSE2, which this cfg guarantees is enabled
+    // at compile time (x86_64 baseline); it reads only inside its two arrays.
+    unsafe { eq_bits_sse2(window, row, wide) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 #[target_feature(enable = "sse2")]
-unsafe fn masked_eq_sse2(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
+unsafe fn eq_bits_sse2(window: &[u8; KEY_CAP], row: &Row, wide: bool) -> u64 {
     use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_load_si128, _mm_loadu_si128, _mm_movemask_epi8,
-        _mm_or_si128, _mm_setzero_si128, _mm_xor_si128,
+        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_loadu_si128, _mm_movemask_epi8,
     };
-    let (w, m, b) = (
+    let (w, r) = (
         window.as_ptr() as *const __m128i,
-        mask.0.as_ptr() as *const __m128i,
-        bytes.0.as_ptr() as *const __m128i,
+        row.0.as_ptr() as *const __m128i,
     );
-    // The bytes that differ (under the mask), per chunk.
-    let diff = |k: usize| {
-        // SAFETY: the three arrays are 48 bytes, so 16-byte loads at offsets 0, 16 and 32
-        // (k = 0, 1, 2) stay inside them; `mask` and `bytes` are `Row`s, 16-byte aligned,
-        // so the aligned loads are too.
-        let (w, m, b) = unsafe {
-            (
-                _mm_loadu_si128(w.add(k)),
-                _mm_load_si128(m.add(k)),
-                _mm_load_si128(b.add(k)),
-            )
-        };
-        _mm_xor_si128(_mm_and_si128(w, m), b)
+    let chunk = |k: usize| {
+        // SAFETY: both arrays are 48 bytes, so 16-byte loads at offsets 0, 16 and 32
+        // (k = 0, 1, 2) stay inside them; `row` is a `Row`, 16-byte aligned, so the
+        // aligned load is too.
+        let (w, r) = unsafe { (_mm_loadu_si128(w.add(k)), _mm_load_si128(r.add(k))) };
+        _mm_movemask_epi8(_mm_cmpeq_epi8(w, r)) as u32 as u64
     };
-    let mut any = diff(0);
-    if chunks > 1 {
-        any = _mm_or_si128(any, diff(1));
-        if chunks > 2 {
-            any = _mm_or_si128(any, diff(2));
-        }
+    let mut bits = chunk(0) | chunk(1) << 16;
+    if wide {
+        bits |= chunk(2) << 32;
     }
-    _mm_movemask_epi8(_mm_cmpeq_epi8(any, _mm_setzero_si128())) == 0xffff
+    bits
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn masked_eq(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
-    masked_eq_portable(window, mask, bytes, chunks)
+fn eq_bits(window: &[u8; KEY_CAP], row: &Row, wide: bool) -> u64 {
+    eq_bits_portable(window, row, wide)
 }
 
-/// Portable [`masked_eq`] (the fallback, and the reference in tests).
+/// Portable [`eq_bits`] (the fallback, and the reference in tests).
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn masked_eq_portable(window: &[u8; KEY_CAP], mask: &Row, bytes: &Row, chunks: usize) -> bool {
+fn eq_bits_portable(window: &[u8; KEY_CAP], row: &Row, wide: bool) -> u64 {
+    let n = if wide { 48 } else { 32 };
     window
         .iter()
-        .zip(&mask.0)
-        .zip(&bytes.0)
-        .take(16 * chunks)
-        .all(|((w, m), b)| w & m == *b)
+        .zip(&row.0)
+        .take(n)
+        .enumerate()
+        .fold(0, |bits, (k, (w, r))| bits | ((w == r) as u64) << k)
 }
 
 /// Bitmap of the `"` and `\` bytes of `chunk`.
@@ -404,13 +557,13 @@ mod tests {
         shape
     }
 
-    fn walked<'a>(shape: &Shape<usize>, line: &'a str) -> Result<Vec<Value<'a>>, Miss> {
+    fn walked<'a>(shape: &mut Shape<usize>, line: &'a str) -> Result<Vec<Value<'a>>, Miss> {
         let mut out = Vec::new();
-        let mut walk = shape.walk(line.as_bytes());
-        while let Some((i, v)) = walk.next_tagged()? {
+        shape.walk(line.as_bytes(), |i, v| {
             assert_eq!(i, out.len());
             out.push(v);
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -423,37 +576,100 @@ mod tests {
         Ok(out)
     }
 
+    fn general_values(line: &str) -> Vec<Value<'_>> {
+        general(line).unwrap().iter().map(|m| m.value).collect()
+    }
+
+    fn states(shape: &Shape<usize>) -> Vec<State> {
+        shape.entries[..shape.n].iter().map(|e| e.state).collect()
+    }
+
     const LINE: &str = r#"{"start_time":"2026-11-26T05:06:07.130Z","response_code":200,"upstream_transport_failure_reason":null,"flag":true,"duration":4.5,"path":"/a/very/long/path/that/spans/more/than/one/chunk/of/sixteen"}"#;
 
     #[test]
     fn walks_the_learned_shape_and_misses_others() {
-        let shape = learn(LINE);
-        let values = walked(&shape, LINE).unwrap();
-        let members = general(LINE).unwrap();
-        assert_eq!(values, members.iter().map(|m| m.value).collect::<Vec<_>>());
-        // Other values, same keys: walked.
+        let mut shape = learn(LINE);
+        // First walk: values read, and made templates where they fit.
+        assert!(states(&shape).iter().all(|s| *s == State::Fresh));
+        assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        use State::{Any, Num, Str, Template};
+        assert_eq!(
+            states(&shape),
+            [Template, Template, Template, Template, Template, Str]
+        );
+        // Again, from the templates.
+        assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        // Other values, same keys: walked, and the templates that failed give way.
         let other = LINE.replace("200", "503").replace("4.5", "12");
-        assert_eq!(walked(&shape, &other).unwrap()[1], Value::Num(b"503"));
+        assert_eq!(walked(&mut shape, &other).unwrap(), general_values(&other));
+        assert_eq!(walked(&mut shape, &other).unwrap()[1], Value::Num(b"503"));
+        assert_eq!(
+            states(&shape),
+            [Template, Num, Template, Template, Num, Str]
+        );
+        // A number member holding something else, then a number again.
+        let null_code = other.replace(":503,", ":null,");
+        for line in [&null_code, &other, &null_code] {
+            assert_eq!(walked(&mut shape, line).unwrap(), general_values(line));
+        }
+        assert_eq!(states(&shape)[1], Num);
+        // A number that starts like the template's is not taken for it.
+        let mut shape = learn(LINE);
+        walked(&mut shape, LINE).unwrap();
+        let longer = LINE.replace(":200,", ":2001,");
+        assert_eq!(
+            walked(&mut shape, &longer).unwrap(),
+            general_values(&longer)
+        );
+        assert_eq!(walked(&mut shape, &longer).unwrap()[1], Value::Num(b"2001"));
+        // A template string that is a prefix of the value: not taken either.
+        let mut shape = learn(LINE);
+        walked(&mut shape, LINE).unwrap();
+        let later = LINE.replace(".130Z", ".130Z+");
+        assert_eq!(walked(&mut shape, &later).unwrap(), general_values(&later));
+        // A string member holding null; a null member holding a string.
+        let swapped = LINE
+            .replace(
+                r#""/a/very/long/path/that/spans/more/than/one/chunk/of/sixteen""#,
+                "null",
+            )
+            .replace(":null,", r#":"n","#);
+        let mut shape = learn(LINE);
+        walked(&mut shape, LINE).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                walked(&mut shape, &swapped).unwrap(),
+                general_values(&swapped)
+            );
+            assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        }
+        assert_eq!(
+            states(&shape),
+            [Template, Template, Any, Template, Template, Str]
+        );
         // Trailing whitespace is fine, anything else is not.
-        assert!(walked(&shape, &format!("{LINE} \r\n")).is_ok());
-        for bad in [
-            format!("{LINE}x"),
-            format!(" {LINE}"),
-            LINE.replace("\"flag\"", "\"flog\""),
-            LINE.replace("/long/", "/lo\\\"ng/"),
-            LINE.replace("4.5", "4."),
-            LINE.replace("true", "tru"),
-            LINE.replace(":200,", ":200 ,"),
-            LINE.replace(":null", ":{}"),
-            LINE[..LINE.len() - 1].to_string(),
-        ] {
-            assert_eq!(walked(&shape, &bad), Err(Miss), "{bad}");
+        for shape in [&mut learn(LINE), &mut shape] {
+            assert!(walked(shape, &format!("{LINE} \r\n")).is_ok());
+            for bad in [
+                format!("{LINE}x"),
+                format!(" {LINE}"),
+                LINE.replace("\"flag\"", "\"flog\""),
+                LINE.replace("/long/", "/lo\\\"ng/"),
+                LINE.replace("4.5", "4."),
+                LINE.replace("true", "tru"),
+                LINE.replace(":200,", ":200 ,"),
+                LINE.replace(":null", ":{}"),
+                LINE[..LINE.len() - 1].to_string(),
+            ] {
+                assert_eq!(walked(shape, &bad), Err(Miss), "{bad}");
+            }
         }
         // Nothing learned: every line misses.
-        assert_eq!(walked(&Shape::EMPTY, LINE), Err(Miss));
+        let mut empty = Shape::EMPTY;
+        assert_eq!(walked(&mut empty, LINE), Err(Miss));
         // Lines shorter than `KEY_CAP` are not walked.
         let short = r#"{"a":1,"b":"x"}"#;
-        assert_eq!(walked(&learn(short), short), Err(Miss));
+        assert_eq!(walked(&mut learn(short), short), Err(Miss));
     }
 
     #[test]
@@ -465,29 +681,29 @@ mod tests {
         assert_eq!(learn(&many).n, 0);
         assert_eq!(learn(r#"{"a":1,"b":"x\"y"}"#).n, 0);
         assert_eq!(learn(r#"{"a":1,"#).n, 0);
-        // At the limits: learned.
+        // At the limits: learned (and no room for a template).
         let fits = format!(r#"{{"{}":1}}"#, "k".repeat(KEY_CAP - 4));
         assert_eq!(learn(&fits).n, 1);
-        assert!(walked(&learn(&fits), &fits).is_ok());
+        let mut shape = learn(&fits);
+        for _ in 0..2 {
+            assert_eq!(walked(&mut shape, &fits).unwrap(), general_values(&fits));
+        }
+        assert_eq!(states(&shape), [State::Num]);
     }
 
     #[test]
-    fn masks_of_every_byte_position() {
+    fn eq_bits_of_every_byte_position() {
         let a = [7u8; KEY_CAP];
-        for len in 0..=KEY_CAP {
-            let mut mask = [0u8; KEY_CAP];
-            mask[..len].fill(0xff);
-            let mut bytes = [0u8; KEY_CAP];
-            bytes[..len].fill(7);
-            let chunks = len.div_ceil(16).max(1);
-            let (mask, bytes) = (Row(mask), Row(bytes));
-            assert!(masked_eq(&a, &mask, &bytes, chunks));
-            for p in 0..KEY_CAP {
-                let mut b = a;
-                b[p] = 8;
-                assert_eq!(masked_eq(&b, &mask, &bytes, chunks), p >= len, "{len} {p}");
-                assert_eq!(masked_eq(&b, &mask, &bytes, 3), p >= len, "{len} {p}");
-                assert_eq!(masked_eq_portable(&b, &mask, &bytes, chunks), p >= len);
+        let row = Row(a);
+        assert_eq!(eq_bits(&a, &row, false), low_bits(32));
+        assert_eq!(eq_bits(&a, &row, true), low_bits(48));
+        for p in 0..KEY_CAP {
+            let mut b = a;
+            b[p] = 8;
+            for wide in [false, true] {
+                let all = if wide { low_bits(48) } else { low_bits(32) };
+                assert_eq!(eq_bits(&b, &row, wide), all & !(1 << p), "{p}");
+                assert_eq!(eq_bits_portable(&b, &row, wide), all & !(1 << p));
             }
         }
     }
@@ -510,30 +726,45 @@ mod tests {
         }
     }
 
+    /// Edit `LINE`: replace (0), insert (1) or cut (2) at `pos`.
+    fn edited(pos: usize, byte: u8, edit: u8) -> Vec<u8> {
+        let mut bytes = LINE.as_bytes().to_vec();
+        let p = pos % bytes.len();
+        match edit {
+            0 => bytes[p] = byte,
+            1 => bytes.insert(p, byte),
+            _ => bytes.truncate(p),
+        }
+        bytes
+    }
+
     proptest! {
         #[test]
-        fn simd_masks_agree_with_portable(
-            a in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], KEY_CAP),
-            b in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), any::<u8>()], KEY_CAP),
+        fn simd_eq_bits_agree_with_portable(
+            a in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), any::<u8>()], KEY_CAP),
+            b in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), any::<u8>()], KEY_CAP),
         ) {
             let a: [u8; KEY_CAP] = a.try_into().unwrap();
-            let b: [u8; KEY_CAP] = b.try_into().unwrap();
-            let len = (a[0] as usize) % (KEY_CAP + 1);
-            let mut mask = [0u8; KEY_CAP];
-            mask[..len].fill(0xff);
-            let mut bytes = [0u8; KEY_CAP];
-            bytes[..len].copy_from_slice(&b[..len]);
-            let (mask, bytes) = (Row(mask), Row(bytes));
-            for chunks in len.div_ceil(16).max(1)..=3 {
-                prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), masked_eq_portable(&a, &mask, &bytes, chunks));
-                prop_assert_eq!(masked_eq(&a, &mask, &bytes, chunks), a[..len] == b[..len]);
+            let row = Row(b.clone().try_into().unwrap());
+            for wide in [false, true] {
+                prop_assert_eq!(eq_bits(&a, &row, wide), eq_bits_portable(&a, &row, wide));
             }
-            // Equal on the first `len` bytes: always a match.
-            let mut same = a;
-            same[..len].copy_from_slice(&b[..len]);
-            prop_assert!(masked_eq(&same, &mask, &bytes, 3));
             let c: [u8; 16] = a[..16].try_into().unwrap();
             prop_assert_eq!(specials16(&c), specials16_portable(&c));
+        }
+
+        #[test]
+        fn tail_eq_bits_agree_with_a_scan(
+            s in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0u8)], KEY_CAP..100),
+            row in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0u8)], KEY_CAP),
+            back in 0usize..=KEY_CAP,
+        ) {
+            let row = Row(row.try_into().unwrap());
+            let pos = s.len() - back;
+            let want = (0..KEY_CAP)
+                .filter(|&k| s.get(pos + k) == Some(&row.0[k]))
+                .fold(0u64, |bits, k| bits | 1 << k);
+            prop_assert_eq!(tail_eq_bits(&s, pos, &row), want);
         }
 
         #[test]
@@ -545,54 +776,62 @@ mod tests {
             prop_assert_eq!(first_special(&line, from), want);
         }
 
-        /// On any edit of a line of the learned shape, a walk that succeeds yields exactly
-        /// the members' values the general scanner reads.
+        /// On any edit of a line of the learned shape, walked from any state the shape
+        /// can be in, a walk that succeeds yields exactly the members' values the
+        /// general scanner reads; and the original line still walks afterwards.
         #[test]
         fn walk_agrees_with_general(
             pos in 0usize..1000,
             byte in prop_oneof![Just(b' '), Just(b'\\'), Just(b'"'), Just(b','), Just(b'}'), Just(b'{'), Just(b'0'), Just(b':'), any::<u8>()],
             edit in 0u8..3,
+            before in proptest::collection::vec((0usize..1000, any::<u8>(), 0u8..3), 0..3),
         ) {
-            let shape = learn(LINE);
-            let mut bytes = LINE.as_bytes().to_vec();
-            let p = pos % bytes.len();
-            match edit {
-                0 => bytes[p] = byte,
-                1 => bytes.insert(p, byte),
-                _ => bytes.truncate(p),
-            }
-            if let Ok(line) = std::str::from_utf8(&bytes) {
-                if let Ok(values) = walked(&shape, line) {
-                    let members = general(line).unwrap();
-                    prop_assert_eq!(values, members.iter().map(|m| m.value).collect::<Vec<_>>());
+            let mut shape = learn(LINE);
+            for (p, b, e) in before {
+                if let Ok(line) = std::str::from_utf8(&edited(p, b, e)) {
+                    let _ = walked(&mut shape, line);
                 }
             }
+            if let Ok(line) = std::str::from_utf8(&edited(pos, byte, edit)) {
+                if let Ok(values) = walked(&mut shape, line) {
+                    prop_assert_eq!(values, general_values(line));
+                }
+            }
+            prop_assert_eq!(walked(&mut shape, LINE), Ok(general_values(LINE)));
         }
 
         /// Random objects: each walks under its own learned shape as the general scanner
-        /// reads it; cuts never walk.
+        /// reads it, also after lines with other values of the same keys; cuts never
+        /// walk.
         #[test]
         fn walk_agrees_on_valid_objects(
             keys in proptest::collection::vec("[a-z_]{1,50}", 1..8),
-            vals in proptest::collection::vec(r#"("[ -!#-\[\]-~]{0,70}"|-?[1-9][0-9]{0,5}(\.[0-9]{1,3})?|true|false|null)"#, 8),
+            lines in proptest::collection::vec(proptest::collection::vec(r#"("[ -!#-\[\]-~]{0,70}"|-?[1-9][0-9]{0,5}(\.[0-9]{1,3})?|0|true|false|null)"#, 8), 1..4),
             cut in any::<prop::sample::Index>(),
         ) {
-            let body: Vec<String> = keys.iter().zip(vals.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
-            let line = format!("{{{}}}", body.join(","));
-            let shape = learn(&line);
-            let members = general(&line).unwrap();
-            if keys.iter().all(|k| k.len() + 4 <= KEY_CAP) && line.len() >= KEY_CAP {
-                prop_assert_eq!(walked(&shape, &line), Ok(members.iter().map(|m| m.value).collect::<Vec<_>>()));
-            } else {
-                prop_assert_eq!(walked(&shape, &line), Err(Miss));
+            let lines: Vec<String> = lines.iter().map(|vals| {
+                let body: Vec<String> = keys.iter().zip(vals.iter()).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", body.join(","))
+            }).collect();
+            let mut shape = learn(&lines[0]);
+            let fits = keys.iter().all(|k| k.len() + 4 <= KEY_CAP);
+            for line in lines.iter().chain(&lines) {
+                if fits && line.len() >= KEY_CAP {
+                    prop_assert_eq!(walked(&mut shape, line), Ok(general_values(line)));
+                } else {
+                    prop_assert_eq!(walked(&mut shape, line), Err(Miss));
+                }
+                let cut = cut.index(line.len());
+                prop_assert_eq!(walked(&mut shape, &line[..cut]), Err(Miss));
             }
-            let cut = cut.index(line.len());
-            prop_assert_eq!(walked(&shape, &line[..cut]), Err(Miss));
         }
 
         #[test]
         fn arbitrary_text_never_panics(line in ".{0,300}") {
-            let _ = walked(&learn(LINE), &line);
+            let mut shape = learn(LINE);
+            let _ = walked(&mut shape, &line);
+            let _ = walked(&mut shape, LINE);
+            let _ = walked(&mut shape, &line);
         }
     }
 }
