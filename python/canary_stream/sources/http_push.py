@@ -94,6 +94,8 @@ NDJSON_TYPES = frozenset(
 ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 # A JSON array of objects / strings (an access-log line such as Istio TEXT's "[2026-..." is not one).
 _ARRAY_START = re.compile(rb'\s*\[\s*[{"\]]')
+# A rejected (413) body up to this size is read and dropped before answering, so the sender sees the 413.
+DRAIN_BYTES = 64 * 1024 * 1024
 # Bodies larger than this are decoded in a worker thread (zlib releases the GIL), not on the loop.
 THREAD_DECODE_BYTES = 256 * 1024
 
@@ -178,9 +180,7 @@ def _inflate(data: bytes, limit: int, encoding: str) -> bytes:
             while True:
                 total += len(chunk)
                 if total > limit:
-                    raise _Reject(
-                        413, "decoded_too_large", f"body decompresses to more than {limit} bytes"
-                    )
+                    raise _Reject(413, "decoded_too_large", f"body decompresses to more than {limit} bytes")
                 out.append(chunk)
                 if not d.unconsumed_tail:
                     break
@@ -307,8 +307,10 @@ class HttpPushSource:
             self.accepted += 1
             return Response(status_code=204)
         queue = self._queue
-        if queue is None or self._stopping:
-            return self._reject(503, "busy", "shutting down")
+        if queue is None:  # pragma: no cover - the server runs only inside run()
+            return self._reject(503, "busy", "not running")
+        # While stopping, requests already being received are still taken in: the server accepts
+        # no new connection, and the fold loop keeps running until every source has stopped.
         if queue.would_block(len(data)):
             self.stats.waits += 1
             return self._reject(
@@ -357,6 +359,7 @@ class HttpPushSource:
             )
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
+            await self._discard(request, int(length))
             raise _Reject(
                 413, "body_too_large", f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}"
             )
@@ -365,14 +368,25 @@ class HttpPushSource:
         async for chunk in request.stream():
             size += len(chunk)
             if size > cfg.max_body_bytes:
-                raise _Reject(
-                    413, "body_too_large", f"body exceeds the limit of {cfg.max_body_bytes} bytes"
-                )
+                parts.clear()
+                await self._discard(request, None)
+                raise _Reject(413, "body_too_large", f"body exceeds the limit of {cfg.max_body_bytes} bytes")
             parts.append(chunk)
         body = b"".join(parts)
         if size > THREAD_DECODE_BYTES:
             return await asyncio.to_thread(self._transform, body, encoding)
         return self._transform(body, encoding)
+
+    async def _discard(self, request: Request, length: int | None) -> None:
+        """Read and drop the rest of a rejected body (up to DRAIN_BYTES), so that the sender, still
+        writing it, reads the 413 instead of a connection reset. Larger bodies are cut off."""
+        if length is not None and length > DRAIN_BYTES:
+            return
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > DRAIN_BYTES:
+                return
 
     def _transform(self, body: bytes, encoding: str) -> bytes:
         cfg = self.config
