@@ -178,7 +178,7 @@ def test_subprocess_sigterm_clean_exit_with_all_lines_folded(tmp_path: Path) -> 
         seen = ""
         while time.monotonic() < deadline:
             seen = proc.stderr.readline().decode()
-            if re.search(r"files: .* events 5,000", seen):
+            if re.search(r"files: [^|]* events 5,000 ", seen):
                 break
         assert "events 5,000" in seen
         proc.send_signal(signal.SIGTERM)
