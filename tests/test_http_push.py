@@ -124,6 +124,15 @@ async def test_fluent_bit_json_lines_envelope() -> None:
         assert r.status_code == 204
         assert s.aggregator.totals().accepted == 1000
         assert s.aggregator.totals().malformed_total == 0
+        # spaced JSON, raw lines without the envelope, and the envelope's first line, mixed
+        more = generate("istio-text", lines=300, seed=44)
+        mixed = "".join(
+            (json.dumps({"date": 1.0, "log": line}) if i % 3 == 0 else line) + "\n"
+            for i, line in enumerate(lines_of(more))
+        ).encode()
+        assert mixed.startswith(b'{"date": 1.0, "log": "')
+        assert (await s.client.post("/ingest", content=mixed, headers=NDJSON)).status_code == 204
+        assert s.aggregator.totals().accepted == 1300
 
 
 async def test_vector_message_envelope_ndjson_and_json_array() -> None:

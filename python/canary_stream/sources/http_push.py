@@ -63,7 +63,7 @@ import logging
 import re
 import socket
 import zlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -154,14 +154,17 @@ class _Reject(Exception):
         self.message = message
 
 
-def envelope_rewriter(key: str) -> Any:
+def envelope_rewriter(key: str) -> Callable[[bytes], bytes]:
     """A function rewriting every line ``{...,"<key>":"<escaped line>",...}`` of a buffer to
-    ``{"log":"<escaped line>",...}`` (one regex pass in C) for the core's Docker unwrapper."""
-    pattern = re.compile(rb'^\{[^\n]*?"' + re.escape(key.encode()) + rb'"\s*:\s*"', re.MULTILINE)
-    prefix = b'{"log":"'
+    ``{"log":"<escaped line>",...}`` for the core's Docker unwrapper: one regex pass in C. The
+    pattern starts with the literal ``\n{`` so the regex engine jumps between line starts with a
+    fast literal search (``^`` with MULTILINE tries every position: ~5x slower); ~5 ms per
+    1.6 MB / 4000 lines here."""
+    pattern = re.compile(rb'\n\{[^\n]*?"' + re.escape(key.encode()) + rb'"\s*:\s*"')
+    replacement = b'\n{"log":"'
 
     def rewrite(data: bytes) -> bytes:
-        return pattern.sub(prefix, data)
+        return pattern.sub(replacement, b"\n" + data)[1:]
 
     return rewrite
 
