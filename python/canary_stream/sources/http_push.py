@@ -65,7 +65,7 @@ import socket
 import zlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import uvicorn
 from starlette.applications import Starlette
