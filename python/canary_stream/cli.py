@@ -110,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     # Each engine command lives with its stage and registers itself.
+    from canary_stream import run_cmd
     from canary_stream.sim import demo, simulate_cmd
     from canary_stream.spec import validate_cmd
 
     validate_cmd.register(sub)
     simulate_cmd.register(sub)
     demo.register(sub)
+    run_cmd.register(sub)
     return p
 
 
