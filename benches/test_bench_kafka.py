@@ -347,9 +347,12 @@ def measure(benchmark: Any, who: str, shape: str, topic: Topic, run: Any) -> Non
         f"(rounds: {rates} K/s), {m.lines / m.total_s / 1e3:,.0f} K/s incl. join ({m.join_s:.2f} s); "
         f"load {load:.1f}{cpu}"
     )
-    mine = RESULTS.get(("ours", shape))
-    if who != "ours" and mine:
-        print(f"          ours / {who} ({shape}): x{median(mine).rate / m.rate:.1f}")
+    if who.startswith("ours"):
+        return
+    for variant in ("ours", "ours-nocrc"):
+        mine = RESULTS.get((variant, shape))
+        if mine:
+            print(f"          {variant} / {who} ({shape}): x{median(mine).rate / m.rate:.1f}")
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -357,6 +360,14 @@ def measure(benchmark: Any, who: str, shape: str, topic: Topic, run: Any) -> Non
 def test_ours_kafka(benchmark: Any, broker: KafkaBroker, topics: dict[str, Topic], shape: str) -> None:
     topic = topics[shape]
     measure(benchmark, "ours", shape, topic, lambda: ours(broker, topic))
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.benchmark(group="kafka")
+def test_ours_nocrc_kafka(benchmark: Any, broker: KafkaBroker, topics: dict[str, Topic], shape: str) -> None:
+    """Ours with ``check_crcs=False``: aiokafka's CRC-32C of every record batch skipped."""
+    topic = topics[shape]
+    measure(benchmark, "ours-nocrc", shape, topic, lambda: ours(broker, topic, check_crcs=False))
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
