@@ -352,8 +352,13 @@ def free_ports(count: int) -> list[int]:
 
 
 def random_cluster_id() -> str:
-    """What ``StorageTool random-uuid`` prints: urlsafe base64 of 16 random bytes, no padding."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    """What ``StorageTool random-uuid`` prints: urlsafe base64 of 16 random bytes, no padding, and
+    (like Kafka's ``Uuid.randomUuid``) never starting with ``-``, which the storage tool's argument
+    parser would take for an option (1 start in 64 failed with "expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def java_executable() -> str:

@@ -446,7 +446,10 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
         for chunk in chunks[:3]:
             await send(chunk)
         await p.accepted(1000)  # mid-stream: the consumer is still working through the topic
-        behind = p.source.stats.lag
+        # behind = produced but not folded yet. Not stats.lag: while the source is paused (full
+        # queue) the fetcher does not fetch, so the high watermark is stale and the lag read 0 in
+        # ~1 run of 4 although the consumer was behind
+        behind = sum(map(len, chunks[:3])) - p.source.stats.events
         broker.kill()
         sending = asyncio.ensure_future(send(chunks[3]))  # waits for the broker
         await asyncio.sleep(1.0)
@@ -466,7 +469,7 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     await p.stop()
     accepted = p.agg.totals().accepted
     print(
-        f"lag at the kill {behind}, produced {produced}, accepted {accepted}, "
+        f"not folded at the kill {behind}, produced {produced}, accepted {accepted}, "
         f"commits {p.source.commits}, pauses {p.source.pauses}, broker starts {broker.starts}"
     )
     assert behind, "the consumer was not behind when the broker died"
