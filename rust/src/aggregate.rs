@@ -271,6 +271,8 @@ pub(crate) fn clean_latency(l: Option<f64>) -> Option<f64> {
 
 /// Epoch of a slot that never held data.
 const NO_EPOCH: i64 = i64::MIN;
+/// `KeyState::cur_slot` of a key without buckets yet (no ring has that many slots).
+const NO_SLOT: usize = usize::MAX;
 
 /// One second of one key. Counters are u32 and add with wrapping arithmetic: 4·10⁹
 /// events in one second is out of reach (the ingest peaks around 10⁸/s).
@@ -310,8 +312,9 @@ impl Bucket {
         }
     }
 
-    /// Reuse the slot for `epoch`, keeping its allocations.
-    fn reset(&mut self, epoch: i64) {
+    /// Reuse the slot for `epoch`, keeping its allocations; the sketch store is sized to
+    /// `sketch_range` (see [`Sketch::clear_to_range`]).
+    fn reset(&mut self, epoch: i64, sketch_range: (i32, usize)) {
         self.epoch = epoch;
         self.requests = 0;
         self.successes = 0;
@@ -326,7 +329,7 @@ impl Bucket {
         if let Some(c) = self.codes.as_mut() {
             c.clear();
         }
-        self.sketch.clear();
+        self.sketch.clear_to_range(sketch_range);
     }
 
     /// Count `n` requests of `code` (never 200: derived from the 2xx count).
@@ -361,14 +364,21 @@ impl Bucket {
             }
         }
         if !ev.flags.is_empty() {
-            let counts = self.flags.get_or_insert_with(|| Box::new([0; NUM_FLAGS]));
-            let mut bits = ev.flags.0;
-            while bits != 0 {
-                if let Some(c) = counts.get_mut(bits.trailing_zeros() as usize) {
-                    *c = c.wrapping_add(1);
-                }
-                bits &= bits - 1;
+            self.count_flags(ev.flags);
+        }
+    }
+
+    /// Count one request with the response flags `flags` (a minority of requests: kept
+    /// out of line so `record` stays small).
+    #[inline(never)]
+    fn count_flags(&mut self, flags: Flags) {
+        let counts = self.flags.get_or_insert_with(|| Box::new([0; NUM_FLAGS]));
+        let mut bits = flags.0;
+        while bits != 0 {
+            if let Some(c) = counts.get_mut(bits.trailing_zeros() as usize) {
+                *c = c.wrapping_add(1);
             }
+            bits &= bits - 1;
         }
     }
 
@@ -475,7 +485,8 @@ struct KeyState {
     n_thresholds: usize,
     /// Epoch, start time and slot of the newest bucket written: most events of a key hit
     /// it, and recognising it by one subtraction skips the epoch and slot arithmetic
-    /// (`rem_euclid` is a hardware division).
+    /// (`rem_euclid` is a hardware division). `cur_slot` is [`NO_SLOT`] before the first
+    /// bucket, so that test fails without looking at `cur_epoch`.
     cur_epoch: i64,
     cur_start_ms: i64,
     cur_slot: usize,
@@ -496,6 +507,68 @@ impl KeyState {
             b.exceed = [0; MAX_THRESHOLDS];
         }
         self.cumulative.exceed = [0; MAX_THRESHOLDS];
+    }
+
+    /// The bucket an event at `ts` goes to, with the key's thresholds; `DroppedLate` when
+    /// its second has left the ring. The caller has checked `ts` against the watermark.
+    #[inline(always)]
+    fn bucket_for(&mut self, ts: i64, ring_secs: u32) -> Result<(&mut Bucket, &[f64]), Reason> {
+        let in_current = (ts.wrapping_sub(self.cur_start_ms) as u64) < BUCKET_MS as u64;
+        let slot = if in_current && self.cur_slot < self.ring.len() {
+            // Invariant: ring[cur_slot] holds cur_epoch.
+            self.cur_slot
+        } else {
+            self.enter_bucket(ts, ring_secs)?
+        };
+        let n = self.n_thresholds.min(MAX_THRESHOLDS);
+        match (self.ring.get_mut(slot), self.thresholds.get(..n)) {
+            (Some(b), Some(t)) => Ok((b, t)),
+            _ => Err(Reason::DroppedLate),
+        }
+    }
+
+    /// [`KeyState::bucket_for`] off the current bucket: find the slot of `ts`'s second and
+    /// open it; returns the slot.
+    #[cold]
+    #[inline(never)]
+    fn enter_bucket(&mut self, ts: i64, ring_secs: u32) -> Result<usize, Reason> {
+        let epoch = ts.div_euclid(BUCKET_MS);
+        let slot = epoch.rem_euclid(ring_secs as i64) as usize;
+        if self.open_bucket(epoch, slot) {
+            Ok(slot)
+        } else {
+            Err(Reason::DroppedLate)
+        }
+    }
+
+    /// Make `ring[slot]` the bucket of `epoch`: an older second held there is folded into
+    /// the accumulator first. False when the slot already serves a newer second (this one
+    /// left the ring) or does not exist.
+    fn open_bucket(&mut self, epoch: i64, slot: usize) -> bool {
+        // The newest bucket's sketch range, to size a recycled one (see `Bucket::reset`).
+        let range = self
+            .ring
+            .get(self.cur_slot)
+            .map_or((0, 0), |b| b.sketch.store_range());
+        let Some(b) = self.ring.get_mut(slot) else {
+            return false;
+        };
+        if b.epoch > epoch {
+            return false;
+        }
+        if b.epoch != epoch {
+            self.cumulative.add_bucket(b);
+            b.reset(epoch, range);
+        }
+        if epoch > self.cur_epoch {
+            self.cur_epoch = epoch;
+            self.cur_start_ms = epoch.saturating_mul(BUCKET_MS);
+            self.cur_slot = slot;
+        }
+        if epoch < self.first_epoch || self.first_epoch == NO_EPOCH {
+            self.first_epoch = epoch;
+        }
+        true
     }
 
     fn memory_bytes(&self) -> usize {
@@ -597,7 +670,7 @@ impl Aggregator {
             n_thresholds: 0,
             cur_epoch: NO_EPOCH,
             cur_start_ms: i64::MIN,
-            cur_slot: 0,
+            cur_slot: NO_SLOT,
         };
         let t = self
             .target_thresholds
@@ -637,7 +710,7 @@ impl Aggregator {
     /// [`Aggregator::observe`] with the latency already cleaned and its sketch bin already
     /// computed, so a columnar caller can compute bins in a separate vectorisable loop.
     /// `latency` must be `clean_latency(ev.latency_ms)` and `bin` its `bin_of`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn observe_binned(
         &mut self,
         key: KeyId,
@@ -652,43 +725,12 @@ impl Aggregator {
         if ts > self.max_ts {
             return Err(Reason::FutureTimestamp);
         }
+        let ring_secs = self.cfg.ring_secs;
         let Some(Some(k)) = self.keys.get_mut(key as usize) else {
             return Err(Reason::KeyLimit);
         };
-        let in_current =
-            (ts.wrapping_sub(k.cur_start_ms) as u64) < BUCKET_MS as u64 && k.cur_epoch != NO_EPOCH;
-        let b = if in_current {
-            // Invariant: ring[cur_slot] holds cur_epoch.
-            k.ring.get_mut(k.cur_slot)
-        } else {
-            let epoch = ts.div_euclid(BUCKET_MS);
-            let slot = epoch.rem_euclid(self.cfg.ring_secs as i64) as usize;
-            let Some(b) = k.ring.get_mut(slot) else {
-                return Err(Reason::DroppedLate);
-            };
-            if b.epoch > epoch {
-                // The slot already serves a newer second: this one left the ring.
-                return Err(Reason::DroppedLate);
-            }
-            if b.epoch != epoch {
-                k.cumulative.add_bucket(b);
-                b.reset(epoch);
-            }
-            if epoch > k.cur_epoch {
-                k.cur_epoch = epoch;
-                k.cur_start_ms = epoch.saturating_mul(BUCKET_MS);
-                k.cur_slot = slot;
-            }
-            if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
-                k.first_epoch = epoch;
-            }
-            Some(b)
-        };
-        let Some(b) = b else {
-            return Err(Reason::DroppedLate);
-        };
-        let n = k.n_thresholds.min(MAX_THRESHOLDS);
-        b.record(ev, latency, bin, &k.thresholds[..n]);
+        let (b, thresholds) = k.bucket_for(ts, ring_secs)?;
+        b.record(ev, latency, bin, thresholds);
         k.last_event_ms = k.last_event_ms.max(ts);
         match self.watermark {
             Some(wm) if wm >= ts => {}

@@ -115,6 +115,28 @@ impl Default for Config {
     }
 }
 
+/// The record fields a resolution looked at (bits below), from
+/// [`Attributor::resolve_tracked`]: another record with the same values in these fields
+/// resolves the same way under the same source context and host map (a field read and
+/// found empty counts: it must be empty again). Callers cache resolutions on them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inputs(pub u8);
+
+impl Inputs {
+    pub const CLUSTER: u8 = 1;
+    pub const SNI: u8 = 2;
+    pub const AUTHORITY: u8 = 4;
+    pub const UPSTREAM_HOST: u8 = 8;
+    pub const TARGET: u8 = 16;
+    pub const VERSION: u8 = 32;
+
+    /// Whether any of `bits` was read.
+    #[inline]
+    pub fn has(self, bits: u8) -> bool {
+        self.0 & bits != 0
+    }
+}
+
 /// Resolves (target, version) for records. Holds the run-time host → version map.
 #[derive(Debug, Clone)]
 pub struct Attributor {
@@ -266,17 +288,20 @@ impl Attributor {
 
     /// The host name the line says served it: outbound cluster host, else SNI host,
     /// else the authority without port.
-    fn line_host<'a>(&self, rec: &Record<'a>) -> &'a str {
+    fn line_host<'a>(&self, rec: &Record<'a>, used: &mut Inputs) -> &'a str {
+        used.0 |= Inputs::CLUSTER;
         if let Some(c) = split_cluster(rec.upstream_cluster) {
             if c.outbound && !c.host.is_empty() {
                 return c.host;
             }
         }
+        used.0 |= Inputs::SNI;
         if let Some((_, host)) = split_sni(rec.sni) {
             if !host.is_empty() {
                 return host;
             }
         }
+        used.0 |= Inputs::AUTHORITY;
         strip_port(rec.authority)
     }
 
@@ -288,6 +313,18 @@ impl Attributor {
         target: &mut String,
         version: &mut String,
     ) -> Result<(), Reason> {
+        self.resolve_tracked(rec, ctx, target, version).map(|_| ())
+    }
+
+    /// [`Attributor::resolve`], also telling which record fields decided the answer.
+    pub fn resolve_tracked(
+        &self,
+        rec: &Record<'_>,
+        ctx: &SourceContext,
+        target: &mut String,
+        version: &mut String,
+    ) -> Result<Inputs, Reason> {
+        let mut used = Inputs::default();
         target.clear();
         version.clear();
         // Target: the source's, the pod's workload, the line's field, else its host.
@@ -300,12 +337,16 @@ impl Attributor {
                 target.push('.');
                 target.push_str(&ctx.namespace);
             }
-        } else if !rec.target.is_empty() {
-            target.push_str(rec.target);
         } else {
-            let (base, rest, _) = self.split_suffix(self.short_host(self.line_host(rec)));
-            target.push_str(base);
-            target.push_str(rest);
+            used.0 |= Inputs::TARGET;
+            if !rec.target.is_empty() {
+                target.push_str(rec.target);
+            } else {
+                let host = self.line_host(rec, &mut used);
+                let (base, rest, _) = self.split_suffix(self.short_host(host));
+                target.push_str(base);
+                target.push_str(rest);
+            }
         }
         if target.is_empty() {
             return Err(Reason::UnattributableVersion);
@@ -321,15 +362,15 @@ impl Attributor {
                 .unwrap_or(&self.cfg.rules)
         };
         for rule in rules {
-            if let Some(v) = self.apply(*rule, rec, ctx) {
+            if let Some(v) = self.apply(*rule, rec, ctx, &mut used) {
                 version.push_str(v);
-                return Ok(());
+                return Ok(used);
             }
         }
         match &self.cfg.default_version {
             Some(v) => {
                 version.push_str(v);
-                Ok(())
+                Ok(used)
             }
             None => Err(Reason::UnattributableVersion),
         }
@@ -340,11 +381,16 @@ impl Attributor {
         rule: Rule,
         rec: &Record<'s>,
         ctx: &'s SourceContext,
+        used: &mut Inputs,
     ) -> Option<&'s str> {
         let nonempty = |s: &'s str| if s.is_empty() { None } else { Some(s) };
         match rule {
-            Rule::Field => nonempty(rec.version).or_else(|| nonempty(&ctx.version)),
+            Rule::Field => {
+                used.0 |= Inputs::VERSION;
+                nonempty(rec.version).or_else(|| nonempty(&ctx.version))
+            }
             Rule::ClusterSubset => {
+                used.0 |= Inputs::CLUSTER;
                 let c = split_cluster(rec.upstream_cluster)?;
                 // Inbound clusters of old Istio put the port *name* in the subset slot.
                 if c.outbound {
@@ -354,12 +400,20 @@ impl Attributor {
                 }
             }
             Rule::HostSuffix => {
-                let host = self.short_host(self.line_host(rec));
+                let host = self.short_host(self.line_host(rec, used));
                 self.split_suffix(host).2
             }
-            Rule::SniSubset => split_sni(rec.sni).and_then(|(subset, _)| nonempty(subset)),
+            Rule::SniSubset => {
+                used.0 |= Inputs::SNI;
+                split_sni(rec.sni).and_then(|(subset, _)| nonempty(subset))
+            }
             Rule::HostMap => {
-                if self.host_map.is_empty() || rec.upstream_host.is_empty() {
+                // An empty map answers nothing whatever the line (a change bumps `epoch`).
+                if self.host_map.is_empty() {
+                    return None;
+                }
+                used.0 |= Inputs::UPSTREAM_HOST;
+                if rec.upstream_host.is_empty() {
                     return None;
                 }
                 self.host_map
@@ -544,5 +598,83 @@ mod tests {
         assert!(Attributor::new(cfg)
             .unwrap_err()
             .contains("attribution.rules"));
+    }
+
+    /// Values each record field takes in the property test (empty = absent).
+    const CLUSTERS: [&str; 5] = [
+        "",
+        "outbound|9080|canary|reviews.default.svc.cluster.local",
+        "outbound|9898||podinfo-primary.test.svc.cluster.local",
+        "inbound|9080|http|reviews.default.svc.cluster.local",
+        "outbound|9898||podinfo.test.svc.cluster.local",
+    ];
+    const SNIS: [&str; 3] = [
+        "",
+        "outbound_.9080_.primary_.reviews.default.svc.cluster.local",
+        "outbound_.9898_._.podinfo-canary.test.svc.cluster.local",
+    ];
+    const HOSTS: [&str; 3] = ["", "10.0.0.7:8080", "10.0.0.8:8080"];
+    const AUTHORITIES: [&str; 3] = ["", "podinfo-canary:9898", "reviews.default:9080"];
+    const TARGETS: [&str; 2] = ["", "shop.prod"];
+    const VERSIONS: [&str; 2] = ["", "v2"];
+
+    fn pick<'a>(values: &[&'a str], i: u8) -> &'a str {
+        values[i as usize % values.len()]
+    }
+
+    proptest::proptest! {
+        /// A record that agrees with another on the fields `resolve_tracked` reports
+        /// resolves the same way, whatever its other fields (what the key cache relies on).
+        #[test]
+        fn fields_not_read_do_not_change_the_answer(
+            a in proptest::array::uniform6(0u8..8),
+            b in proptest::array::uniform6(0u8..8),
+            rules in proptest::sample::subsequence(Rule::ALL.to_vec(), 1..=6),
+            ctx_kind in 0u8..4,
+            with_hosts: bool,
+            with_default: bool,
+        ) {
+            let cfg = Config {
+                rules,
+                default_version: with_default.then(|| "unknown".to_string()),
+                ..Config::default()
+            };
+            let mut attributor = Attributor::new(cfg).unwrap();
+            if with_hosts {
+                attributor.set_host("10.0.0.7:8080", "canary");
+            }
+            let ctx = SourceContext {
+                pod: if ctx_kind == 1 { "podinfo-primary-5d8f7c6b9d-x2x4z".into() } else { String::new() },
+                namespace: if ctx_kind == 1 { "test".into() } else { String::new() },
+                target: if ctx_kind == 2 { "pinned.ns".into() } else { String::new() },
+                version: if ctx_kind == 3 { "ctxv".into() } else { String::new() },
+            };
+            let make = |v: [u8; 6]| Record {
+                upstream_cluster: pick(&CLUSTERS, v[0]),
+                sni: pick(&SNIS, v[1]),
+                upstream_host: pick(&HOSTS, v[2]),
+                authority: pick(&AUTHORITIES, v[3]),
+                target: pick(&TARGETS, v[4]),
+                version: pick(&VERSIONS, v[5]),
+                ..Record::default()
+            };
+            let first = make(a);
+            let (mut t1, mut v1) = (String::new(), String::new());
+            let Ok(used) = attributor.resolve_tracked(&first, &ctx, &mut t1, &mut v1) else {
+                return Ok(());
+            };
+            // Same values in the fields read, `b`'s values elsewhere.
+            let mut mixed = make(b);
+            if used.has(Inputs::CLUSTER) { mixed.upstream_cluster = first.upstream_cluster; }
+            if used.has(Inputs::SNI) { mixed.sni = first.sni; }
+            if used.has(Inputs::UPSTREAM_HOST) { mixed.upstream_host = first.upstream_host; }
+            if used.has(Inputs::AUTHORITY) { mixed.authority = first.authority; }
+            if used.has(Inputs::TARGET) { mixed.target = first.target; }
+            if used.has(Inputs::VERSION) { mixed.version = first.version; }
+            let (mut t2, mut v2) = (String::new(), String::new());
+            let second = attributor.resolve_tracked(&mixed, &ctx, &mut t2, &mut v2);
+            proptest::prop_assert!(second.is_ok(), "{mixed:?} after {first:?}: {second:?}");
+            proptest::prop_assert_eq!((t1, v1), (t2, v2));
+        }
     }
 }

@@ -9,7 +9,7 @@ use memchr::memchr_iter;
 
 use crate::aggregate::{self, Aggregator, Event, KeyId};
 use crate::arrow_ingest::{self, ColumnMapping, IngestStats};
-use crate::attribution::{self, Attributor, SourceContext};
+use crate::attribution::{self, Attributor, Inputs, SourceContext};
 use crate::classify::Classifier;
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::Mapping;
@@ -72,9 +72,11 @@ struct Scratch {
     keys: KeyCache,
 }
 
-/// The attribution inputs of a line that decide its key.
+/// The attribution inputs of a line that decided its key: the fields in `used`
+/// (the others are left empty and not compared).
 #[derive(Default)]
 struct CacheEntry {
+    used: Inputs,
     cluster: String,
     sni: String,
     authority: String,
@@ -85,35 +87,61 @@ struct CacheEntry {
 }
 
 impl CacheEntry {
-    /// All lengths first, without branches: that settles most misses, and the byte
-    /// comparison can then skip the empty fields (most of them), each a `memcmp` call.
-    #[inline]
-    fn matches(&self, rec: &Record<'_>, host: &str) -> bool {
-        let same_lengths = (self.cluster.len() == rec.upstream_cluster.len())
-            & (self.sni.len() == rec.sni.len())
-            & (self.target.len() == rec.target.len())
-            & (self.version.len() == rec.version.len())
-            & (self.authority.len() == rec.authority.len())
-            & (self.host.len() == host.len());
-        // Lengths are equal here, so `a.is_empty()` means both are.
-        let same = |a: &str, b: &str| a.is_empty() || a == b;
-        same_lengths
-            && same(&self.cluster, rec.upstream_cluster)
-            && same(&self.sni, rec.sni)
-            && same(&self.target, rec.target)
-            && same(&self.version, rec.version)
-            && same(&self.authority, rec.authority)
-            && same(&self.host, host)
+    /// Same values in the fields the resolution read; the cluster first (it tells the
+    /// keys of a stream apart), each comparison starting with the lengths.
+    #[inline(always)]
+    fn matches(&self, rec: &Record<'_>) -> bool {
+        let used = self.used;
+        let same = |bit: u8, mine: &str, theirs: &str| {
+            !used.has(bit) || same_bytes(mine.as_bytes(), theirs.as_bytes())
+        };
+        same(Inputs::CLUSTER, &self.cluster, rec.upstream_cluster)
+            && same(Inputs::TARGET, &self.target, rec.target)
+            && same(Inputs::VERSION, &self.version, rec.version)
+            && same(Inputs::SNI, &self.sni, rec.sni)
+            && same(Inputs::AUTHORITY, &self.authority, rec.authority)
+            && same(Inputs::UPSTREAM_HOST, &self.host, rec.upstream_host)
     }
+}
+
+/// Equality of two slices of equal length without a `memcmp` call: eight bytes at a
+/// time and the tail as one overlapping word. Attribution inputs are short (a cluster
+/// name is ~50 bytes, most fields are empty) and a call per field cost more than the
+/// comparison itself.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let (wa, _) = a.as_chunks::<8>();
+    let (wb, _) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for i in 0..wa.len().min(wb.len()) {
+        if let (Some(x), Some(y)) = (wa.get(i), wb.get(i)) {
+            diff |= u64::from_le_bytes(*x) ^ u64::from_le_bytes(*y);
+        }
+    }
+    let word = |s: &[u8]| s.try_into().map_or(0, u64::from_le_bytes);
+    let tail = n - 8;
+    if let (Some(x), Some(y)) = (a.get(tail..), b.get(tail..)) {
+        diff |= word(x) ^ word(y);
+    }
+    diff == 0
 }
 
 /// A few recent (attribution inputs → key) pairs: most lines of a stream name the same
 /// handful of clusters, so resolving and hashing once per distinct input is enough.
-/// Valid for one source context, one host-map epoch and one key generation.
+/// The entry that answered last is tried first. Valid for one source context, one
+/// host-map epoch and one key generation.
 #[derive(Default)]
 struct KeyCache {
     entries: Vec<CacheEntry>,
     next: usize,
+    last: usize,
     stamp: (u64, u64),
 }
 
@@ -125,18 +153,33 @@ impl KeyCache {
         self.next = 0;
     }
 
-    #[inline]
-    fn get(&self, rec: &Record<'_>, host: &str, stamp: (u64, u64)) -> Option<KeyId> {
+    #[inline(always)]
+    fn get(&mut self, rec: &Record<'_>, stamp: (u64, u64)) -> Option<KeyId> {
         if stamp != self.stamp {
             return None;
         }
-        self.entries
-            .iter()
-            .find(|e| e.matches(rec, host))
-            .map(|e| e.key)
+        if let Some(e) = self.entries.get(self.last) {
+            if e.matches(rec) {
+                return Some(e.key);
+            }
+        }
+        self.get_other(rec)
     }
 
-    fn put(&mut self, rec: &Record<'_>, host: &str, stamp: (u64, u64), key: KeyId) {
+    /// [`KeyCache::get`] past the last entry.
+    #[inline(never)]
+    fn get_other(&mut self, rec: &Record<'_>) -> Option<KeyId> {
+        let last = self.last;
+        let (i, e) = self
+            .entries
+            .iter()
+            .enumerate()
+            .find(|(i, e)| *i != last && e.matches(rec))?;
+        self.last = i;
+        Some(e.key)
+    }
+
+    fn put(&mut self, rec: &Record<'_>, used: Inputs, stamp: (u64, u64), key: KeyId) {
         if stamp != self.stamp {
             self.clear();
             self.stamp = stamp;
@@ -146,18 +189,24 @@ impl KeyCache {
         }
         let slot = self.next % self.entries.len();
         self.next = slot + 1;
-        let e = &mut self.entries[slot];
-        for (dst, src) in [
-            (&mut e.cluster, rec.upstream_cluster),
-            (&mut e.sni, rec.sni),
-            (&mut e.authority, rec.authority),
-            (&mut e.host, host),
-            (&mut e.target, rec.target),
-            (&mut e.version, rec.version),
+        self.last = slot;
+        let Some(e) = self.entries.get_mut(slot) else {
+            return;
+        };
+        for (bit, dst, src) in [
+            (Inputs::CLUSTER, &mut e.cluster, rec.upstream_cluster),
+            (Inputs::SNI, &mut e.sni, rec.sni),
+            (Inputs::AUTHORITY, &mut e.authority, rec.authority),
+            (Inputs::UPSTREAM_HOST, &mut e.host, rec.upstream_host),
+            (Inputs::TARGET, &mut e.target, rec.target),
+            (Inputs::VERSION, &mut e.version, rec.version),
         ] {
             dst.clear();
-            dst.push_str(src);
+            if used.has(bit) {
+                dst.push_str(src);
+            }
         }
+        e.used = used;
         e.key = key;
     }
 }
@@ -391,20 +440,17 @@ impl Pipeline {
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;
-        let host = if self.attributor.uses_upstream_host() {
-            rec.upstream_host
-        } else {
-            ""
-        };
         let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-        let key = match keys.get(&rec, host, stamp) {
+        let key = match keys.get(&rec, stamp) {
             Some(k) => k,
             None => {
-                self.attributor.resolve(&rec, ctx, target, version)?;
+                let used = self
+                    .attributor
+                    .resolve_tracked(&rec, ctx, target, version)?;
                 let k = self.aggregator.key(target, version)?;
                 // Creating a key may evict others (a new generation): stamp after.
                 let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-                keys.put(&rec, host, stamp, k);
+                keys.put(&rec, used, stamp, k);
                 k
             }
         };

@@ -55,6 +55,9 @@ const EXP_ONE_BITS: u64 = 0x3ff0_0000_0000_0000;
 /// Bins grown beyond the needed index, so that a slowly widening range does not shift
 /// the store on every new extreme.
 const GROW_PAD: i32 = 8;
+/// [`Sketch::clear_to_range`] leaves wider stores to grow on demand (memory stays bounded
+/// by what the data needs, not by one outlier's width).
+const MAX_PRESIZE_BINS: usize = 512;
 
 /// γ = (1+α)/(1−α).
 pub fn gamma() -> f64 {
@@ -269,6 +272,25 @@ impl<Cn: Counter> Sketch<Cn> {
         self.count = Cn::default();
     }
 
+    /// Forget all values and make the store cover `range` (`(first index, bins)`, from
+    /// [`Sketch::store_range`] of a sibling sketch), zeroed. A recycled 1 s bucket of a key
+    /// sees about the latencies its predecessor saw: sizing it once up front replaces the
+    /// handful of `grow_to` calls (a reallocation and copy each) it would otherwise make.
+    pub(crate) fn clear_to_range(&mut self, range: (i32, usize)) {
+        self.clear();
+        let (offset, len) = range;
+        if len > 0 && len <= MAX_PRESIZE_BINS {
+            self.offset = offset;
+            self.bins.resize(len, Cn::default());
+        }
+    }
+
+    /// `(first index, bins)` of the dense store (padding included), for
+    /// [`Sketch::clear_to_range`].
+    pub(crate) fn store_range(&self) -> (i32, usize) {
+        (self.offset, self.bins.len())
+    }
+
     /// Number of values.
     #[inline]
     pub fn count(&self) -> u64 {
@@ -326,7 +348,7 @@ impl<Cn: Counter> Sketch<Cn> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn add_at(&mut self, idx: i32, n: u64) {
         // A negative offset wraps to a huge usize and misses, like an index past the end.
         let pos = (idx as i64 - self.offset as i64) as usize;
@@ -334,6 +356,14 @@ impl<Cn: Counter> Sketch<Cn> {
             *c = c.plus(n);
             return;
         }
+        self.grow_and_add(idx, n);
+    }
+
+    /// [`Sketch::add_at`] for an index outside the store: out of line, so the common
+    /// case stays a few instructions inlined into the caller.
+    #[cold]
+    #[inline(never)]
+    fn grow_and_add(&mut self, idx: i32, n: u64) {
         self.grow_to(idx);
         let pos = (idx as i64 - self.offset as i64) as usize;
         if let Some(c) = self.bins.get_mut(pos) {

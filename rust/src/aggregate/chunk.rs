@@ -281,21 +281,13 @@ impl Aggregator {
             let epoch = grp.epoch;
             let slot = epoch.rem_euclid(ring) as usize;
             *slot_out = slot;
+            // `group_rows` checked that the slot holds no newer second.
+            if !k.open_bucket(epoch, slot) {
+                continue;
+            }
             let Some(b) = k.ring.get_mut(slot) else {
                 continue;
             };
-            if b.epoch != epoch {
-                k.cumulative.add_bucket(b);
-                b.reset(epoch);
-            }
-            if epoch > k.cur_epoch {
-                k.cur_epoch = epoch;
-                k.cur_start_ms = epoch.saturating_mul(BUCKET_MS);
-                k.cur_slot = slot;
-            }
-            if epoch < k.first_epoch || k.first_epoch == NO_EPOCH {
-                k.first_epoch = epoch;
-            }
             let n_thr = k.n_thresholds.min(MAX_THRESHOLDS);
             let thresholds = k.thresholds.get(..n_thr).unwrap_or(&[]);
 
