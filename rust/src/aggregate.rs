@@ -700,7 +700,7 @@ impl Aggregator {
     }
 
     /// Fold one event into its bucket.
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, key: KeyId, ev: &Event) -> Result<(), Reason> {
         let latency = clean_latency(ev.latency_ms);
         let bin = latency.map_or(ZERO_BIN, bin_of);

@@ -7,6 +7,9 @@
 
 use memchr::memchr_iter;
 
+mod lines;
+use lines::{Segment, SEGMENT_BYTES};
+
 use crate::aggregate::{self, Aggregator, Event, KeyId};
 use crate::arrow_ingest::{self, ColumnMapping, IngestStats};
 use crate::attribution::{self, Attributor, Inputs, SourceContext};
@@ -141,7 +144,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 struct KeyCache {
     entries: Vec<CacheEntry>,
     next: usize,
+    /// The entries that answered last and the time before (two keys are a canary).
     last: usize,
+    prev: usize,
     stamp: (u64, u64),
 }
 
@@ -163,18 +168,25 @@ impl KeyCache {
                 return Some(e.key);
             }
         }
+        if let Some(e) = self.entries.get(self.prev) {
+            if e.matches(rec) {
+                std::mem::swap(&mut self.last, &mut self.prev);
+                return Some(e.key);
+            }
+        }
         self.get_other(rec)
     }
 
     /// [`KeyCache::get`] past the last entry.
     #[inline(never)]
     fn get_other(&mut self, rec: &Record<'_>) -> Option<KeyId> {
-        let last = self.last;
+        let (last, prev) = (self.last, self.prev);
         let (i, e) = self
             .entries
             .iter()
             .enumerate()
-            .find(|(i, e)| *i != last && e.matches(rec))?;
+            .find(|(i, e)| *i != last && *i != prev && e.matches(rec))?;
+        self.prev = last;
         self.last = i;
         Some(e.key)
     }
@@ -189,6 +201,7 @@ impl KeyCache {
         }
         let slot = self.next % self.entries.len();
         self.next = slot + 1;
+        self.prev = self.last;
         self.last = slot;
         let Some(e) = self.entries.get_mut(slot) else {
             return;
@@ -226,6 +239,8 @@ pub struct Pipeline {
     /// The carried line already exceeded the limit; drop bytes up to the next newline.
     carry_overflow: bool,
     scratch: Scratch,
+    /// Line ends of the block being processed (kept for its allocation).
+    segment: Segment,
 }
 
 impl Pipeline {
@@ -245,6 +260,7 @@ impl Pipeline {
             carry: Vec::new(),
             carry_overflow: false,
             scratch: Scratch::default(),
+            segment: Segment::new(),
         })
     }
 
@@ -383,37 +399,52 @@ impl Pipeline {
 
     /// Process `block`, which is empty or ends with `\n`.
     fn process_block(&mut self, block: &[u8], ctx: &SourceContext, now_ms: i64) {
-        if block.is_empty() {
-            return;
-        }
-        let all_utf8 = simdutf8::basic::from_utf8(block).is_ok();
-        let newlines = NewlineFinder::new();
-        let mut start = 0;
-        while let Some(nl) = newlines.find(block, start) {
-            let raw = block.get(start..nl).unwrap_or_default();
-            start = nl + 1;
-            self.totals.lines += 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let outcome = if raw.len() > self.max_line_bytes {
-                Err(Reason::LineTooLong)
-            } else {
-                let text = if all_utf8 {
-                    // SAFETY: the whole block is valid UTF-8 and `raw` is cut at `\n`/`\r`,
-                    // which are ASCII and so always char boundaries; validating each line
-                    // again would cost a second pass over the hot path.
-                    Some(unsafe { std::str::from_utf8_unchecked(raw) })
-                } else {
-                    simdutf8::basic::from_utf8(raw).ok()
-                };
-                match text {
-                    None => Err(Reason::NotUtf8),
-                    Some(line) => self.process_line(line, ctx, now_ms),
-                }
-            };
-            match outcome {
-                Ok(()) => self.totals.accepted += 1,
-                Err(r) => self.totals.reasons.add(r),
+        let mut seg = std::mem::replace(&mut self.segment, Segment::new());
+        // Start of the current line; end of the last segment holding a non-ASCII byte.
+        let (mut start, mut non_ascii_upto) = (0usize, 0usize);
+        let mut base = 0usize;
+        while let Some(bytes) = block.get(base..).filter(|b| !b.is_empty()) {
+            seg.scan(bytes);
+            let seg_end = base + bytes.len().min(SEGMENT_BYTES);
+            if !seg.ascii {
+                non_ascii_upto = seg_end;
             }
+            for &end in seg.ends() {
+                let nl = base + end as usize;
+                let raw = block.get(start..nl).unwrap_or_default();
+                // No segment the line touches holds a non-ASCII byte.
+                let ascii = start >= non_ascii_upto;
+                start = nl + 1;
+                self.process_raw_line(raw, ascii, ctx, now_ms);
+            }
+            base = seg_end;
+        }
+        self.segment = seg; // keep the allocation
+    }
+
+    /// One line without its `\n`; `ascii` when every byte is known to be ASCII.
+    #[inline(always)]
+    fn process_raw_line(&mut self, raw: &[u8], ascii: bool, ctx: &SourceContext, now_ms: i64) {
+        self.totals.lines += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let outcome = if raw.len() > self.max_line_bytes {
+            Err(Reason::LineTooLong)
+        } else {
+            let text = if ascii {
+                // SAFETY: every byte of `raw` is below 0x80 (checked by `Segment::scan`),
+                // and ASCII is valid UTF-8; validating again would be a second pass.
+                Some(unsafe { std::str::from_utf8_unchecked(raw) })
+            } else {
+                simdutf8::basic::from_utf8(raw).ok()
+            };
+            match text {
+                None => Err(Reason::NotUtf8),
+                Some(line) => self.process_line(line, ctx, now_ms),
+            }
+        };
+        match outcome {
+            Ok(()) => self.totals.accepted += 1,
+            Err(r) => self.totals.reasons.add(r),
         }
     }
 
@@ -462,35 +493,6 @@ impl Pipeline {
             flags: rec.flags,
         };
         self.aggregator.observe(key, &ev)
-    }
-}
-
-/// Finds line ends. On x86_64 with AVX2 it holds `memchr`'s AVX2 searcher, built once per
-/// block: calling it directly skips `memchr::memchr`'s per-call dispatch (about 30
-/// instructions per line, a fifth of the splitting cost).
-struct NewlineFinder {
-    #[cfg(target_arch = "x86_64")]
-    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
-}
-
-impl NewlineFinder {
-    #[inline]
-    fn new() -> Self {
-        NewlineFinder {
-            #[cfg(target_arch = "x86_64")]
-            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
-        }
-    }
-
-    /// Position of the first `\n` at or after `from`.
-    #[inline(always)]
-    fn find(&self, hay: &[u8], from: usize) -> Option<usize> {
-        let rest = hay.get(from..)?;
-        #[cfg(target_arch = "x86_64")]
-        if let Some(one) = &self.avx2 {
-            return one.find(rest).map(|p| from + p);
-        }
-        memchr::memchr(b'\n', rest).map(|p| from + p)
     }
 }
 
@@ -606,6 +608,28 @@ mod tests {
             got,
             vec![("canary".to_string(), 2), ("primary".to_string(), 1)]
         );
+    }
+
+    #[test]
+    fn utf8_is_checked_per_line_across_segments() {
+        let good = "[2026-11-26T05:06:07.123Z] \"GET / HTTP/1.1\" 200 - via_upstream - \"-\" 0 1 5 4 \"-\" \"ua\" \"id\" \"web:80\" \"10.0.0.7:8080\" outbound|80|canary|web.prod.svc.cluster.local - 10.96.0.1:80 10.0.0.2:1 - default\n";
+        let mut buf = Vec::new();
+        buf.extend_from_slice(good.as_bytes());
+        // Invalid byte early in a line that ends two segments later (the end's segment is ASCII).
+        let mut long = vec![b'a'; 2 * lines::SEGMENT_BYTES + 100];
+        long[10] = 0xFF;
+        buf.extend_from_slice(&long);
+        buf.push(b'\n');
+        // Valid non-ASCII text, also long: rejected by the parser, not as NotUtf8.
+        buf.extend_from_slice("é".repeat(lines::SEGMENT_BYTES).as_bytes());
+        buf.push(b'\n');
+        buf.extend_from_slice(b"\xC3\n");
+        buf.extend_from_slice(good.as_bytes());
+        let mut p = pipeline(Format::IstioText);
+        p.feed(&buf, &SourceContext::default(), 0);
+        let t = p.totals();
+        assert_eq!((t.lines, t.accepted), (5, 2));
+        assert_eq!(t.reasons.get(Reason::NotUtf8), 2);
     }
 
     #[test]
