@@ -484,15 +484,12 @@ class CanarySpec(_Model):
         return self.skip_analysis or self.analysis is None
 
 
-class Canary(BaseModel):
-    """A Canary object (`flagger.app/v1beta1` or `canary-stream.dev/v1beta1`)."""
+class _Document(BaseModel):
+    """What every top-level object shares: a known apiVersion, metadata, name and namespace."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
     api_version: str = Field(alias="apiVersion")
-    kind: Literal["Canary"] = "Canary"
     metadata: ObjectMeta
-    spec: CanarySpec
-    status: dict[str, Any] | None = None  # ignored; allowed so `kubectl get -o yaml` output loads
 
     @field_validator("api_version")
     @classmethod
@@ -510,6 +507,14 @@ class Canary(BaseModel):
     def namespace(self) -> str:
         """metadata.namespace"""
         return self.metadata.namespace
+
+
+class Canary(_Document):
+    """A Canary object (`flagger.app/v1beta1` or `canary-stream.dev/v1beta1`)."""
+
+    kind: Literal["Canary"] = "Canary"
+    spec: CanarySpec
+    status: dict[str, Any] | None = None  # ignored; allowed so `kubectl get -o yaml` output loads
 
     def strategy(self) -> Strategy:
         """Flagger's choice (`DeploymentStrategy` plus the kubernetes-provider override):
@@ -568,32 +573,12 @@ class MetricTemplateSpec(_Model):
     query: str | None = None
 
 
-class MetricTemplate(BaseModel):
+class MetricTemplate(_Document):
     """A MetricTemplate that `metrics[].templateRef` can name. The streaming kind is
     `apiVersion: canary-stream.dev/v1beta1, kind: MetricTemplate, spec: {stream: {...}}`."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-    api_version: str = Field(alias="apiVersion")
     kind: Literal["MetricTemplate"] = "MetricTemplate"
-    metadata: ObjectMeta
     spec: MetricTemplateSpec
-
-    @field_validator("api_version")
-    @classmethod
-    def _known_api_version(cls, value: str) -> str:
-        if value not in API_VERSIONS:
-            raise ValueError(f"unsupported apiVersion {value!r}; expected one of {', '.join(API_VERSIONS)}")
-        return value
-
-    @property
-    def name(self) -> str:
-        """metadata.name"""
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        """metadata.namespace"""
-        return self.metadata.namespace
 
     @property
     def is_streaming(self) -> bool:
