@@ -16,7 +16,7 @@ from canary_stream.analysis.verdict import TestResult as Check
 from canary_stream.clock import SimClock
 from canary_stream.controller.events import MemoryEventSink
 from canary_stream.controller.phases import Phase
-from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_step_weight
+from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_canary_weight
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import WebhookClient
 from canary_stream.router.base import Routes
@@ -188,12 +188,15 @@ async def test_step_weights_ladder(envs: list[Env]) -> None:
     assert env.weights() == [0, 1, 2, 10, 80, 0]
 
 
-def test_next_step_weight_rules() -> None:
+def test_next_canary_weight_rules() -> None:
     ladder = Analysis.model_validate({"stepWeights": [1, 2, 10, 80]})
-    assert [next_step_weight(ladder, w) for w in (0, 1, 2, 10)] == [1, 1, 8, 70]
-    assert next_step_weight(ladder, 5) == 75  # off the ladder: straight to the top
+    assert [next_canary_weight(ladder, w) for w in (0, 1, 2, 10)] == [1, 2, 10, 80]
+    assert next_canary_weight(ladder, 5) == 80  # off the ladder: to maxWeight, not past it
     both = Analysis.model_validate({"stepWeight": 5, "stepWeights": [1, 2]})
-    assert next_step_weight(both, 1) == 5  # stepWeight wins
+    assert next_canary_weight(both, 1) == 6  # stepWeight wins
+    flat = Analysis.model_validate({"stepWeight": 30, "maxWeight": 50})
+    assert [next_canary_weight(flat, w) for w in (0, 30)] == [30, 60]  # Flagger overshoots maxWeight too
+    assert next_canary_weight(Analysis.model_validate({"maxWeight": 40}), 0) == 40  # no step at all
 
 
 async def test_mirror_pre_stage(envs: list[Env]) -> None:
@@ -247,6 +250,24 @@ async def test_blue_green_mirror(envs: list[Env]) -> None:
     writes = [r for _k, r in env.router.history]
     assert writes[1] == Routes(100, 0, mirrored=True)
     assert writes[2] == Routes(0, 100)
+
+
+async def test_kubernetes_provider_is_blue_green_without_routing(envs: list[Env]) -> None:
+    """provider kubernetes (no mesh): Flagger forces blue/green, 10 iterations by default, and
+    never shifts or mirrors traffic -- the primary is promoted after the last iteration."""
+    analyzer = ScriptedAnalyzer()
+    env = await start(
+        envs,
+        {"stepWeight": 10, "match": [{"headers": {"x": {"exact": "1"}}}], "mirror": True},
+        analyzer=analyzer,
+        provider="kubernetes",
+    )
+    env.release("podinfo:2")
+    await env.run_until(Phase.SUCCEEDED)
+    assert all(r.canary_weight == 0 and not r.mirrored for _t, r in analyzer.steps)
+    assert len(analyzer.steps) == 10
+    assert "Routing all traffic to canary" not in env.messages()
+    assert "Advance podinfo.test canary iteration 10/10" in env.messages()
 
 
 # -- verdicts ---------------------------------------------------------------------------------------
