@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -112,33 +111,29 @@ def _tail(path: Path, lines: int = 40) -> str:
 def ensure_binaries(*, quiet: bool = True) -> Path:
     """Return the directory holding ``kube-apiserver`` and ``etcd``, building them on first use.
 
-    Safe against concurrent callers (file lock) and interrupted builds (the stamp is written after
-    the binaries are in place). Needs ``go`` on PATH only when a build is due.
+    ``build.sh`` holds a file lock while it builds (concurrent callers wait, then reuse the result)
+    and writes the stamp after the binaries are in place (an interrupted build is redone). Needs
+    ``go`` on PATH only when a build is due.
     """
     directory = bin_dir()
     if _binaries_complete(directory):
         return directory
-    home = directory.parent
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _binaries_complete(directory):  # another process built them while we waited
-            return directory
-        if shutil.which("go") is None:
-            raise KubeInfraError("go not found on PATH: Go is needed once to build kube-apiserver and etcd")
-        log = home / "build.log"
-        if not quiet:
-            print(f"building kube-apiserver + etcd into {directory} (Go, first use only)...", file=sys.stderr)
-        started = time.monotonic()
-        with open(log, "w") as out:
-            rc = subprocess.run(
-                ["bash", str(BUILD_SCRIPT)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            ).returncode
-        if rc != 0 or not _binaries_complete(directory):
-            raise KubeInfraError(f"{BUILD_SCRIPT} failed ({rc}); log {log}:\n{_tail(log)}")
-        if not quiet:
-            print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
-        return directory
+    if shutil.which("go") is None:
+        raise KubeInfraError("go not found on PATH: Go is needed once to build kube-apiserver and etcd")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    log = directory.parent / "build.log"
+    if not quiet:
+        print(f"building kube-apiserver + etcd (Go, first use only; log {log})...", file=sys.stderr)
+    started = time.monotonic()
+    with open(log, "a") as out:
+        rc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        ).returncode
+    if rc != 0 or not _binaries_complete(directory):
+        raise KubeInfraError(f"{BUILD_SCRIPT} failed ({rc}); log {log}:\n{_tail(log)}")
+    if not quiet:
+        print(f"ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return directory
 
 
 # --------------------------------------------------------------------------------------------

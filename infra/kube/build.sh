@@ -52,11 +52,13 @@ build() {
   out="$cache/kube-$v/bin"
   stamp="$out/.complete"
   digest="$(cat go.mod go.sum | sha256sum | cut -d' ' -f1)"
-  if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
-    echo "$out"
-    return
-  fi
+  complete() { [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; }
+  if complete; then echo "$out"; return; fi
   mkdir -p "$out"
+  # One build at a time per version (parallel test sessions, make kube-bins): wait, then re-check.
+  exec 9>"$out/../.lock"
+  flock 9
+  if complete; then echo "$out"; return; fi
   rm -f "$stamp"
   minor="${v#v1.}"; minor="${minor%%.*}"
   ldf="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
