@@ -44,15 +44,17 @@ _INFRA = str(_ROOT / "infra")
 if _INFRA not in sys.path:
     sys.path.insert(0, _INFRA)
 
-from kube_apiserver import KubeCluster, KubeInfraError, ensure_binaries  # noqa: E402
+from kube_apiserver import CONTROLLER_USER, KubeCluster, KubeInfraError, ensure_binaries, kube_version  # noqa: E402
 
 __all__ = [
+    "CONTROLLER_USER",
     "KubeCluster",
     "KubeInfraError",
     "api_client_for",
     "crd_files",
     "create_namespace",
     "ensure_binaries",
+    "kube_version",
     "make_deployment_ready",
     "make_deployment_stuck",
 ]
