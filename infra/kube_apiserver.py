@@ -210,7 +210,11 @@ class KubeCluster:
 
     def start(self) -> KubeCluster:
         """Build (first use), start etcd then kube-apiserver, wait until both are ready."""
-        binaries = ensure_binaries(quiet=False)
+        try:
+            binaries = ensure_binaries(quiet=False)
+        except BaseException:
+            self.stop()  # nothing ran yet: no log worth keeping
+            raise
         started = time.monotonic()
         deadline = started + self.startup_timeout
         _live.add(self)
@@ -223,7 +227,9 @@ class KubeCluster:
             )
             self._wait_apiserver(deadline)
         except BaseException:
+            # Keep the logs for the report, drop etcd's data (its WAL preallocates 64 MB, on tmpfs).
             self.stop(keep_workdir=True)
+            shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
             raise
         self.start_seconds = time.monotonic() - started
         return self

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from kubernetes_asyncio.config import load_kube_config
 from kube_fixtures import (
     CONTROLLER_USER,
     KubeCluster,
+    KubeInfraError,
     api_client_for,
     crd_files,
     kube_version,
@@ -450,3 +452,14 @@ def test_private_cluster_stops_cleanly(tmp_path: Path) -> None:
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert not workdir.exists()
+
+
+def test_failed_start_reports_the_apiserver_log(tmp_path: Path) -> None:
+    cluster = KubeCluster(extra_apiserver_args=["--no-such-flag=1"], startup_timeout=60)
+    with pytest.raises(KubeInfraError) as err:
+        cluster.start()
+    assert "kube-apiserver exited" in str(err.value)
+    assert "no-such-flag" in str(err.value)  # the tail of its log names the bad flag
+    assert not cluster.running
+    assert cluster.log_path.is_file() and not (cluster.workdir / "etcd").exists()
+    shutil.rmtree(cluster.workdir)
