@@ -68,6 +68,12 @@ async def test_version_is_the_pinned_release(kube_cluster: KubeCluster) -> None:
     assert info["gitVersion"] == kube_version()
     assert info["gitVersion"].startswith("v1.34.")
     assert (info["major"], info["minor"]) == ("1", "34")
+    # The same through the client, awaiting api_client_for (both call styles work).
+    api = await api_client_for(kube_cluster)
+    try:
+        assert (await client.VersionApi(api).get_code()).git_version == kube_version()
+    finally:
+        await api.close()
 
 
 async def test_kubeconfig_file_is_usable(kube_cluster: KubeCluster, tmp_path: Path) -> None:
