@@ -34,6 +34,9 @@ MERGE_PATCH = "application/merge-patch+json"
 # The generated clients pick JSON-patch (custom objects) or strategic merge (core) for a dict body;
 # the content type is forced through an untyped keyword the stubs do not declare.
 MERGE_PATCH_OPTIONS: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_content_type": MERGE_PATCH}
+# Unknown fields are an error, not silently pruned by the CRD's structural schema: a field the
+# installed CRD version lacks (or a typo in a pass-through spec) surfaces on the first write.
+STRICT = "Strict"
 
 
 class RouterNotReady(RuntimeError):
@@ -189,7 +192,13 @@ class CustomResource:
     async def create(self, namespace: str, body: JsonObject) -> JsonObject:
         """Create `body` in `namespace`."""
         out: JsonObject = await self.objects.create_namespaced_custom_object(
-            self.group, self.version, namespace, self.plural, body, field_manager=FIELD_MANAGER
+            self.group,
+            self.version,
+            namespace,
+            self.plural,
+            body,
+            field_manager=FIELD_MANAGER,
+            field_validation=STRICT,
         )
         return out
 
@@ -203,6 +212,7 @@ class CustomResource:
             body["metadata"]["name"],
             body,
             field_manager=FIELD_MANAGER,
+            field_validation=STRICT,
         )
         return out
 
@@ -215,6 +225,7 @@ class CustomResource:
             self.plural,
             name,
             patch,
+            field_validation=STRICT,
             **MERGE_PATCH_OPTIONS,
         )
         return out

@@ -19,6 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from canary_stream.router.kube_common import (
     FIELD_MANAGER,
+    STRICT,
     KUBECTL_ANNOTATION,
     JsonObject,
     flux_safe,
@@ -236,14 +237,14 @@ class ServiceRouter:
         existing = await self._read(canary.namespace, name)
         if existing is None:
             await self.core.create_namespaced_service(
-                canary.namespace, _body(desired), field_manager=FIELD_MANAGER
+                canary.namespace, _body(desired), field_manager=FIELD_MANAGER, field_validation=STRICT
             )
             return "created"
         update = service_update(canary, existing, desired)
         if update is None:
             return "unchanged"
         await self.core.replace_namespaced_service(
-            name, canary.namespace, _body(update), field_manager=FIELD_MANAGER
+            name, canary.namespace, _body(update), field_manager=FIELD_MANAGER, field_validation=STRICT
         )
         return "updated"
 
@@ -276,7 +277,7 @@ class ServiceRouter:
         if svc["spec"].get("selector") != selector:
             svc["spec"]["selector"] = selector
             await self.core.replace_namespaced_service(
-                names.apex, canary.namespace, _body(svc), field_manager=FIELD_MANAGER
+                names.apex, canary.namespace, _body(svc), field_manager=FIELD_MANAGER, field_validation=STRICT
             )
 
 
