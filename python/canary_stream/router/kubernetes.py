@@ -157,6 +157,10 @@ def service_update(canary: Canary, existing: JsonObject, desired: JsonObject) ->
     if spec.get("selector") != desired["spec"]["selector"]:
         spec["selector"] = desired["spec"]["selector"]
         changed = True
+    distribution = desired["spec"].get("trafficDistribution")
+    if distribution is not None and spec.get("trafficDistribution") != distribution:
+        spec["trafficDistribution"] = distribution
+        changed = True
     if is_owned_by(existing, canary):
         meta = existing.setdefault("metadata", {})
         unmanaged = canary.spec.service.unmanaged_metadata
