@@ -19,8 +19,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from canary_stream.router.kube_common import (
     FIELD_MANAGER,
-    STRICT,
     KUBECTL_ANNOTATION,
+    STRICT,
     JsonObject,
     flux_safe,
     is_owned_by,
