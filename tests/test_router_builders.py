@@ -421,7 +421,7 @@ def test_http_route_ab_cookie_match_and_default_rule() -> None:
     assert routes_from_http_route(route, service_names(canary)) == Routes(0, 100)
 
 
-def test_http_route_mirror_only_for_blue_green_with_percent() -> None:
+def test_http_route_mirror_filter_with_percent_follows_the_routes() -> None:
     bg = make_canary({"gatewayRefs": [GATEWAY_REF]}, {"stepWeight": None, "iterations": 5, "mirror": True})
     (rule,) = http_route_spec(bg, Routes(100, 0, mirrored=True, mirror_weight=50))["rules"]
     assert rule["filters"] == [
@@ -435,9 +435,12 @@ def test_http_route_mirror_only_for_blue_green_with_percent() -> None:
     ]
     route = {"metadata": {"name": "podinfo"}, "spec": http_route_spec(bg, Routes(100, 0, True, 50))}
     assert routes_from_http_route(route, service_names(bg)) == Routes(100, 0, True, 50)
+    # canary strategy: the mirror step reads back as mirrored (Flagger's would not, and repeat)
     weighted = make_canary({"gatewayRefs": [GATEWAY_REF]}, {"mirror": True})
-    (plain,) = http_route_spec(weighted, Routes(100, 0, mirrored=True))["rules"]
-    assert "filters" not in plain  # Flagger: Gateway API mirrors only for blue/green
+    pre = {"metadata": {"name": "podinfo"}, "spec": http_route_spec(weighted, Routes(100, 0, mirrored=True))}
+    assert routes_from_http_route(pre, service_names(weighted)) == Routes(100, 0, mirrored=True)
+    (plain,) = http_route_spec(weighted, Routes(95, 5))["rules"]
+    assert "filters" not in plain
 
 
 def test_http_route_match_mapping_rejects_what_gateway_api_cannot_express() -> None:

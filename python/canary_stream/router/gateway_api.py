@@ -204,8 +204,9 @@ def _rule(
 def http_route_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
     """The HTTPRoute spec for `routes`.
     - rule 0: service.match (default PathPrefix /) with both weighted backends and the filters;
-      while mirrored (blue/green: iterations set) a RequestMirror filter to the canary, with
-      `percent` when a mirror weight is set;
+      while mirrored a RequestMirror filter to the canary, with `percent` when a mirror weight is
+      set. Flagger adds it for blue/green only, so its canary-strategy mirror step never reads
+      back as mirrored and repeats forever; here the filter follows the Routes for both;
     - A/B (analysis.match): rule 0 matches = A/B conditions x service matches; rule 1 = service
       matches to the primary alone."""
     svc = canary.spec.service
@@ -218,7 +219,7 @@ def http_route_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
     analysis = canary.spec.analysis
     matches = route_matches(svc.match, "spec.service.match") or [copy.deepcopy(_DEFAULT_MATCH)]
     weighted_filters = filters(canary)
-    if routes.mirrored and analysis is not None and analysis.iterations:
+    if routes.mirrored:
         mirror: JsonObject = {
             "backendRef": {"group": "", "kind": "Service", "name": names.canary, "port": svc.port}
         }
