@@ -3,11 +3,11 @@
 object, replace the route list, PUT it back), in the same run, on the same objects.
 
 A real kube-apiserver + etcd (infra/kube_apiserver.py) with the upstream CRDs runs for the module.
-N Canaries (`BENCH_ROUTER_CANARIES`, default 50) are reconciled per provider (Istio VirtualService,
-Gateway API HTTPRoute, SMI TrafficSplit); one round moves all N splits one step (10 -> 20 -> ...)
-concurrently, as a controller does when N canaries advance on the same tick. The request count is
-taken at the HTTP layer of the client (every request the router makes). Run with ``-s`` to see the
-figures."""
+N Canaries (`BENCH_ROUTER_CANARIES`, default 50; 5 under `make test`) are reconciled per provider
+(Istio VirtualService, Gateway API HTTPRoute, SMI TrafficSplit). One round moves all N splits one
+step (10 -> 20 -> ...), either all at once (`concurrent`: N canaries advancing on the same tick) or
+one after the other (`serial`: the latency of one call). Requests are counted at the HTTP layer of
+the client (every request the router makes). Run with ``-s`` to see the figures."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "infra"))
 from kube_apiserver import KubeCluster  # noqa: E402
 
-CANARIES = int(os.environ.get("BENCH_ROUTER_CANARIES", "50"))
-ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", "5"))
+# `make test` sets BENCH_LINES=20000 for a quick pass: 5 canaries, 2 rounds; `make bench`: 50 and 5
+_SCALE = int(os.environ.get("BENCH_LINES", "200000"))
+CANARIES = int(os.environ.get("BENCH_ROUTER_CANARIES", str(max(5, _SCALE // 4000))))
+ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", str(max(2, _SCALE // 40000))))
 NAMESPACE = "bench"
 
 pytestmark = pytest.mark.kube
