@@ -88,31 +88,34 @@ class BodyLimit:
                     return
         seen = 0
         started = False
+        replied = False  # our 413 went out: whatever the app answers later is dropped
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, started, replied
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not replied:
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    if not started:
+                        started = replied = True
+                        await _error(413, "body too large", f"the limit is {self.limit} bytes")(
+                            scope, receive, send
+                        )
+                    # The app sees the client gone and stops reading.
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if replied:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _error(413, "body too large", f"the limit is {self.limit} bytes")(scope, receive, send)
+        await self.app(scope, limited_receive, tracking_send)
 
 
-class _TooLarge(Exception):
-    pass
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
