@@ -13,7 +13,7 @@ from typing import Any
 from canary_stream.api import ApiConfig, create_app, serve
 from canary_stream.api.notices import PublishingAnalyzer, watch
 from canary_stream.clock import SimClock
-from canary_stream.controller.phases import ANALYSING
+from canary_stream.controller.phases import ANALYSING, Phase
 from canary_stream.controller.scheduler import advance_settled
 from canary_stream.registry import Registry, direct_commander
 from canary_stream.sim.demo import demo_spec_path
@@ -85,7 +85,9 @@ async def add_sim(
             await sims.seconds(1, ns, name)
             if s.rollout.status.canary_weight > 0 and s.rollout.last_verdict is not None:
                 break
-        assert s.rollout.status.phase in ANALYSING, s.rollout.status.phase
+            if s.rollout.status.phase == Phase.FAILED:  # a faulty canary can be judged that fast
+                break
+        assert s.rollout.status.phase in {*ANALYSING, Phase.FAILED}, s.rollout.status.phase
     return s
 
 

@@ -187,7 +187,9 @@ async def test_body_limit_is_413_and_nothing_changes() -> None:
 
         r = await c.post("/api/v1/canaries/test/podinfo/set-weight", content=chunks())
         assert r.status_code == 413
-        r = await c.post("/flagger/gate", content=b'{"name":"podinfo","namespace":"test","x":"' + b"a" * 100 + b'"}')
+        r = await c.post(
+            "/flagger/gate", content=b'{"name":"podinfo","namespace":"test","x":"' + b"a" * 100 + b'"}'
+        )
         assert r.status_code == 413
         await sims.sim().rollout.settle()
         assert sims.sim().rollout.status.canary_weight == weight
@@ -256,13 +258,13 @@ async def test_readiness_follows_aggregator_sources_and_leadership() -> None:
 
 
 def test_bad_config_names_the_field() -> None:
-    with pytest.raises(ApiConfigError, match="^auth:"):
+    with pytest.raises(ApiConfigError, match=r"^auth:"):
         ApiConfig(auth="ldap")  # type: ignore[arg-type]
-    with pytest.raises(ApiConfigError, match="^max_body_bytes:"):
+    with pytest.raises(ApiConfigError, match=r"^max_body_bytes:"):
         ApiConfig(max_body_bytes=0)
-    with pytest.raises(ApiConfigError, match="^metrics_window_s:"):
+    with pytest.raises(ApiConfigError, match=r"^metrics_window_s:"):
         ApiConfig(metrics_window_s=0.5)
-    with pytest.raises(ApiConfigError, match="^kube_token:"):
+    with pytest.raises(ApiConfigError, match=r"^kube_token:"):
         ApiConfig(auth="kubernetes", kube_host="https://127.0.0.1:6443")
 
 
@@ -328,7 +330,11 @@ async def test_sse_streams_a_phase_change_per_canary_and_globally() -> None:
 
 
 async def test_verdict_notices_on_the_stream() -> None:
-    async with simulated() as sims, served(sims.registry) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+    async with (
+        simulated() as sims,
+        served(sims.registry) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as c,
+    ):
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         async with c.stream("GET", "/api/v1/canaries/test/podinfo/events") as r:
             reader = asyncio.create_task(_sse_events(r, queue))
@@ -349,15 +355,13 @@ async def test_stop_ends_open_streams() -> None:
         ready, stop = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(serve(app, "127.0.0.1", 0, ready=ready, stop=stop, graceful_shutdown_s=5))
         await ready.wait()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.state.port}", timeout=30) as c:
-            async with c.stream("GET", "/api/v1/events") as r:
-                assert r.status_code == 200
-                loop = asyncio.get_running_loop()
-                t0 = loop.time()
-                stop.set()
-                async for _ in r.aiter_lines():
-                    pass
-                assert loop.time() - t0 < 4  # ended by us, not by uvicorn's graceful timeout
+        base = f"http://127.0.0.1:{app.state.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c, c.stream("GET", "/api/v1/events") as r:
+            assert r.status_code == 200
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            stop.set()
+            async for _ in r.aiter_lines():
+                pass
+            assert loop.time() - t0 < 4  # ended by us, not by uvicorn's graceful timeout
         await asyncio.wait_for(task, 10)
-
-

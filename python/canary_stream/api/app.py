@@ -116,8 +116,6 @@ class BodyLimit:
         await self.app(scope, limited_receive, tracking_send)
 
 
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": models.ErrorBody, "description": "invalid request"},
     401: {"model": models.ErrorBody, "description": "no or invalid bearer token"},
@@ -423,7 +421,10 @@ def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
 
     async def gate(request: Request, payload: models.FlaggerPayload, hook: str | None) -> JSONResponse:
         meta = payload.metadata or {}
-        hook_type = hook or meta.get("type") or "rollout"
+        # The payload does not say the hook's type: the URL does, or metadata ``hook``; a metadata
+        # ``type`` counts only when it names a hook (the load tester uses ``type: cmd``).
+        typed = meta.get("type") if meta.get("type") in HOOKS else None
+        hook_type = hook or meta.get("hook") or typed or "rollout"
         ns, name = payload.namespace, payload.name
         target_name = meta.get("canary")
         if target_name:
@@ -468,7 +469,7 @@ def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
 
     @app.post("/flagger/gate", response_model=models.GateAnswer, responses=gate_doc, tags=["interop"])
     async def flagger_default(request: Request, payload: models.FlaggerPayload) -> JSONResponse:
-        """Flagger webhook (any type; ``metadata.type`` names it, default ``rollout``). 200 passes;
+        """Flagger webhook (any type; ``metadata.hook`` names it, default ``rollout``). 200 passes;
         409/425 halt with the reason (Flagger passes only on <= 202)."""
         return await gate(request, payload, None)
 

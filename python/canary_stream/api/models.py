@@ -204,7 +204,8 @@ class CommandAccepted(BaseModel):
 
 class FlaggerPayload(BaseModel):
     """Flagger's ``CanaryWebhookPayload``. ``metadata`` may name the canary-stream canary to
-    consult (``canary``: ``name`` or ``namespace/name``, ``namespace``) and the hook ``type``."""
+    consult (``canary``: ``name`` or ``namespace/name``; ``namespace``) and the hook type
+    (``hook``, or ``type`` when it is a hook type)."""
 
     model_config = ConfigDict(extra="allow")
 
