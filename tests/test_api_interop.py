@@ -99,7 +99,7 @@ async def test_flagger_gate_while_evidence_accrues() -> None:
             metadata={"canary": "test/podinfo"},
         ) == (True, 200)
         assert await flagger_asks(url, HookType.ROLLOUT, name="nope") == (False, 404)
-        assert await flagger_asks(url, HookType.ROLLOUT, path="/flagger/gate/bogus") == (False, 422)
+        assert await flagger_asks(url, HookType.ROLLOUT, path="/flagger/gate/bogus") == (False, 400)
         # The literal payload and the body Flagger would put into its event.
         async with httpx.AsyncClient() as c:
             r = await c.post(

@@ -416,7 +416,8 @@ def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
     gate_doc: dict[int | str, dict[str, Any]] = {
         409: {"model": models.GateAnswer, "description": "halt: the canary failed (rollback hook: no harm)"},
         425: {"model": models.GateAnswer, "description": "halt: no data or no decision yet"},
-        422: {"model": models.GateAnswer, "description": "halt: unknown hook type"},
+        400: {"model": models.GateAnswer, "description": "halt: unknown hook type"},
+        404: {"model": models.GateAnswer, "description": "halt: unknown canary"},
     }
 
     async def gate(request: Request, payload: models.FlaggerPayload, hook: str | None) -> JSONResponse:
@@ -457,7 +458,7 @@ def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
             return JSONResponse(body.model_dump(), status_code=status)
 
         if hook_type not in HOOKS:
-            return answer(422, False, f"unknown hook type {hook_type!r}: expected one of {', '.join(HOOKS)}")
+            return answer(400, False, f"unknown hook type {hook_type!r}: expected one of {', '.join(HOOKS)}")
         rollout = registry.get(ns, name)
         if rollout is None:
             return answer(404, False, f"no canary {ns}/{name} in canary-stream")
