@@ -129,9 +129,8 @@ async def test_metrics_reflect_the_registry() -> None:
             }
             assert value(m, "flagger_canary_failures_total", **labels) == 0
             # A rollback moves the gauges and counts a failure.
-            assert (
-                await httpx.AsyncClient().post(url + "/api/v1/canaries/test/podinfo/abort")
-            ).status_code == 202
+            async with httpx.AsyncClient() as c:
+                assert (await c.post(url + "/api/v1/canaries/test/podinfo/abort")).status_code == 202
             await rollout.settle()
             m = samples(await scrape_text(url))
             assert value(m, "flagger_canary_status", name="podinfo", namespace="test") == 2
