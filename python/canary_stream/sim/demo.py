@@ -111,7 +111,7 @@ async def _demo(
                 options=RolloutOptions(min_interval_s=1.0, finalise_delay_s=2.0))  # fmt: skip
     sim.rollout.events = events
     console.print(f"[bold yellow]{BANNER}[/]")
-    server = await _start_api(console, sim, api) if api is not None else None
+    server = (await _start_api(console, sim, api))[0] if api is not None else None
     task = asyncio.create_task(sim.rollout.run())
     outcomes: list[str] = []
     seen = 0
@@ -159,8 +159,11 @@ async def _demo(
     return outcomes
 
 
-async def _start_api(console: Console, sim: Simulation, api: dict[str, Any]) -> asyncio.Task[None]:
-    """Serve the verdict API over the demo's rollout (in-memory registry, direct commander)."""
+async def _start_api(
+    console: Console, sim: Simulation, api: dict[str, Any]
+) -> tuple[asyncio.Task[None], str]:
+    """Serve the verdict API over the demo's rollout (in-memory registry, direct commander); the
+    serving task and the base URL."""
     from canary_stream.api import ApiConfig, create_app, serve
     from canary_stream.api.config import AuthMode
     from canary_stream.api.notices import PublishingAnalyzer, watch
@@ -181,12 +184,11 @@ async def _start_api(console: Console, sim: Simulation, api: dict[str, Any]) -> 
     task = asyncio.create_task(serve(app, host, port, ready=ready))
     await ready.wait()
     shown = f"[{host}]" if ":" in host else host
-    console.print(
-        f"verdict API on http://{shown}:{app.state.port} (e.g. /api/v1/canaries/{ns}/{name}, /docs)"
-    )
+    url = f"http://{shown}:{app.state.port}"
+    console.print(f"verdict API on {url} (e.g. /api/v1/canaries/{ns}/{name}, /docs)")
     if auth == "token-file" and not api["token_file"]:
         console.print("manual control disabled: not a loopback address and no --api-token-file")
-    return task
+    return task, url
 
 
 async def _wait_initialized(sim: Simulation) -> None:
