@@ -5,6 +5,7 @@ control, Flagger and Argo Rollouts interop, Prometheus ``/metrics``, health. It 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -129,7 +130,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
     """The API over ``registry``. ``app.state.stopping`` (an asyncio.Event) ends open streams."""
     authz: Authorizer = authorizer_for(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            app.state.stopping.set()
+            await authz.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="canary-stream verdict API",
         version=__version__,
         description="Canaries, streaming verdicts, live per-version figures, manual control, "
@@ -141,7 +152,6 @@ def create_app(registry: Registry, config: ApiConfig) -> FastAPI:
     app.state.authorizer = authz
     app.state.stopping = asyncio.Event()
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.router.add_event_handler("shutdown", authz.close)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -76,7 +76,7 @@ async def serve(
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
-        if ready is not None:
+        if ready is not None and server.started:
             ready.set()
         await asyncio.shield(serving)
     except asyncio.CancelledError:
