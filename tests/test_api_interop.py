@@ -135,6 +135,8 @@ async def test_flagger_gate_halts_and_rolls_back_a_failing_canary() -> None:
         assert await flagger_asks(url, HookType.ROLLOUT) == (False, 409)
         assert await flagger_asks(url, HookType.CONFIRM_PROMOTION) == (False, 409)
         assert await flagger_asks(url, HookType.PRE_ROLLOUT) == (False, 409)
+        # A new revision after the failure may start: the primary's traffic is the baseline.
+        assert await flagger_asks(url, HookType.CONFIRM_ROLLOUT) == (True, 200)
         assert await flagger_asks(url, HookType.ROLLBACK) == (True, 200)  # Flagger rolls back
         async with httpx.AsyncClient() as c:
             literal = {"name": "podinfo", "namespace": "test", "phase": "Progressing", "checksum": CHECKSUM}

@@ -67,7 +67,8 @@ def flagger_gate(
       failed check: no data is never a pass).
     * ``confirm-promotion`` / ``confirm-traffic-increase``: pass only on ``pass``.
     * ``pre-rollout`` / ``confirm-rollout``: pass when the judge has a baseline (primary traffic
-      over the analysis interval) and no ``fail`` is standing.
+      over the analysis interval); pre-rollout also needs no standing ``fail`` (confirm-rollout
+      asks about a new revision: the previous run's failure does not block it).
     * ``rollback``: **200 means roll back** in Flagger; answered 200 only on ``fail``.
     * ``post-rollout`` / ``event``: acknowledged (Flagger only logs them)."""
     phase = rollout.status.phase
@@ -81,7 +82,8 @@ def flagger_gate(
         return GateResult(
             HALT_FAIL, verdict.decision if verdict else None, "no rollback: the judge found no harm"
         )
-    if failed:
+    # confirm-rollout asks about a *new* revision: a failure of the previous run must not block it.
+    if failed and hook != "confirm-rollout":
         why = _why(verdict) if verdict is not None else "the rollout failed"
         return GateResult(HALT_FAIL, Decision.FAIL, f"canary failed: {why}")
     if hook in ("pre-rollout", "confirm-rollout"):
@@ -89,7 +91,9 @@ def flagger_gate(
             return GateResult(HALT_EARLY, None, "no telemetry: the aggregator is not running")
         if not _primary_has_traffic(aggregator, target, max(rollout.interval, 60.0)):
             return GateResult(HALT_EARLY, None, f"no primary traffic for {target}: the judge has no baseline")
-        return GateResult(OK, verdict.decision if verdict else None, "telemetry flowing, no harm standing")
+        return GateResult(
+            OK, verdict.decision if verdict else None, "telemetry flowing: the judge has a baseline"
+        )
     if phase in PROMOTED:
         return GateResult(OK, Decision.PASS, f"canary analysis completed ({phase.value if phase else ''})")
     if verdict is None:
