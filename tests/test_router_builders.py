@@ -17,9 +17,11 @@ from canary_stream.router.gateway_api import (
     routes_from_http_route,
 )
 from canary_stream.router.istio import (
+    Cookies,
     IstioRouter,
     destination_rule_spec,
     http_routes,
+    next_cookies,
     routes_from_virtual_service,
     virtual_service_spec,
 )
@@ -331,6 +333,54 @@ def test_routes_cannot_be_read_from_a_virtual_service_that_is_not_ours() -> None
     }
     with pytest.raises(LookupError, match="no route to podinfo-canary"):
         routes_from_virtual_service(foreign, service_names(make_canary()))
+
+
+AFFINITY = {
+    "cookieName": "flagger-cookie",
+    "primaryCookieName": "primary-cookie",
+    "maxAge": 3600,
+    "path": "/",
+    "secure": True,
+}
+
+
+def test_session_affinity_cookie_lifecycle() -> None:
+    canary = make_canary(analysis={"sessionAffinity": AFFINITY})
+    first = next_cookies(canary, Cookies(), 10)
+    assert first.canary is not None and first.canary.startswith("flagger-cookie=") and len(first.canary) == 25
+    assert first.primary is not None and first.primary.startswith("primary-cookie=")
+    assert next_cookies(canary, first, 20) == first  # kept while the canary has weight
+    back = next_cookies(canary, first, 0)
+    assert back == Cookies(None, first.primary, first.canary)
+    assert next_cookies(canary, back, 10).canary != first.canary  # a new run draws a new cookie
+
+
+def test_session_affinity_sticky_routes_then_the_weighted_route() -> None:
+    canary = make_canary({"match": [{"uri": {"prefix": "/"}}]}, {"sessionAffinity": AFFINITY})
+    cookies = Cookies("flagger-cookie=abcdefghij", "primary-cookie=klmnopqrst", None)
+    to_canary, to_primary, weighted = http_routes(canary, Routes(90, 10), cookies)
+    assert to_canary["match"] == [
+        {"uri": {"prefix": "/"}, "headers": {"Cookie": {"regex": ".*flagger-cookie.*abcdefghij.*"}}}
+    ]
+    assert [d["weight"] for d in to_canary["route"]] == [0, 100]
+    assert to_primary["match"][0]["headers"] == {"Cookie": {"regex": ".*primary-cookie.*klmnopqrst.*"}}
+    assert [d["weight"] for d in to_primary["route"]] == [100, 0]
+    primary_dest, canary_dest = weighted["route"]
+    assert canary_dest["headers"] == {
+        "response": {"add": {"Set-Cookie": "flagger-cookie=abcdefghij; Max-Age=3600; Path=/; Secure"}}
+    }
+    # the primary's cookie lasts one analysis interval (10s here)
+    assert primary_dest["headers"]["response"]["add"]["Set-Cookie"].startswith(
+        "primary-cookie=klmnopqrst; Max-Age=10;"
+    )
+    names = service_names(canary)
+    vs = {"metadata": {"name": "podinfo"}, "spec": {"http": [to_canary, to_primary, weighted]}}
+    assert routes_from_virtual_service(vs, names) == Routes(90, 10)
+    # back at weight 0: the last run's cookie is expired on sight
+    expire, weighted0 = http_routes(canary, Routes(100, 0), Cookies(None, None, "flagger-cookie=abcdefghij"))
+    assert expire["headers"]["response"]["add"]["Set-Cookie"] == "flagger-cookie=abcdefghij; Max-Age=-1"
+    assert "headers" not in weighted0["route"][1]
+    assert http_routes(canary, Routes(100, 0), Cookies()) == [weighted0]
 
 
 def test_destination_rules_carry_the_traffic_policy() -> None:
