@@ -17,11 +17,9 @@ from canary_stream.router.gateway_api import (
     routes_from_http_route,
 )
 from canary_stream.router.istio import (
-    Cookies,
     IstioRouter,
     destination_rule_spec,
     http_routes,
-    next_cookies,
     routes_from_virtual_service,
     virtual_service_spec,
 )
@@ -42,6 +40,7 @@ from canary_stream.router.kubernetes import (
     service_update,
     target_info,
 )
+from canary_stream.router.session import Cookies, next_cookies
 from canary_stream.router.smi import SmiRouter, parse_weight, routes_from_traffic_split, traffic_split_spec
 from canary_stream.spec.model import Canary
 
@@ -527,6 +526,40 @@ def test_http_route_readiness_gate_waits_for_every_parent_to_accept_the_generati
         routes_from_http_route(route, service_names(canary))
     route["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 3
     assert routes_from_http_route(route, service_names(canary)) == Routes(80, 20)
+
+
+def test_http_route_session_affinity_rules() -> None:
+    canary = make_canary(
+        {"gatewayRefs": [GATEWAY_REF], "headers": {"response": {"add": {"x-served-by": "podinfo"}}}},
+        {"sessionAffinity": {"cookieName": "c", "maxAge": 60}},
+    )
+    cookies = Cookies("c=abcdefghij")
+    to_canary, weighted = http_route_spec(canary, Routes(80, 20), cookies)["rules"]
+    assert to_canary["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/"},
+            "headers": [{"type": "RegularExpression", "name": "Cookie", "value": ".*c.*abcdefghij.*"}],
+        }
+    ]
+    assert [(b["name"], b["weight"]) for b in to_canary["backendRefs"]] == [
+        ("podinfo-primary", 0),
+        ("podinfo-canary", 100),
+    ]
+    assert weighted["backendRefs"][1]["filters"] == [
+        {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": "c=abcdefghij; Max-Age=60"}]},
+        }
+    ]
+    route = {"metadata": {"name": "podinfo"}, "spec": {"rules": [to_canary, weighted]}}
+    assert routes_from_http_route(route, service_names(canary)) == Routes(80, 20)
+    # weight 0: the expiring Set-Cookie joins the rule's own ResponseHeaderModifier (one per rule)
+    expire, _ = http_route_spec(canary, Routes(100, 0), Cookies(None, None, "c=abcdefghij"))["rules"]
+    (modifier,) = [f for f in expire["filters"] if f["type"] == "ResponseHeaderModifier"]
+    assert modifier["responseHeaderModifier"]["add"] == [
+        {"name": "x-served-by", "value": "podinfo"},
+        {"name": "Set-Cookie", "value": "c=abcdefghij; Max-Age=-1"},
+    ]
 
 
 # --------------------------------------------------------------------------------------------- SMI

@@ -501,6 +501,38 @@ async def test_http_route_blue_green_mirror(kube_api: ApiClient, kube_namespace:
     assert await router.get_routes(canary) == Routes(100, 0)
 
 
+async def test_http_route_session_affinity(kube_api: ApiClient, kube_namespace: str) -> None:
+    ns = kube_namespace
+    await deploy_target(kube_api, ns)
+    canary = await create_canary(
+        kube_api,
+        ns,
+        {
+            "gatewayRefs": [{"name": "public", "namespace": "gw"}],
+            "headers": {"response": {"set": {"x-v": "1"}}},
+        },
+        analysis={"stepWeight": 10, "sessionAffinity": {"cookieName": "c", "primaryCookieName": "p"}},
+        provider="gatewayapi:v1",
+    )
+    router = router_for(canary, kube_api)
+    await router.reconcile(canary)
+    await router.set_routes(canary, Routes(90, 10))
+    route = await http_route(kube_api, ns)
+    assert len(route["spec"]["rules"]) == 3  # canary cookie, primary cookie, weighted
+    assert await router.get_routes(canary) == Routes(90, 10)
+    generation = route["metadata"]["generation"]
+    await router.reconcile(canary)
+    assert (await http_route(kube_api, ns))["metadata"]["generation"] == generation
+    await router.set_routes(canary, Routes(100, 0))  # accepted by the CEL rules: one modifier per rule
+    expire, _ = (await http_route(kube_api, ns))["spec"]["rules"]
+    assert any(
+        h["value"].endswith("Max-Age=-1")
+        for f in expire["filters"]
+        for h in f.get("responseHeaderModifier", {}).get("add", [])
+    )
+    assert await router.get_routes(canary) == Routes(100, 0)
+
+
 # --------------------------------------------------------------------------------------------- SMI
 
 

@@ -8,9 +8,6 @@ rewrites `spec.http` (or `spec.tcp`) with one merge patch, `reconcile` keeps the
 from __future__ import annotations
 
 import copy
-import secrets
-import string
-from dataclasses import dataclass
 
 from kubernetes_asyncio.client import ApiClient
 
@@ -28,6 +25,7 @@ from canary_stream.router.kube_common import (
     stored_original_spec,
     upsert_spec,
 )
+from canary_stream.router.session import Cookies, cookie_regex, next_cookies, set_cookie, sticky
 from canary_stream.spec.model import Canary
 
 GROUP = "networking.istio.io"
@@ -143,79 +141,8 @@ def http_routes(canary: Canary, routes: Routes, cookies: Cookies | None = None) 
     return [weighted]
 
 
-# ---------------------------------------------------------------------------------------------
-# session affinity: Flagger keeps the cookies in the Canary's status; here they live in annotations
-# of the VirtualService, next to the routes that use them, so the router alone owns its state.
-
-COOKIE_ANNOTATIONS = {
-    "canary": "canary-stream.dev/session-affinity-cookie",
-    "primary": "canary-stream.dev/primary-session-affinity-cookie",
-    "previous": "canary-stream.dev/previous-session-affinity-cookie",
-}
-_LETTERS = string.ascii_letters
-
-
-@dataclass(frozen=True)
-class Cookies:
-    """`name=value` of the running canary's cookie, of the primary's, and of the last run's (expired
-    on sight once the canary is back at weight 0)."""
-
-    canary: str | None = None
-    primary: str | None = None
-    previous: str | None = None
-
-    @classmethod
-    def of(cls, vs: JsonObject | None) -> Cookies:
-        """The cookies recorded on a VirtualService."""
-        annotations = ((vs or {}).get("metadata") or {}).get("annotations") or {}
-        return cls(*(annotations.get(COOKIE_ANNOTATIONS[k]) for k in ("canary", "primary", "previous")))
-
-    def annotations(self) -> dict[str, str | None]:
-        """Merge-patch annotations recording these cookies (None deletes)."""
-        return {COOKIE_ANNOTATIONS[k]: getattr(self, k) for k in ("canary", "primary", "previous")}
-
-
-def next_cookies(canary: Canary, current: Cookies, canary_weight: int) -> Cookies:
-    """Flagger's cookie lifecycle: a canary weight > 0 keeps (or draws) the canary cookie and, with
-    `primaryCookieName`, the primary's; back at 0 the canary cookie becomes the previous one."""
-    affinity = canary.spec.analysis.session_affinity if canary.spec.analysis else None
-    if affinity is None:
-        return current
-    if canary_weight == 0:
-        return Cookies(None, current.primary, current.canary or current.previous)
-    primary = current.primary
-    if affinity.primary_cookie_name and primary is None:
-        primary = f"{affinity.primary_cookie_name}={_random_value()}"
-    return Cookies(current.canary or f"{affinity.cookie_name}={_random_value()}", primary, current.previous)
-
-
-def _random_value() -> str:
-    return "".join(secrets.choice(_LETTERS) for _ in range(10))
-
-
 def _cookie_match(cookie: str) -> JsonObject:
-    name, _, value = cookie.partition("=")
-    return {"headers": {"Cookie": {"regex": f".*{name}.*{value}.*"}}}
-
-
-def set_cookie(canary: Canary, cookie: str, max_age: int) -> str:
-    """A `Set-Cookie` value with the spec's attributes (Flagger's BuildCookie)."""
-    affinity = canary.spec.analysis.session_affinity if canary.spec.analysis else None
-    assert affinity is not None
-    out = f"{cookie}; Max-Age={max_age}"
-    if affinity.domain:
-        out += f"; Domain={affinity.domain}"
-    if affinity.http_only:
-        out += "; HttpOnly"
-    if affinity.partitioned:
-        out += "; Partitioned"
-    if affinity.path:
-        out += f"; Path={affinity.path}"
-    if affinity.same_site:
-        out += f"; SameSite={affinity.same_site}"
-    if affinity.secure:
-        out += "; Secure"
-    return out
+    return {"headers": {"Cookie": {"regex": cookie_regex(cookie)}}}
 
 
 def sticky_routes(canary: Canary, routes: Routes, cookies: Cookies, weighted: JsonObject) -> list[JsonObject]:
@@ -271,8 +198,7 @@ def sticky_routes(canary: Canary, routes: Routes, cookies: Cookies, weighted: Js
 
 def _sticky(canary: Canary) -> bool:
     # Session affinity applies to weighted HTTP routing only (A/B and TCP routes have no cookies).
-    a = canary.spec.analysis
-    return a is not None and a.session_affinity is not None and not a.match and not is_tcp(canary)
+    return sticky(canary) and not is_tcp(canary)
 
 
 def tcp_routes(canary: Canary, routes: Routes) -> list[JsonObject]:
