@@ -19,7 +19,7 @@ from canary_stream.controller.phases import Phase
 from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_canary_weight
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import WebhookClient
-from canary_stream.router.base import Routes
+from canary_stream.router.base import RouterNotReady, Routes
 from canary_stream.router.memory import InMemoryRouter
 from canary_stream.spec.model import Analysis, Canary
 from canary_stream.workload.memory import InMemoryWorkloads
@@ -149,6 +149,62 @@ async def start(
     envs.append(env)
     await env.run_until(Phase.INITIALIZED)
     return env
+
+
+class StagedRouter(InMemoryRouter):
+    """Records when each stage ran, and can refuse a route change like a Gateway API parent that
+    has not accepted it yet."""
+
+    def __init__(self, clock: SimClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.calls: list[tuple[str, float]] = []
+        self.not_ready_reads = 0
+
+    async def initialize(self, canary: Canary) -> None:
+        self.calls.append(("initialize", self.clock.now()))
+
+    async def reconcile(self, canary: Canary) -> None:
+        self.calls.append(("reconcile", self.clock.now()))
+        await super().reconcile(canary)
+
+    async def get_routes(self, canary: Canary) -> Routes:
+        if self.not_ready_reads > 0:
+            self.not_ready_reads -= 1
+            raise RouterNotReady("parent has not accepted generation 2")
+        return await super().get_routes(canary)
+
+
+async def test_apex_is_taken_over_only_once_the_primary_is_ready() -> None:
+    """Flagger's order: the -primary/-canary Services first, the apex (reconcile) only after the
+    primary has pods -- otherwise a user's existing Service would select no pods for a while."""
+    clock = SimClock()
+    router = StagedRouter(clock)
+    workloads = InMemoryWorkloads(clock, startup_s=30.0)
+    workloads.deploy("test", "podinfo", {"image": "podinfo:1"}, replicas=2)
+    rollout = Rollout(make_canary({"stepWeight": 10}), router, workloads, clock)
+    t0 = clock.now()
+    task = asyncio.create_task(rollout.run())
+    while rollout.status.phase != Phase.INITIALIZED:
+        assert clock.now() - t0 < 300
+        await advance_settled(clock, 5.0, rollout)
+    rollout.stop()
+    await task
+    assert router.calls[0] == ("initialize", t0)
+    first_reconcile = next(t for name, t in router.calls if name == "reconcile")
+    assert first_reconcile - t0 >= 30.0
+
+
+async def test_router_not_ready_is_waited_for(envs: list[Env]) -> None:
+    env = await start(envs, {"stepWeight": 50})
+    router = StagedRouter(env.clock)
+    router.routes = env.router.routes
+    env.rollout.router = router
+    router.not_ready_reads = 3
+    env.release("podinfo:2")
+    await env.run_until(Phase.SUCCEEDED)
+    assert router.not_ready_reads == 0
+    assert not env.task.done()
 
 
 # -- Flagger's worked examples (§3.8) ---------------------------------------------------------------

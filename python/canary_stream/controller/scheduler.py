@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,7 +20,7 @@ from canary_stream.controller.hashing import checksum
 from canary_stream.controller.phases import ANALYSING, FINISHED, SETTLED, Phase
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import HookResult, HookType, WebhookClient, hook_type
-from canary_stream.router.base import Router, Routes
+from canary_stream.router.base import InitializingRouter, Router, RouterNotReady, Routes
 from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Analysis, Canary, Strategy
 from canary_stream.spec.schedule import (
@@ -31,6 +32,7 @@ from canary_stream.spec.schedule import (
 from canary_stream.workload.base import Workloads
 
 _EPS = 1e-6
+log = logging.getLogger(__name__)
 
 
 class Analyzer(Protocol):
@@ -323,6 +325,15 @@ class Rollout:
         self._post(_Timer())
 
     async def _handle(self, item: _Item) -> None:
+        try:
+            await self._dispatch(item)
+        except RouterNotReady as exc:
+            # The mesh has not accepted the last route change: look again shortly, draw no
+            # conclusion from the split in the meantime.
+            log.info("%s: %s; retrying", self.ident, exc)
+            self._wake(self.clock.now() + self.options.readiness_recheck_s)
+
+    async def _dispatch(self, item: _Item) -> None:
         if isinstance(item, _Timer):
             now = self.clock.now()
             while self._deadlines and self._deadlines[0] <= now + _EPS:
@@ -484,12 +495,15 @@ class Rollout:
     async def _initialize(self) -> None:
         if self.status.phase is None:
             self._set_phase(Phase.INITIALIZING)
+        if isinstance(self.router, InitializingRouter):
+            await self.router.initialize(self.canary)
         await self.workloads.initialize(self.canary)
-        await self.router.reconcile(self.canary)
         ready = await self.workloads.primary_ready(self.canary)
         if not ready.ready:
             self._wake(self.clock.now() + self.options.readiness_recheck_s)
             return
+        # Only now may the apex Service (and the mesh object) point at the primary: it has pods.
+        await self.router.reconcile(self.canary)
         await self.workloads.scale_canary(self.canary, 0)
         revision = await self.workloads.revision(self.canary)
         routes = await self.router.get_routes(self.canary)
