@@ -4,3 +4,5 @@
 
 pub mod batch;
 pub mod client;
+#[cfg(feature = "python")]
+pub mod py;
