@@ -14,7 +14,9 @@ use crate::python::guarded;
 /// GIL released. Not thread-safe: one caller at a time (the Kafka source's fetch loop).
 #[pyclass(module = "canary_stream._native", name = "KafkaFetcher")]
 pub struct PyKafkaFetcher {
-    inner: Fetcher,
+    // Boxed: the envelope searchers hold 32-byte aligned AVX2 vectors, and a pyclass's contents
+    // live in Python's object memory, aligned to 16 only (aligned loads from there segfault).
+    inner: Box<Fetcher>,
 }
 
 fn positive(name: &str, v: i64) -> PyResult<i64> {
@@ -79,7 +81,7 @@ impl PyKafkaFetcher {
             },
         };
         Ok(PyKafkaFetcher {
-            inner: Fetcher::new(cfg),
+            inner: Box::new(Fetcher::new(cfg)),
         })
     }
 
