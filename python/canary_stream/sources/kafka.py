@@ -465,6 +465,11 @@ class KafkaSource:
                     await self._sleep(backoff)
                     if self._stopping.is_set():
                         break
+                if consumer._subscription.reassignment_in_progress:
+                    # a rebalance: the revoked partitions' batches must fold (on_partitions_revoked
+                    # waits for them) and nothing new may be taken from them, as getmany does
+                    backoff = 0.02
+                    continue
                 requests = await self._fetch_requests(consumer)
                 if not requests:
                     backoff = 0.05
@@ -511,7 +516,7 @@ class KafkaSource:
             else:
                 try:  # the committed offset, or auto_offset_reset's (aiokafka resolves it)
                     pos = await asyncio.wait_for(consumer.position(tp), self.config.request_timeout_ms / 1000)
-                except (KafkaError, TimeoutError) as exc:
+                except (KafkaError, IllegalStateError, TimeoutError) as exc:
                     self._fetch_failed(consumer, f"no position for {tp}: {exc!r}")
                     continue
                 if tp not in consumer.assignment():
@@ -554,6 +559,8 @@ class KafkaSource:
             _p,
         ) in parts:
             tp = TopicPartition(topic, partition)
+            if consumer._subscription.reassignment_in_progress:
+                break  # a rebalance began while the fetch ran: the rest is read again by the owner
             if tp not in assigned or self._positions.get(tp) != fetch_offset:
                 continue  # revoked (or moved) while the fetch ran: the data is not ours to hand over
             if error:
