@@ -241,14 +241,26 @@ impl Decoder {
             let body = &batch[BATCH_HEADER_LEN..];
             let codec = attributes & 0x07;
             let finished = if codec == 0 {
-                self.records(body, count, base_offset, fetch_offset, max_records, &mut out)
+                self.records(
+                    body,
+                    count,
+                    base_offset,
+                    fetch_offset,
+                    max_records,
+                    &mut out,
+                )
             } else {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
                 let r = match decompress(codec, body, &mut scratch) {
-                    Ok(()) => {
-                        self.records(&scratch, count, base_offset, fetch_offset, max_records, &mut out)
-                    }
+                    Ok(()) => self.records(
+                        &scratch,
+                        count,
+                        base_offset,
+                        fetch_offset,
+                        max_records,
+                        &mut out,
+                    ),
                     Err(why) => {
                         out.skip(why);
                         Ok(true)
@@ -377,7 +389,11 @@ fn append_value(out: &mut Vec<u8>, value: &[u8], envelope: Option<&Envelope>) {
             .compact
             .find(value)
             .map(|i| i + env.compact.needle().len())
-            .or_else(|| env.spaced.find(value).map(|i| i + env.spaced.needle().len()));
+            .or_else(|| {
+                env.spaced
+                    .find(value)
+                    .map(|i| i + env.spaced.needle().len())
+            });
         if let Some(start) = found {
             out.extend_from_slice(b"{\"log\":\"");
             out.extend_from_slice(&value[start..]);

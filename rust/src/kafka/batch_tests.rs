@@ -73,7 +73,12 @@ fn xerial(raw: &[u8], block: usize) -> Vec<u8> {
 }
 
 /// One record batch v2 at `base_offset` (offset deltas 0..n, or `deltas` when given).
-pub(crate) fn batch_with(base_offset: i64, recs: &[Rec], codec: i16, body: Option<Vec<u8>>) -> Vec<u8> {
+pub(crate) fn batch_with(
+    base_offset: i64,
+    recs: &[Rec],
+    codec: i16,
+    body: Option<Vec<u8>>,
+) -> Vec<u8> {
     let mut raw = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         let mut one = vec![0u8]; // attributes
@@ -119,7 +124,10 @@ fn decode(data: &[u8], from: i64) -> PartitionLines {
 }
 
 fn skipped(p: &PartitionLines, why: Skip) -> u64 {
-    p.skipped.iter().find(|(w, _)| *w == why).map_or(0, |(_, n)| *n)
+    p.skipped
+        .iter()
+        .find(|(w, _)| *w == why)
+        .map_or(0, |(_, n)| *n)
 }
 
 #[test]
@@ -153,7 +161,10 @@ fn every_codec_decodes() {
         let b = batch(0, &recs, 0);
         b[BATCH_HEADER_LEN..].to_vec()
     };
-    let p = decode(&batch_with(0, &recs, 2, Some(xerial(&raw_records, 1000))), 0);
+    let p = decode(
+        &batch_with(0, &recs, 2, Some(xerial(&raw_records, 1000))),
+        0,
+    );
     assert!(p.skipped.is_empty(), "{:?}", p.skipped);
     assert_eq!(p.groups[0].data, want);
 }
@@ -210,7 +221,10 @@ fn unknown_codec_and_bad_compressed_data_are_counted() {
     assert_eq!(skipped(&p, Skip::BadCompression), 1);
     assert_eq!(p.next_offset, 6);
     for codec in 1..=4 {
-        p = decode(&batch_with(5, &recs, codec, Some(b"not compressed at all".to_vec())), 5);
+        p = decode(
+            &batch_with(5, &recs, codec, Some(b"not compressed at all".to_vec())),
+            5,
+        );
         assert_eq!(skipped(&p, Skip::BadCompression), 1, "codec {codec}");
         assert_eq!(p.next_offset, 6);
     }
@@ -239,7 +253,10 @@ fn the_record_limit_stops_mid_batch() {
     assert_eq!((p.records, p.next_offset, p.limited), (4, 4, true));
     let p = d.decode(&data, 4, 10);
     assert_eq!((p.records, p.next_offset, p.limited), (10, 14, true));
-    assert_eq!(p.groups[0].data, b"r4\nr5\nr6\nr7\nr8\nr9\nr0\nr1\nr2\nr3\n");
+    assert_eq!(
+        p.groups[0].data,
+        b"r4\nr5\nr6\nr7\nr8\nr9\nr0\nr1\nr2\nr3\n"
+    );
     let p = d.decode(&data, 10, 10);
     assert_eq!((p.records, p.next_offset), (10, 20));
 }
@@ -332,7 +349,11 @@ fn large_records_are_skipped_and_counted() {
         ..DecodeOptions::default()
     });
     let p = d.decode(
-        &batch(0, &[rec(b"short"), rec(b"far too long for it"), rec(b"ok")], 0),
+        &batch(
+            0,
+            &[rec(b"short"), rec(b"far too long for it"), rec(b"ok")],
+            0,
+        ),
         0,
         u64::MAX,
     );

@@ -371,8 +371,7 @@ fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failu
     stream
         .write_all(&frame)
         .map_err(|e| format!("send to {host}:{port}: {e}"))?;
-    let mut body =
-        read_frame(&mut stream).map_err(|e| format!("read from {host}:{port}: {e}"))?;
+    let mut body = read_frame(&mut stream).map_err(|e| format!("read from {host}:{port}: {e}"))?;
     ResponseHeader::decode(&mut body, ApiVersionsResponse::header_version(0))
         .map_err(|e| format!("bad ApiVersions header: {e}"))?;
     let versions = ApiVersionsResponse::decode(&mut body, 0)

@@ -10,6 +10,9 @@ use super::batch::DecodeOptions;
 use super::client::{FetchConfig, Fetcher, NodeRequest, PartitionRequest};
 use crate::python::guarded;
 
+/// One leader and its partitions as Python passes them: `(host, port, [(topic, partition, offset)])`.
+type NodeArg = (String, u16, Vec<(String, i32, i64)>);
+
 /// Fetches record batches from partition leaders and decodes them into line buffers, with the
 /// GIL released. Not thread-safe: one caller at a time (the Kafka source's fetch loop).
 #[pyclass(module = "canary_stream._native", name = "KafkaFetcher")]
@@ -65,12 +68,14 @@ impl PyKafkaFetcher {
             partition_max_bytes: positive("max_partition_fetch_bytes", partition_max_bytes)?
                 .min(i32::MAX as i64) as i32,
             max_records: positive("max_records", max_records)? as u64,
-            connect_timeout: Duration::from_millis(
-                positive("connect_timeout_ms", connect_timeout_ms)? as u64,
-            ),
-            request_timeout: Duration::from_millis(
-                positive("request_timeout_ms", request_timeout_ms)? as u64,
-            ),
+            connect_timeout: Duration::from_millis(positive(
+                "connect_timeout_ms",
+                connect_timeout_ms,
+            )? as u64),
+            request_timeout: Duration::from_millis(positive(
+                "request_timeout_ms",
+                request_timeout_ms,
+            )? as u64),
             decode: DecodeOptions {
                 check_crcs,
                 max_record_bytes: positive("max_record_bytes", max_record_bytes)? as usize,
@@ -94,7 +99,7 @@ impl PyKafkaFetcher {
     fn fetch<'py>(
         &mut self,
         py: Python<'py>,
-        nodes: Vec<(String, u16, Vec<(String, i32, i64)>)>,
+        nodes: Vec<NodeArg>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let requests: Vec<NodeRequest> = nodes
             .into_iter()
