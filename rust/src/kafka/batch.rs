@@ -117,7 +117,7 @@ impl PartitionLines {
         }
     }
 
-    fn group(&mut self, target: &str, version: &str) -> &mut Group {
+    fn group(&mut self, target: &str, version: &str, reserve: usize) -> &mut Group {
         let i = match self
             .groups
             .iter()
@@ -125,10 +125,18 @@ impl PartitionLines {
         {
             Some(i) => i,
             None => {
+                // the first group usually takes every record: room for all of them up front
+                // spares the copies of a growing buffer
+                let data = if self.groups.is_empty() {
+                    Vec::with_capacity(reserve)
+                } else {
+                    Vec::new()
+                };
                 self.groups.push(Group {
                     target: target.to_string(),
                     version: version.to_string(),
-                    ..Group::default()
+                    data,
+                    records: 0,
                 });
                 self.groups.len() - 1
             }
@@ -142,6 +150,7 @@ pub struct Decoder {
     opts: DecodeOptions,
     envelope: Option<Envelope>,
     scratch: Vec<u8>,
+    reserve: usize, // capacity of the first group's buffer in the current decode
 }
 
 impl Decoder {
@@ -154,6 +163,7 @@ impl Decoder {
             opts,
             envelope,
             scratch: Vec::new(),
+            reserve: 0,
         }
     }
 
@@ -169,6 +179,8 @@ impl Decoder {
             next_offset: fetch_offset,
             ..PartitionLines::default()
         };
+        // values + a newline each fit in the uncompressed records that hold them
+        self.reserve = data.len();
         let mut pos = 0usize;
         while pos < data.len() {
             if out.records >= max_records {
@@ -353,7 +365,7 @@ impl Decoder {
             }
             out.value_bytes += value.len() as u64;
             let envelope = self.envelope.as_ref();
-            let group = out.group(&target, &version);
+            let group = out.group(&target, &version, self.reserve);
             group.records += 1;
             append_value(&mut group.data, value, envelope);
         }

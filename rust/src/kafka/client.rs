@@ -330,8 +330,15 @@ fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
     if n > MAX_RESPONSE {
         return Err(std::io::Error::other(format!("response of {n} bytes")));
     }
-    let mut buf = vec![0u8; n];
-    stream.read_exact(&mut buf)?;
+    // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
+    let mut buf = Vec::with_capacity(n);
+    stream.take(n as u64).read_to_end(&mut buf)?;
+    if buf.len() != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("response cut short at {} of {n} bytes", buf.len()),
+        ));
+    }
     Ok(Bytes::from(buf))
 }
 
