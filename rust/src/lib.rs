@@ -14,6 +14,7 @@ pub mod attribution;
 pub mod classify;
 pub mod flags;
 pub mod generator;
+pub mod kafka;
 pub mod malformed;
 pub mod parse;
 pub mod pipeline;
