@@ -1,5 +1,5 @@
 """Generate deploy/crds/{canaries,metrictemplates}.yaml from Flagger's v1beta1 CRDs
-(/work/shared/crds/flagger, or the path given as the first argument): same spec shape, group
+(the vendored tests/crds/upstream/flagger copy, or the path given as the first argument): same spec shape, group
 canary-stream.dev, plus canary-stream's additions (analysis.judge, metrics[].stream / noData, the
 streaming MetricTemplate), status.observedGeneration, and printer columns phase / weight / failed
 checks / last transition. Run: python deploy/gen_crds.py [flagger-crds.yaml]"""
@@ -15,7 +15,7 @@ import yaml
 
 GROUP = "canary-stream.dev"
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = Path("/work/shared/crds/flagger/flagger.app.crds.yaml")
+DEFAULT_SOURCE = HERE.parent / "tests" / "crds" / "upstream" / "flagger" / "flagger.app.crds.yaml"
 
 STREAM_METRIC: dict[str, Any] = {
     "description": "canary-stream: a metric computed on the access-log stream",
