@@ -108,9 +108,15 @@ def test_primary_deployment_rewrites_selector_labels_and_owner() -> None:
     assert meta["labels"] == {"app": "podinfo-primary", "team": "a"}
     assert meta["annotations"] == {"keep": "me"}
     assert meta["ownerReferences"] == [
-        {"apiVersion": "canary-stream.dev/v1beta1", "kind": "Canary", "name": "podinfo", "uid": "uid-1",
-         "controller": True, "blockOwnerDeletion": True}
-    ]  # fmt: skip
+        {
+            "apiVersion": "canary-stream.dev/v1beta1",
+            "kind": "Canary",
+            "name": "podinfo",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert spec["selector"] == {"matchLabels": {"app": "podinfo-primary"}}
     assert spec["template"]["metadata"]["labels"] == {"app": "podinfo-primary", "tier": "web"}
     assert spec["replicas"] == 3 and spec["minReadySeconds"] == 5 and spec["progressDeadlineSeconds"] == 60
@@ -123,8 +129,12 @@ def test_primary_deployment_of_a_target_at_zero_replicas_gets_one() -> None:
 
 
 def test_primary_config_copies_data_and_type() -> None:
-    secret = {"kind": "Secret", "metadata": {"name": "tok", "namespace": "test", "labels": {"a": "b"}},
-              "type": "Opaque", "data": {"t": "eA=="}}  # fmt: skip
+    secret = {
+        "kind": "Secret",
+        "metadata": {"name": "tok", "namespace": "test", "labels": {"a": "b"}},
+        "type": "Opaque",
+        "data": {"t": "eA=="},
+    }
     out = primary_config(secret, OWNER)
     assert out["kind"] == "Secret" and out["type"] == "Opaque" and out["data"] == {"t": "eA=="}
     assert out["metadata"]["name"] == "tok-primary" and out["metadata"]["labels"] == {"a": "b"}
@@ -148,9 +158,15 @@ def test_revision_changes_with_template_and_config_data_only() -> None:
     )
 
 
-def dep_status(generation: int = 2, observed: int = 2, replicas: int = 2, updated: int = 2,
-               available: int = 2, total: int | None = None, conditions: list[dict[str, Any]] | None = None,
-               ) -> dict[str, Any]:  # fmt: skip
+def dep_status(
+    generation: int = 2,
+    observed: int = 2,
+    replicas: int = 2,
+    updated: int = 2,
+    available: int = 2,
+    total: int | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "podinfo", "generation": generation},
         "spec": {"replicas": replicas},
@@ -193,9 +209,13 @@ def test_unavailable_past_the_deadline_is_final() -> None:
 
         return [
             {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
-            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-             "lastUpdateTime": micro_time(NOW - age)},
-        ]  # fmt: skip
+            {
+                "type": "Available",
+                "status": "False",
+                "reason": "MinimumReplicasUnavailable",
+                "lastUpdateTime": micro_time(NOW - age),
+            },
+        ]
 
     young = deployment_readiness(dep_status(available=0, conditions=conds(30)), 60, 100, NOW)
     old = deployment_readiness(dep_status(available=0, conditions=conds(90)), 60, 100, NOW)
@@ -258,8 +278,11 @@ def test_crd_files_match_the_generator_and_carry_our_additions() -> None:
     version = on_disk["spec"]["versions"][0]
     assert on_disk["spec"]["group"] == "canary-stream.dev" and version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
-        "Status", "Weight", "FailedChecks", "LastTransitionTime"
-    ]  # fmt: skip
+        "Status",
+        "Weight",
+        "FailedChecks",
+        "LastTransitionTime",
+    ]
     analysis = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["analysis"][
         "properties"
     ]

@@ -205,6 +205,7 @@ class KubeController:
         self._tasks: list[asyncio.Task[Any]] = []
         self._leading = asyncio.Event()
         self._resync_needed = False
+        self._killed = False
         registry.commander = self.command
         registry.is_leader = self.is_leader
 
@@ -258,7 +259,25 @@ class KubeController:
         try:
             await stop.wait()
         finally:
-            await self.shutdown()
+            if not self._killed:
+                await self.shutdown()
+
+    async def kill(self) -> None:
+        """Stop at once, writing nothing more and keeping the Lease (what a killed process leaves
+        behind; used by tests of restarts and takeovers)."""
+        self._killed = True
+        self._leading.clear()
+        for inf in (i for infs in self.informers.values() for i in infs):
+            inf.stop()
+        tasks = [*self._tasks, *(m.task for m in self.managed.values() if m.task is not None)]
+        for m in self.managed.values():
+            m.writer.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for key in list(self.managed):
+            self.registry.remove(*key)
+        self.managed.clear()
 
     async def shutdown(self) -> None:
         """Stop Rollouts (their queued work done), write what is pending, let go of the Lease."""
