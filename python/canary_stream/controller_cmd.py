@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also reconcile flagger.app/v1beta1 Canaries (migrating without Flagger running)",
     )
     k.add_argument(
+        "--mesh-provider",
+        default=_env("MESH_PROVIDER", "istio"),
+        help="provider of Canaries without spec.provider (istio, linkerd, gatewayapi:v1, kubernetes ...)",
+    )
+    k.add_argument(
         "--min-interval",
         type=float,
         default=_env_float("MIN_INTERVAL", 1.0),
@@ -142,6 +147,7 @@ def controller_config(args: argparse.Namespace) -> Any:
         groups=(OWN_GROUP, FLAGGER_GROUP) if args.flagger else (OWN_GROUP,),
         lease=lease,
         options=RolloutOptions(min_interval_s=args.min_interval),
+        mesh_provider=args.mesh_provider,
     )
 
 

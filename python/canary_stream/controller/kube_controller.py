@@ -41,9 +41,9 @@ from canary_stream.kube.status import StatusWriter
 from canary_stream.kube.watch import Informer, WatchEvent, key_of
 from canary_stream.registry import Notice, Registry
 from canary_stream.router.base import Router, Routes
-from canary_stream.spec.errors import SpecError
-from canary_stream.spec.load import parse_canary
-from canary_stream.spec.model import Canary
+from canary_stream.spec.errors import FieldError, SpecError
+from canary_stream.spec.load import parse_canary, parse_template
+from canary_stream.spec.model import Canary, StreamMetric
 from canary_stream.workload.kubernetes import (
     KubeWorkloads,
     config_refs,
@@ -71,6 +71,7 @@ class ControllerConfig:
     options: RolloutOptions = field(default_factory=lambda: RolloutOptions(min_interval_s=1.0))
     verdict_period_s: float = 1.0  # how often running analyses hand their verdict to the Rollout
     restart_backoff_s: float = 2.0  # a Rollout that failed (an API error) is rebuilt after this
+    mesh_provider: str | None = None  # default provider for Canaries without spec.provider
 
     def watched_namespaces(self) -> list[str | None]:
         return list(self.namespaces) or [None]
@@ -139,10 +140,11 @@ class CacheReader:
         return await retry(lambda: self.kube.get(res, namespace, name), what=f"GET {kind} {namespace}/{name}")
 
 
-def default_router_factory() -> RouterFactory:
-    """`router.factory.router_for` when present, else one in-memory router for the process."""
+def default_router_factory(mesh_provider: str | None = None) -> RouterFactory:
+    """`router.factory.router_for` (Services + the mesh object of `spec.provider`, else
+    `mesh_provider`) when present, else one in-memory router for the process."""
     try:
-        from canary_stream.router.factory import router_for  # type: ignore[import-not-found,unused-ignore]
+        from canary_stream.router.factory import router_for
     except ImportError:
         from canary_stream.router.memory import InMemoryRouter
 
@@ -151,8 +153,9 @@ def default_router_factory() -> RouterFactory:
         return lambda canary, kube: shared
 
     def make(canary: Canary, kube: Kube) -> Router:
-        router: Router = router_for(canary, kube.api)
-        return router
+        if mesh_provider:
+            return router_for(canary, kube.api, mesh_provider=mesh_provider)
+        return router_for(canary, kube.api)
 
     return make
 
@@ -173,7 +176,7 @@ class KubeController:
         self.kube = kube
         self.registry = registry
         self.config = config or ControllerConfig()
-        self.router_factory = router_factory or default_router_factory()
+        self.router_factory = router_factory or default_router_factory(self.config.mesh_provider)
         self.analyzer_factory = analyzer_factory or self._default_analyzer
         self.clock: Clock = clock or WallClock()
         self.managed: dict[Key, Managed] = {}
@@ -199,6 +202,9 @@ class KubeController:
                 self.informers.setdefault("canaries", []).append(
                     Informer(kube, Resource(group, VERSION, "canaries"), ns)
                 )
+            self.informers.setdefault("metrictemplates", []).append(
+                Informer(kube, Resource(OWN_GROUP, VERSION, "metrictemplates"), ns)
+            )
         self.reader = CacheReader(kube, self.informers)
         self.workloads = KubeWorkloads(kube, self._owner, self.reader, clock=self.clock.now)
         self._queue: asyncio.Queue[tuple[str, WatchEvent] | None] = asyncio.Queue()
@@ -233,7 +239,7 @@ class KubeController:
         loop = asyncio.get_running_loop()
         spawn = loop.create_task
         self._tasks.append(spawn(self.events.run(), name="events"))
-        for kind in ("deployments", "configmaps", "secrets", "pods"):
+        for kind in ("deployments", "configmaps", "secrets", "pods", "metrictemplates"):
             for inf in self.informers[kind]:
                 self._tasks.append(spawn(self._pump(kind, inf), name=f"watch:{inf.name}"))
         # Canaries only once the workload caches are listed: first reconciles read them.
@@ -335,6 +341,8 @@ class KubeController:
                     self._on_config(kind, ev)
                 elif kind == "pods":
                     self._on_pod(ev)
+                elif kind == "metrictemplates":
+                    self._on_template(ev)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -380,7 +388,13 @@ class KubeController:
             await self._set_finalizer(ref, finalizers, present=canary.spec.revert_on_deletion)
         generation = int(meta.get("generation") or 0)
         if m is None:
-            m = self._start(ref, obj, canary)
+            try:
+                router = self.router_factory(canary, self.kube)
+            except ValueError as exc:
+                path, _, message = str(exc).partition(": ")
+                await self._report_invalid(ref, obj, SpecError([FieldError(path, message or str(exc))]))
+                return
+            m = self._start(ref, obj, canary, router)
             self.attribute_pods(ref.namespace)
         elif generation != m.generation:
             m.generation = generation
@@ -389,7 +403,9 @@ class KubeController:
             m.rollout.update_spec(canary)
         await self._manual(m, obj)
 
-    def _start(self, ref: CanaryRef, obj: dict[str, Any], canary: Canary) -> Managed:
+    def _start(
+        self, ref: CanaryRef, obj: dict[str, Any], canary: Canary, router: Router | None = None
+    ) -> Managed:
         key = (ref.namespace, ref.name)
         current = obj.get("status") or {}
         writer = StatusWriter(self.kube, ref, current=current, gate=self.is_leader)
@@ -397,14 +413,20 @@ class KubeController:
         tracker = StepTracker(analyzer) if analyzer is not None else None
         status = CanaryStatus.from_dict(current) if current.get("phase") else None
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        m = Managed(ref, canary, generation, self._rollout(canary, writer, tracker, status), writer, tracker)
+        rollout = self._rollout(canary, writer, tracker, status, router)
+        m = Managed(ref, canary, generation, rollout, writer, tracker)
         self.managed[key] = m
         self.registry.add(ref.namespace, ref.name, m.rollout)
         m.task = asyncio.get_running_loop().create_task(self._supervise(m), name=f"rollout:{ref.name}")
         return m
 
     def _rollout(
-        self, canary: Canary, writer: StatusWriter, tracker: StepTracker | None, status: CanaryStatus | None
+        self,
+        canary: Canary,
+        writer: StatusWriter,
+        tracker: StepTracker | None,
+        status: CanaryStatus | None,
+        router: Router | None = None,
     ) -> Rollout:
         registry = self.registry
         ns, name = canary.namespace, canary.name
@@ -421,7 +443,7 @@ class KubeController:
 
         return Rollout(
             canary,
-            self.router_factory(canary, self.kube),
+            router or self.router_factory(canary, self.kube),
             self.workloads,
             self.clock,
             analyzer=tracker,
@@ -583,8 +605,9 @@ class KubeController:
         if ref is None:
             raise KeyError(f"{namespace}/{name}")
         if command is Command.DELETE:
-            await self.kube.delete(ref.resource, namespace, name)
-            return
+            raise ValueError(
+                "delete the Canary object itself (kubectl delete canary); revertOnDeletion applies"
+            )
         body = {"metadata": {"annotations": annotations_for(command, weight)}}
         await retry(
             lambda: self.kube.patch(ref.resource, namespace, name, body), what=f"annotate {namespace}/{name}"
@@ -678,7 +701,47 @@ class KubeController:
         from canary_stream.analysis.analyzer import Analyzer as StreamingAnalyzer
 
         target = f"{canary.spec.service.name or canary.spec.target_ref.name}.{canary.namespace}"
-        return StreamingAnalyzer(canary, agg, target)
+        return StreamingAnalyzer(canary, agg, target, self.stream_templates(canary))
+
+    def stream_templates(self, canary: Canary) -> dict[str, StreamMetric]:
+        """The streaming MetricTemplates the Canary's metrics name, by `name` (same namespace) and
+        `namespace/name`."""
+        out: dict[str, StreamMetric] = {}
+        a = canary.spec.analysis
+        for m in a.metrics if a is not None else []:
+            ref = m.template_ref
+            if ref is None:
+                continue
+            ns = ref.namespace or canary.namespace
+            obj = self.informer_get("metrictemplates", ns, ref.name)
+            if obj is None:
+                continue
+            try:
+                template = parse_template(_spec_doc(obj))
+            except SpecError:
+                continue
+            if template.spec.stream is not None:
+                out[f"{ns}/{ref.name}"] = template.spec.stream
+                if ns == canary.namespace:
+                    out[ref.name] = template.spec.stream
+        return out
+
+    def _on_template(self, ev: WatchEvent) -> None:
+        """A MetricTemplate changed: Canaries naming it start their next analysis with it."""
+        ns, name = key_of(ev.object)
+        for m in list(self.managed.values()):
+            a = m.canary.spec.analysis
+            if a is not None and any(
+                x.template_ref is not None
+                and x.template_ref.name == name
+                and (x.template_ref.namespace or m.canary.namespace) == ns
+                for x in a.metrics
+            ):
+                m.rollout.update_spec(m.canary)
+                if m.tracker is not None:
+                    fresh = self.analyzer_factory(m.canary)
+                    if fresh is not None:
+                        m.tracker.inner = fresh
 
     async def _verdicts(self) -> None:
         """Hand each running analysis' verdict to its Rollout every `verdict_period_s` (a fail
