@@ -3,6 +3,7 @@ revisions, manual annotations, status merge patches, the Canary CRD files."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,74 @@ def test_crd_files_match_the_generator_and_carry_our_additions() -> None:
     ]
     assert "judge" in analysis
     assert {"stream", "noData"} <= set(analysis["metrics"]["items"]["properties"])
+
+
+class _Stream:
+    """A raw watch response: the given lines, then EOF."""
+
+    def __init__(self, lines: list[dict[str, Any]]) -> None:
+        import json
+
+        self.lines = [json.dumps(x).encode() + b"\n" for x in lines]
+        self.content = self
+
+    async def readline(self) -> bytes:
+        return self.lines.pop(0) if self.lines else b""
+
+    def release(self) -> None:
+        pass
+
+
+class _ScriptedKube:
+    """Lists and watch streams handed out in order (the 410 path cannot be provoked on a fresh
+    apiserver: a watch from an old resourceVersion is served from etcd until it compacts)."""
+
+    def __init__(self, lists: list[dict[str, Any]], watches: list[list[dict[str, Any]]]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.watch_rvs: list[str] = []
+
+    async def list(self, res: Any, namespace: Any = None, **query: Any) -> dict[str, Any]:
+        return self.lists.pop(0)
+
+    async def raw(self, method: str, path: str, *, query: dict[str, Any], timeout: float) -> _Stream:
+        self.watch_rvs.append(query["resourceVersion"])
+        if not self.watches:
+            await asyncio.sleep(3600)
+        return _Stream(self.watches.pop(0))
+
+
+def _cm(name: str, rv: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+
+
+async def test_informer_relists_on_410_and_reports_the_difference() -> None:
+    from canary_stream.kube.rest import CONFIGMAPS
+    from canary_stream.kube.watch import Informer
+
+    kube = _ScriptedKube(
+        lists=[
+            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "10"}, "items": [_cm("a", "5"), _cm("b", "6")]},
+            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "20"}, "items": [_cm("a", "15"), _cm("c", "16")]},
+        ],
+        watches=[
+            [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+             {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}],
+        ],
+    )  # fmt: skip
+    inf = Informer(kube, CONFIGMAPS, "ns")  # type: ignore[arg-type]
+    seen: list[tuple[str, str]] = []
+
+    async def consume() -> None:
+        async for ev in inf.events():
+            seen.append((ev.type, ev.object["metadata"]["name"]))
+
+    task = asyncio.create_task(consume())
+    for _ in range(100):
+        if len(kube.watch_rvs) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "b"), ("MODIFIED", "a"), ("ADDED", "c")]
+    assert kube.watch_rvs == ["10", "20"]  # the bookmark moved the RV; after 410 the new list's RV
+    assert inf.relists == 2 and set(inf.cache) == {("ns", "a"), ("ns", "c")}

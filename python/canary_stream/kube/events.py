@@ -20,7 +20,7 @@ from typing import Any
 from canary_stream.controller.events import Event
 from canary_stream.kube.objects import CanaryRef, micro_time
 from canary_stream.kube.rest import EVENTS, Kube
-from canary_stream.kube.retry import retry, status_of
+from canary_stream.kube.retry import describe, retry, status_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def event_body(ref: CanaryRef, event: Event, instance: str, now: float) -> dict[
     return {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+        "metadata": {"generateName": f"{ref.name}-", "namespace": ref.namespace},
         "eventTime": micro_time(now),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance[:128],
@@ -103,7 +103,7 @@ class KubeEventSink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("event about %s/%s not written: %r", event.namespace, event.name, exc)
+                log.warning("event about %s/%s not written: %s", event.namespace, event.name, describe(exc))
             finally:
                 self._queue.task_done()
 

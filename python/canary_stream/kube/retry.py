@@ -70,6 +70,11 @@ async def retry(
             await asyncio.sleep(delay)
 
 
+def describe(exc: BaseException) -> str:
+    """A short description of an API error (status and reason)."""
+    return _short(exc)
+
+
 def _short(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
