@@ -334,16 +334,19 @@ async def test_informer_relists_on_410_and_reports_the_difference() -> None:
     from canary_stream.kube.rest import CONFIGMAPS
     from canary_stream.kube.watch import Informer
 
+    def cm_list(rv: str, *items: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "ConfigMapList", "metadata": {"resourceVersion": rv}, "items": list(items)}
+
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
     kube = _ScriptedKube(
-        lists=[
-            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "10"}, "items": [_cm("a", "5"), _cm("b", "6")]},
-            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "20"}, "items": [_cm("a", "15"), _cm("c", "16")]},
-        ],
+        lists=[cm_list("10", _cm("a", "5"), _cm("b", "6")), cm_list("20", _cm("a", "15"), _cm("c", "16"))],
         watches=[
-            [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
-             {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}],
+            [
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                {"type": "ERROR", "object": gone},
+            ],
         ],
-    )  # fmt: skip
+    )
     inf = Informer(kube, CONFIGMAPS, "ns")  # type: ignore[arg-type]
     seen: list[tuple[str, str]] = []
 
