@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="S",
         help="shortest analysis interval honoured (Flagger: 10)",
     )
+    k.add_argument(
+        "--finalise-delay",
+        type=float,
+        default=_env_float("FINALISE_DELAY", -1.0),
+        metavar="S",
+        help="Finalising -> Succeeded after S seconds (default: one analysis interval, Flagger's tick)",
+    )
     e = p.add_argument_group("leader election")
     e.add_argument("--no-leader-election", action="store_true", default=_env("LEADER_ELECTION") == "false")
     e.add_argument("--lease-name", default=_env("LEASE_NAME", "canary-stream-controller"))
@@ -146,7 +153,10 @@ def controller_config(args: argparse.Namespace) -> Any:
         namespaces=namespaces_of(args),
         groups=(OWN_GROUP, FLAGGER_GROUP) if args.flagger else (OWN_GROUP,),
         lease=lease,
-        options=RolloutOptions(min_interval_s=args.min_interval),
+        options=RolloutOptions(
+            min_interval_s=args.min_interval,
+            finalise_delay_s=args.finalise_delay if args.finalise_delay >= 0 else None,
+        ),
         mesh_provider=args.mesh_provider,
     )
 
