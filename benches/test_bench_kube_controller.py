@@ -161,7 +161,7 @@ async def _set_image(admin: Kube, ns: str, name: str) -> None:
 async def _flagger_polling(cluster: KubeCluster, ns: str, ticks: int = 3) -> dict[str, Any]:
     """Flagger's per-tick requests for every Canary of `ns`, one task per Canary as Flagger has
     one goroutine each; `ticks` rounds. Returns requests per tick and the tick lateness."""
-    api = cluster.api_client(cluster.controller_token)
+    api = cluster.api_client()  # Flagger's own (broader) RBAC
     kube = Kube(api)
     names = [c["metadata"]["name"] for c in (await kube.list(CANARIES, ns))["items"]]
     late: list[float] = []

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from canary_stream.kube.rest import Gone, Kube, Resource
-from canary_stream.kube.retry import Backoff, is_transient
+from canary_stream.kube.retry import Backoff, describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Informer:
             except (ApiException, ValueError, OSError, TimeoutError) as exc:
                 delay = self.backoff.delay(failures)
                 failures += 1
-                log.warning("%s: watch failed (%r); again in %.1fs", self.name, exc, delay)
+                log.warning("%s: watch failed (%s); again in %.1fs", self.name, describe(exc), delay)
                 await asyncio.sleep(delay)
                 # Not a network hiccup (403 while RBAC propagates, a bad line...): list afresh.
                 need_list = need_list or not is_transient(exc)
@@ -113,7 +113,7 @@ class Informer:
                     raise
                 delay = self.backoff.delay(failures)
                 failures += 1
-                log.warning("%s: watch failed (%r); again in %.1fs", self.name, exc, delay)
+                log.warning("%s: watch failed (%s); again in %.1fs", self.name, describe(exc), delay)
                 await asyncio.sleep(delay)
 
     def _query(self) -> dict[str, Any]:
