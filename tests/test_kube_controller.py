@@ -438,3 +438,42 @@ async def test_config_change_is_a_new_revision_and_is_copied_on_promotion(env: E
     await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
     copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
     assert copy is not None and copy["data"] == {"COLOR": "green"}
+
+
+async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:
+    from canary_stream.kube.objects import FLAGGER_GROUP, OWN_GROUP
+    from canary_stream.kube.rest import Resource
+
+    flagger = Resource("flagger.app", "v1beta1", "canaries")
+    await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment())
+    manifest = {**canary_manifest(), "apiVersion": "flagger.app/v1beta1"}
+    await env.admin.create(flagger, env.namespace, manifest)
+    first = await env.start()
+    await asyncio.sleep(3)
+    assert not first.managed  # ours only by default
+    await env.stop(first)
+    api = api_client_for(env.cluster, env.cluster.controller_token)
+    controller = KubeController(
+        Kube(api),
+        Registry(),
+        ControllerConfig(namespaces=(env.namespace,), groups=(OWN_GROUP, FLAGGER_GROUP), options=OPTIONS),
+        router_factory=lambda canary, k: ConfigMapRouter(k, env.history),
+        analyzer_factory=lambda canary: env.analyzer,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        for _ in range(300):
+            obj = await env.admin.get(flagger, env.namespace, "podinfo")
+            if obj and (obj.get("status") or {}).get("phase") == "Initialized":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"flagger.app Canary not initialised: {obj}")
+        primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+        assert primary is not None
+        assert primary["metadata"]["ownerReferences"][0]["apiVersion"] == "flagger.app/v1beta1"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await api.close()
