@@ -120,6 +120,7 @@ async def test_initialisation_creates_primary_scales_target_down_and_sets_promot
     promoted = next(x for x in status["conditions"] if x["type"] == "Promoted")
     assert promoted["status"] == "True" and promoted["reason"] == "Initialized"
     assert status["lastAppliedSpec"] and status["lastAppliedSpec"] == status["lastPromotedSpec"]
+    assert status["observedGeneration"] == c["metadata"]["generation"]
     primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
     assert primary is not None
     assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-primary"}

@@ -212,6 +212,8 @@ class KubeController:
         self._leading = asyncio.Event()
         self._resync_needed = False
         self._killed = False
+        self._target_index: dict[Key, list[Managed]] = {}
+        self._target_index_stale = True
         registry.commander = self.command
         registry.is_leader = self.is_leader
 
@@ -370,6 +372,8 @@ class KubeController:
         meta = obj.get("metadata") or {}
         finalizers: list[str] = list(meta.get("finalizers") or [])
         m = self.managed.get(key)
+        if m is not None and _only_status_changed(m, obj):
+            return  # our own status writes come back as MODIFIED: nothing to do
         try:
             canary, _ = parse_canary(_spec_doc(obj))
         except SpecError as err:
@@ -397,6 +401,7 @@ class KubeController:
             m = self._start(ref, obj, canary, router)
             self.attribute_pods(ref.namespace)
         elif generation != m.generation:
+            self._target_index_stale = True
             m.generation = generation
             m.canary = canary
             m.ref = ref
@@ -416,6 +421,7 @@ class KubeController:
         rollout = self._rollout(canary, writer, tracker, status, router)
         m = Managed(ref, canary, generation, rollout, writer, tracker)
         self.managed[key] = m
+        self._target_index_stale = True
         self.registry.add(ref.namespace, ref.name, m.rollout)
         m.task = asyncio.get_running_loop().create_task(self._supervise(m), name=f"rollout:{ref.name}")
         return m
@@ -432,8 +438,14 @@ class KubeController:
         ns, name = canary.namespace, canary.name
         last: dict[str, Any] = {}
 
+        made: list[Rollout] = []
+
         def on_status(s: CanaryStatus) -> None:
-            writer.write(s.to_dict())
+            doc = s.to_dict()
+            generation = (made[0].canary.metadata.model_extra or {}).get("generation") if made else None
+            if generation is not None:
+                doc["observedGeneration"] = int(generation)
+            writer.write(doc)
             now = self.clock.now()
             if s.phase != last.get("phase"):
                 registry.publish(Notice("phase", ns, name, now, {"phase": s.phase.value if s.phase else ""}))
@@ -441,7 +453,7 @@ class KubeController:
                 registry.publish(Notice("weight", ns, name, now, {"canaryWeight": s.canary_weight}))
             last.update(phase=s.phase, weight=s.canary_weight)
 
-        return Rollout(
+        rollout = Rollout(
             canary,
             router or self.router_factory(canary, self.kube),
             self.workloads,
@@ -452,6 +464,8 @@ class KubeController:
             options=self.config.options,
             on_status=on_status,
         )
+        made.append(rollout)
+        return rollout
 
     async def _supervise(self, m: Managed) -> None:
         """Run the Rollout; when it fails (an API error it could not get past), rebuild it from
@@ -485,6 +499,7 @@ class KubeController:
         m = self.managed.pop(key, None)
         if m is None:
             return
+        self._target_index_stale = True
         m.rollout.stop()
         self.registry.remove(*key)
 
@@ -620,12 +635,25 @@ class KubeController:
 
     def _on_deployment(self, ev: WatchEvent) -> None:
         ns, name = key_of(ev.object)
-        for m in self._canaries_in(ns):
-            target = m.canary.spec.target_ref.name
-            if name in (target, primary_name(target)):
+        target = name.removesuffix("-primary")
+        for m in self._canaries_in(ns) if len(self.managed) < 64 else self._by_target(ns, target):
+            if m.canary.spec.target_ref.name == target:
                 m.rollout.on_revision()  # a new template, or readiness changed: evaluate now
                 if ev.type == "ADDED":
                     self.attribute_pods(ns)
+
+    def _by_target(self, namespace: str, target: str) -> list[Managed]:
+        """Managed Canaries of `namespace` whose target is `target` (indexed)."""
+        if self._target_index_stale:
+            self._target_index = {}
+            for (ns, _), m in self.managed.items():
+                self._target_index.setdefault((ns, m.canary.spec.target_ref.name), []).append(m)
+            self._target_index_stale = False
+        return [
+            m
+            for m in self._target_index.get((namespace, target), [])
+            if m.canary.spec.target_ref.name == target
+        ]
 
     def _on_config(self, kind: str, ev: WatchEvent) -> None:
         ns, name = key_of(ev.object)
@@ -759,6 +787,19 @@ class KubeController:
                     m.rollout.on_verdict(t.verdict(now))
                 except Exception:
                     log.exception("verdict of %s/%s failed", m.ref.namespace, m.ref.name)
+
+
+def _only_status_changed(m: Managed, obj: dict[str, Any]) -> bool:
+    """Same generation, no manual annotation, not being deleted, finalizer as the spec wants it:
+    the change was to status or unrelated metadata."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (
+        int(meta.get("generation") or 0) == m.generation
+        and not meta.get("deletionTimestamp")
+        and not any(a in annotations for a in ANNOTATIONS)
+        and (FINALIZER in (meta.get("finalizers") or [])) == m.canary.spec.revert_on_deletion
+    )
 
 
 def _spec_doc(obj: dict[str, Any]) -> dict[str, Any]:
