@@ -363,3 +363,24 @@ async def test_informer_relists_on_410_and_reports_the_difference() -> None:
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "b"), ("MODIFIED", "a"), ("ADDED", "c")]
     assert kube.watch_rvs == ["10", "20"]  # the bookmark moved the RV; after 410 the new list's RV
     assert inf.relists == 2 and set(inf.cache) == {("ns", "a"), ("ns", "c")}
+
+
+def test_controller_flags_and_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from canary_stream.cli import build_parser
+    from canary_stream.controller_cmd import controller_config
+
+    monkeypatch.setenv("CANARY_STREAM_NAMESPACES", "a, b")
+    args = build_parser().parse_args(["controller", "--flagger", "--identity", "me", "--finalise-delay", "2"])
+    cfg = controller_config(args)
+    assert cfg.namespaces == ("a", "b")
+    assert cfg.groups == ("canary-stream.dev", "flagger.app")
+    assert cfg.lease is not None and cfg.lease.identity == "me" and cfg.lease.namespace == "canary-stream"
+    assert cfg.options.finalise_delay_s == 2.0 and cfg.mesh_provider == "istio"
+    args = build_parser().parse_args(["controller", "-n", "x", "--no-leader-election"])
+    cfg = controller_config(args)
+    assert cfg.namespaces == ("x",) and cfg.lease is None and cfg.options.finalise_delay_s is None
+    bad = build_parser().parse_args(["controller", "--lease-duration", "1", "--renew-deadline", "2"])
+    assert bad.func(bad) == 2
+    assert "lease: need leaseDuration > renewDeadline > retryPeriod" in capsys.readouterr().err
