@@ -52,16 +52,17 @@ class Env:
     running: list[tuple[KubeController, asyncio.Event, asyncio.Task[None], Any]] = field(default_factory=list)
 
     async def start(
-        self, *, lease: LeaseConfig | None = None, registry: Registry | None = None
+        self, *, lease: LeaseConfig | None = None, registry: Registry | None = None, mesh: str | None = None
     ) -> KubeController:
-        """A controller as the RBAC-bound controller user, in the background."""
+        """A controller as the RBAC-bound controller user, in the background; routing in a
+        ConfigMap, or with `mesh` the routers' factory for that provider (real mesh objects)."""
         api = api_client_for(self.cluster, self.cluster.controller_token)
         kube = Kube(api)
         controller = KubeController(
             kube,
             registry or Registry(),
-            ControllerConfig(namespaces=(self.namespace,), lease=lease, options=OPTIONS),
-            router_factory=lambda canary, k: ConfigMapRouter(k, self.history),
+            ControllerConfig(namespaces=(self.namespace,), lease=lease, options=OPTIONS, mesh_provider=mesh),
+            router_factory=None if mesh else lambda canary, k: ConfigMapRouter(k, self.history),
             analyzer_factory=lambda canary: self.analyzer,
         )
         stop = asyncio.Event()
@@ -478,3 +479,83 @@ async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None
         stop.set()
         await asyncio.wait_for(task, 30)
         await api.close()
+
+
+class VirtualServiceWatch:
+    """Samples the VirtualService every 50 ms: the (canary weight, mirrored, has a match) states seen."""
+
+    def __init__(self, env: Env, name: str = "podinfo") -> None:
+        self.path = f"/apis/networking.istio.io/v1/namespaces/{env.namespace}/virtualservices/{name}"
+        self.admin = env.admin
+        self.states: list[tuple[int, bool, bool]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                vs = await self.admin.request("GET", self.path)
+                http = vs["spec"]["http"]
+                last = [
+                    r for r in http if any(d["destination"]["host"].endswith("-canary") for d in r["route"])
+                ][-1]
+                weight = next(
+                    int(d.get("weight") or 0)
+                    for d in last["route"]
+                    if d["destination"]["host"].endswith("-canary")
+                )
+                mirrored = (last.get("mirror") or {}).get("host", "").endswith("-canary")
+                state = (weight, mirrored, any("match" in r for r in http))
+                if not self.states or self.states[-1] != state:
+                    self.states.append(state)
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def test_istio_step_weights_ladder(env: Env) -> None:
+    await deploy(
+        env, canary_manifest(analysis={"interval": "1s", "threshold": 2, "stepWeights": [5, 25, 60]})
+    )
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    assert [w for w, _, _ in vs.states] == [0, 5, 25, 60, 0]
+
+
+async def test_istio_ab_testing_with_a_cookie_match(env: Env) -> None:
+    match = [{"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}]
+    await deploy(
+        env, canary_manifest(analysis={"interval": "1s", "threshold": 2, "iterations": 3, "match": match})
+    )
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    # During the run the cookie route sends matching users to the canary; after it, all to primary.
+    assert (100, False, True) in vs.states
+    assert vs.states[-1][0] == 0
+    assert c["status"]["iterations"] == 0
+
+
+async def test_istio_blue_green_with_mirroring(env: Env) -> None:
+    analysis = {"interval": "1s", "threshold": 2, "iterations": 2, "mirror": True, "mirrorWeight": 50}
+    await deploy(env, canary_manifest(analysis=analysis))
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    # mirrored at 0 % live traffic, then all live traffic to the canary, then back to the primary
+    assert (0, True, False) in vs.states
+    assert (100, False, False) in vs.states
+    assert vs.states[-1] == (0, False, False)
