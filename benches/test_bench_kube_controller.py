@@ -8,8 +8,9 @@ router adds its GET + PATCH per shift), a scripted passing analysis. All N are i
 every target gets a new image at once, and the run ends when all N have Succeeded.
 
 Measured: API requests during the rollouts by verb, per Canary and per step (a step = one
-traffic shift), and step lateness = time between two shifts of a Canary minus the interval (how
-late a due step happens). The peer, in the same run and against the same server: Flagger's
+traffic shift), and analysis-step lateness = time between two weight steps of a Canary minus the
+interval (how late a due step happens; the promotion, which waits for the primary's rollout, is
+reported apart). The peer, in the same run and against the same server: Flagger's
 per-tick polling pattern (every interval and for every Canary: GET the Canary, target, primary,
 the apex/primary/canary Services and the router object, then PATCH the status: 8 requests).
 
@@ -221,8 +222,9 @@ def test_bench_kube_controller_n_canaries(tmp_path: Path) -> None:
     print(
         f"  ours: all Initialized in {ours['init_s']:.1f}s; all Succeeded {ours['rollout_s']:.1f}s after the "
         f"new images; requests {ours['requests']} = {ours['total']} ({ours['per_canary']:.1f} per canary, "
-        f"{ours['per_step']:.2f} per traffic shift over {ours['shifts']} shifts); step lateness p50 "
-        f"{ours['late_p50']:.2f}s p99 {ours['late_p99']:.2f}s"
+        f"{ours['per_step']:.2f} per traffic shift over {ours['shifts']} shifts); analysis-step lateness "
+        f"p50 {ours['late_p50']:.2f}s p99 {ours['late_p99']:.2f}s; promotion (primary rollout) beyond one "
+        f"interval p50 {ours['promote_p50']:.2f}s p99 {ours['promote_p99']:.2f}s"
     )
     print(
         f"  Flagger-style polling: {peer['per_tick']:.1f} requests per Canary per tick, tick lateness p50 "
