@@ -1,5 +1,5 @@
-"""Generate deploy/crds/{canaries,metrictemplates}.yaml from Flagger's v1beta1 CRDs
-(the vendored tests/crds/upstream/flagger copy, or the path given as the first argument): same spec shape, group
+"""Generate deploy/crds/{canaries,metrictemplates}.yaml from Flagger's v1beta1 CRD
+(the vendored tests/crds/upstream/flagger copy, or the file given as argument): same spec shape, group
 canary-stream.dev, plus canary-stream's additions (analysis.judge, metrics[].stream / noData, the
 streaming MetricTemplate), status.observedGeneration, and printer columns phase / weight / failed
 checks / last transition. Run: python deploy/gen_crds.py [flagger-crds.yaml]"""
