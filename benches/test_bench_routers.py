@@ -3,11 +3,11 @@
 object, replace the route list, PUT it back), in the same run, on the same objects.
 
 A real kube-apiserver + etcd (infra/kube_apiserver.py) with the upstream CRDs runs for the module.
-N Canaries (`BENCH_ROUTER_CANARIES`, default 50) are reconciled per provider (Istio VirtualService,
-Gateway API HTTPRoute, SMI TrafficSplit); one round moves all N splits one step (10 -> 20 -> ...)
-concurrently, as a controller does when N canaries advance on the same tick. The request count is
-taken at the HTTP layer of the client (every request the router makes). Run with ``-s`` to see the
-figures."""
+N Canaries (`BENCH_ROUTER_CANARIES`, default 50; 5 under `make test`) are reconciled per provider
+(Istio VirtualService, Gateway API HTTPRoute, SMI TrafficSplit). One round moves all N splits one
+step (10 -> 20 -> ...), either all at once (`concurrent`: N canaries advancing on the same tick) or
+one after the other (`serial`: the latency of one call). Requests are counted at the HTTP layer of
+the client (every request the router makes). Run with ``-s`` to see the figures."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "infra"))
 from kube_apiserver import KubeCluster  # noqa: E402
 
-CANARIES = int(os.environ.get("BENCH_ROUTER_CANARIES", "50"))
-ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", "5"))
+# `make test` sets BENCH_LINES=20000 for a quick pass: 5 canaries, 2 rounds; `make bench`: 50 and 5
+_SCALE = int(os.environ.get("BENCH_LINES", "200000"))
+CANARIES = int(os.environ.get("BENCH_ROUTER_CANARIES", str(max(5, _SCALE // 4000))))
+ROUNDS = int(os.environ.get("BENCH_ROUTER_ROUNDS", str(max(2, _SCALE // 40000))))
 NAMESPACE = "bench"
 
 pytestmark = pytest.mark.kube
@@ -110,8 +112,12 @@ class Bench:
     def __init__(self, cluster: KubeCluster) -> None:
         self.cluster = cluster
         self.loop = asyncio.new_event_loop()
-        self.api = CountingApiClient(configuration=cluster.client_configuration())
+        self.api = self.run(self._client())
         self.canaries: dict[str, list[Canary]] = {}
+
+    async def _client(self) -> CountingApiClient:
+        # aiohttp binds its connector to the running loop: create the client inside it
+        return CountingApiClient(configuration=self.cluster.client_configuration())
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -157,14 +163,20 @@ def bench() -> Iterator[Bench]:
             b.loop.close()
 
 
-def _step_rounds(b: Bench, provider: str, router: Router | FlaggerStyle) -> tuple[float, Counter[str]]:
+def _step_rounds(
+    b: Bench, provider: str, router: Router | FlaggerStyle, mode: str
+) -> tuple[float, Counter[str]]:
     canaries = b.canaries[provider]
     state = {"weight": 0}
 
     async def one_round() -> None:
         state["weight"] = state["weight"] % 100 + 10
         w = state["weight"]
-        await asyncio.gather(*(router.set_routes(c, Routes(100 - w, w)) for c in canaries))
+        if mode == "concurrent":
+            await asyncio.gather(*(router.set_routes(c, Routes(100 - w, w)) for c in canaries))
+        else:
+            for c in canaries:
+                await router.set_routes(c, Routes(100 - w, w))
 
     b.api.requests.clear()
     started = time.perf_counter()
@@ -179,10 +191,13 @@ def _step_rounds(b: Bench, provider: str, router: Router | FlaggerStyle) -> tupl
     return elapsed, requests
 
 
+@pytest.mark.parametrize("mode", ["concurrent", "serial"])
 @pytest.mark.parametrize("provider", list(PROVIDERS))
 @pytest.mark.parametrize("style", ["ours", "flagger"])
-def test_set_routes(benchmark: Any, bench: Bench, provider: str, style: str) -> None:
-    benchmark.group = f"router-{provider}"
+def test_set_routes(benchmark: Any, bench: Bench, provider: str, style: str, mode: str) -> None:
+    """concurrent: all N writes of a step at once (throughput); serial: one after the other (the
+    latency of one set_routes, round trips included)."""
+    benchmark.group = f"router-{provider}-{mode}"
     router: Router | FlaggerStyle = (
         router_for(bench.canaries[provider][0], bench.api)
         if style == "ours"
@@ -191,7 +206,7 @@ def test_set_routes(benchmark: Any, bench: Bench, provider: str, style: str) -> 
     results: list[tuple[float, Counter[str]]] = []
 
     def run() -> None:
-        results.append(_step_rounds(bench, provider, router))
+        results.append(_step_rounds(bench, provider, router, mode))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     elapsed, requests = results[-1]
@@ -201,10 +216,34 @@ def test_set_routes(benchmark: Any, bench: Bench, provider: str, style: str) -> 
         {
             "requests_per_set_routes": per_write,
             "ms_per_step_of_all": elapsed / ROUNDS * 1e3,
+            "ms_per_set_routes": elapsed / writes * 1e3,
             "canaries": CANARIES,
         }
     )
     print(
-        f"\n{provider:<14} {style:<8} {per_write:.2f} requests/set_routes "
-        f"({dict(requests)}), {elapsed / ROUNDS * 1e3:.1f} ms to move {CANARIES} splits one step"
+        f"\n{provider:<14} {style:<8} {mode:<10} {per_write:.2f} requests/set_routes "
+        f"({dict(requests)}), {elapsed / ROUNDS * 1e3:.1f} ms per step of {CANARIES}, "
+        f"{elapsed / writes * 1e3:.2f} ms per set_routes"
     )
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+def test_reconcile_converged(benchmark: Any, bench: Bench, provider: str) -> None:
+    """Requests of one reconcile of an object set that is already as the spec wants (reads only:
+    the target, three Services, the mesh object(s)); a write here would be a bug."""
+    benchmark.group = f"router-reconcile-{provider}"
+    canaries = bench.canaries[provider]
+
+    async def all_canaries() -> None:
+        await asyncio.gather(*(router_for(c, bench.api).reconcile(c) for c in canaries))
+
+    def run() -> None:
+        bench.api.requests.clear()
+        bench.run(all_canaries())
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    requests = Counter(bench.api.requests)
+    assert set(requests) == {"GET"}, f"a converged reconcile wrote: {dict(requests)}"
+    per = requests["GET"] / CANARIES
+    benchmark.extra_info.update({"requests_per_reconcile": per, "canaries": CANARIES})
+    print(f"\n{provider:<14} reconcile (converged): {per:.0f} GETs per canary, no write")

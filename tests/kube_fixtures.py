@@ -28,31 +28,36 @@ PYTEST_DONT_REWRITE (no asserts here; test modules may import it before pytest_p
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
-from kubernetes_asyncio import client
+
+if TYPE_CHECKING:  # imported lazily: kubernetes_asyncio takes ~2 s to import, and most tests need none
+    from kubernetes_asyncio import client
 
 _ROOT = Path(__file__).resolve().parent.parent
 _INFRA = str(_ROOT / "infra")
 if _INFRA not in sys.path:
     sys.path.insert(0, _INFRA)
 
-from kube_apiserver import KubeCluster, KubeInfraError, ensure_binaries  # noqa: E402
+from kube_apiserver import CONTROLLER_USER, KubeCluster, KubeInfraError, ensure_binaries, kube_version  # noqa: E402
 
 __all__ = [
+    "CONTROLLER_USER",
     "KubeCluster",
     "KubeInfraError",
     "api_client_for",
     "crd_files",
     "create_namespace",
     "ensure_binaries",
+    "kube_version",
     "make_deployment_ready",
     "make_deployment_stuck",
 ]
@@ -70,26 +75,35 @@ def crd_files() -> list[Path]:
     return files
 
 
-class _ApiClient(client.ApiClient):
-    """An ApiClient that is also awaitable (``await api_client_for(...)`` returns it)."""
+@functools.cache
+def _awaitable_api_client() -> type[client.ApiClient]:
+    from kubernetes_asyncio import client
 
-    def __await__(self) -> Generator[Any, None, Self]:
-        return self._itself().__await__()
+    class AwaitableApiClient(client.ApiClient):
+        """An ApiClient that is also awaitable (``await api_client_for(...)`` returns it)."""
 
-    async def _itself(self) -> Self:
-        return self
+        def __await__(self) -> Generator[Any, None, Self]:
+            return self._itself().__await__()
+
+        async def _itself(self) -> Self:
+            return self
+
+    return AwaitableApiClient
 
 
 def api_client_for(cluster: KubeCluster, token: str | None = None) -> client.ApiClient:
     """A kubernetes_asyncio ``ApiClient`` for ``cluster`` authenticated by ``token`` (admin if None).
 
-    Use ``async with api_client_for(...) as api:``, or close it; ``await api_client_for(...)`` also works.
+    Call it inside a running event loop. Use ``async with api_client_for(...) as api:``, or close it;
+    ``await api_client_for(...)`` also works.
     """
-    return _ApiClient(configuration=cluster.client_configuration(token))
+    return _awaitable_api_client()(configuration=cluster.client_configuration(token))
 
 
 async def create_namespace(api: client.ApiClient, prefix: str = "t") -> str:
     """Create a namespace with a unique name and return the name."""
+    from kubernetes_asyncio import client
+
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     await client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     return name
@@ -114,6 +128,8 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
 async def _patch_status(api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> Any:
     # A JSON patch (list body) replacing the whole status: no stale conditions or counts survive
     # (a strategic merge would merge conditions by type and keep fields we leave out).
+    from kubernetes_asyncio import client
+
     value = {k: v for k, v in status.items() if v is not None}
     return await client.AppsV1Api(api).patch_namespaced_deployment_status(
         name, namespace, [{"op": "add", "path": "/status", "value": value}]
@@ -127,6 +143,8 @@ async def make_deployment_ready(api: client.ApiClient, namespace: str, name: str
     Available=True (MinimumReplicasAvailable), Progressing=True (NewReplicaSetAvailable). Returns the
     patched V1Deployment.
     """
+    from kubernetes_asyncio import client
+
     dep = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
     status = {
@@ -155,6 +173,8 @@ async def make_deployment_stuck(api: client.ApiClient, namespace: str, name: str
     """Patch ``deployments/status`` as a rollout past its progress deadline: observedGeneration =
     generation, no replica available, Available=False (MinimumReplicasUnavailable), Progressing=False
     (ProgressDeadlineExceeded). Returns the patched V1Deployment."""
+    from kubernetes_asyncio import client
+
     dep = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
     status = {

@@ -40,6 +40,7 @@ from canary_stream.router.kubernetes import (
     service_update,
     target_info,
 )
+from canary_stream.router.session import Cookies, next_cookies
 from canary_stream.router.smi import SmiRouter, parse_weight, routes_from_traffic_split, traffic_split_spec
 from canary_stream.spec.model import Canary
 
@@ -333,6 +334,54 @@ def test_routes_cannot_be_read_from_a_virtual_service_that_is_not_ours() -> None
         routes_from_virtual_service(foreign, service_names(make_canary()))
 
 
+AFFINITY = {
+    "cookieName": "flagger-cookie",
+    "primaryCookieName": "primary-cookie",
+    "maxAge": 3600,
+    "path": "/",
+    "secure": True,
+}
+
+
+def test_session_affinity_cookie_lifecycle() -> None:
+    canary = make_canary(analysis={"sessionAffinity": AFFINITY})
+    first = next_cookies(canary, Cookies(), 10)
+    assert first.canary is not None and first.canary.startswith("flagger-cookie=") and len(first.canary) == 25
+    assert first.primary is not None and first.primary.startswith("primary-cookie=")
+    assert next_cookies(canary, first, 20) == first  # kept while the canary has weight
+    back = next_cookies(canary, first, 0)
+    assert back == Cookies(None, first.primary, first.canary)
+    assert next_cookies(canary, back, 10).canary != first.canary  # a new run draws a new cookie
+
+
+def test_session_affinity_sticky_routes_then_the_weighted_route() -> None:
+    canary = make_canary({"match": [{"uri": {"prefix": "/"}}]}, {"sessionAffinity": AFFINITY})
+    cookies = Cookies("flagger-cookie=abcdefghij", "primary-cookie=klmnopqrst", None)
+    to_canary, to_primary, weighted = http_routes(canary, Routes(90, 10), cookies)
+    assert to_canary["match"] == [
+        {"uri": {"prefix": "/"}, "headers": {"Cookie": {"regex": ".*flagger-cookie.*abcdefghij.*"}}}
+    ]
+    assert [d["weight"] for d in to_canary["route"]] == [0, 100]
+    assert to_primary["match"][0]["headers"] == {"Cookie": {"regex": ".*primary-cookie.*klmnopqrst.*"}}
+    assert [d["weight"] for d in to_primary["route"]] == [100, 0]
+    primary_dest, canary_dest = weighted["route"]
+    assert canary_dest["headers"] == {
+        "response": {"add": {"Set-Cookie": "flagger-cookie=abcdefghij; Max-Age=3600; Path=/; Secure"}}
+    }
+    # the primary's cookie lasts one analysis interval (10s here)
+    assert primary_dest["headers"]["response"]["add"]["Set-Cookie"].startswith(
+        "primary-cookie=klmnopqrst; Max-Age=10;"
+    )
+    names = service_names(canary)
+    vs = {"metadata": {"name": "podinfo"}, "spec": {"http": [to_canary, to_primary, weighted]}}
+    assert routes_from_virtual_service(vs, names) == Routes(90, 10)
+    # back at weight 0: the last run's cookie is expired on sight
+    expire, weighted0 = http_routes(canary, Routes(100, 0), Cookies(None, None, "flagger-cookie=abcdefghij"))
+    assert expire["headers"]["response"]["add"]["Set-Cookie"] == "flagger-cookie=abcdefghij; Max-Age=-1"
+    assert "headers" not in weighted0["route"][1]
+    assert http_routes(canary, Routes(100, 0), Cookies()) == [weighted0]
+
+
 def test_destination_rules_carry_the_traffic_policy() -> None:
     policy = {"tls": {"mode": "ISTIO_MUTUAL"}, "loadBalancer": {"simple": "LEAST_REQUEST"}}
     canary = make_canary({"trafficPolicy": policy})
@@ -477,6 +526,40 @@ def test_http_route_readiness_gate_waits_for_every_parent_to_accept_the_generati
         routes_from_http_route(route, service_names(canary))
     route["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 3
     assert routes_from_http_route(route, service_names(canary)) == Routes(80, 20)
+
+
+def test_http_route_session_affinity_rules() -> None:
+    canary = make_canary(
+        {"gatewayRefs": [GATEWAY_REF], "headers": {"response": {"add": {"x-served-by": "podinfo"}}}},
+        {"sessionAffinity": {"cookieName": "c", "maxAge": 60}},
+    )
+    cookies = Cookies("c=abcdefghij")
+    to_canary, weighted = http_route_spec(canary, Routes(80, 20), cookies)["rules"]
+    assert to_canary["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/"},
+            "headers": [{"type": "RegularExpression", "name": "Cookie", "value": ".*c.*abcdefghij.*"}],
+        }
+    ]
+    assert [(b["name"], b["weight"]) for b in to_canary["backendRefs"]] == [
+        ("podinfo-primary", 0),
+        ("podinfo-canary", 100),
+    ]
+    assert weighted["backendRefs"][1]["filters"] == [
+        {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": "c=abcdefghij; Max-Age=60"}]},
+        }
+    ]
+    route = {"metadata": {"name": "podinfo"}, "spec": {"rules": [to_canary, weighted]}}
+    assert routes_from_http_route(route, service_names(canary)) == Routes(80, 20)
+    # weight 0: the expiring Set-Cookie joins the rule's own ResponseHeaderModifier (one per rule)
+    expire, _ = http_route_spec(canary, Routes(100, 0), Cookies(None, None, "c=abcdefghij"))["rules"]
+    (modifier,) = [f for f in expire["filters"] if f["type"] == "ResponseHeaderModifier"]
+    assert modifier["responseHeaderModifier"]["add"] == [
+        {"name": "x-served-by", "value": "podinfo"},
+        {"name": "Set-Cookie", "value": "c=abcdefghij; Max-Age=-1"},
+    ]
 
 
 # --------------------------------------------------------------------------------------------- SMI

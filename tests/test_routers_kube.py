@@ -323,6 +323,47 @@ async def test_istio_rejects_a_pass_through_field_the_crd_does_not_know(
     assert err.value.status in (400, 422) and "perTryTimeOut" in str(err.value.body)
 
 
+async def test_istio_session_affinity_cookies_live_on_the_virtual_service(
+    kube_api: ApiClient, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    await deploy_target(kube_api, ns)
+    affinity = {"cookieName": "flagger-cookie", "maxAge": 600, "sameSite": "Lax"}
+    canary = await create_canary(
+        kube_api, ns, analysis={"stepWeight": 10, "maxWeight": 50, "sessionAffinity": affinity}
+    )
+    router = router_for(canary, kube_api)
+    await router.reconcile(canary)
+    assert len((await vs(kube_api, ns))["spec"]["http"]) == 1  # no cookie before the first step
+    await router.set_routes(canary, Routes(90, 10))
+    obj = await vs(kube_api, ns)
+    cookie = obj["metadata"]["annotations"]["canary-stream.dev/session-affinity-cookie"]
+    name, value = cookie.split("=")
+    sticky, weighted = obj["spec"]["http"]
+    assert sticky["match"] == [{"headers": {"Cookie": {"regex": f".*{name}.*{value}.*"}}}]
+    assert (
+        weighted["route"][1]["headers"]["response"]["add"]["Set-Cookie"]
+        == f"{cookie}; Max-Age=600; SameSite=Lax"
+    )
+    assert await router.get_routes(canary) == Routes(90, 10)
+    await router.set_routes(canary, Routes(80, 20))
+    assert (await vs(kube_api, ns))["metadata"]["annotations"][
+        "canary-stream.dev/session-affinity-cookie"
+    ] == cookie
+    generation = (await vs(kube_api, ns))["metadata"]["generation"]
+    await router.reconcile(canary)
+    assert (await vs(kube_api, ns))["metadata"]["generation"] == generation
+    assert await router.get_routes(canary) == Routes(80, 20)
+    await router.set_routes(canary, Routes(100, 0))
+    obj = await vs(kube_api, ns)
+    annotations = obj["metadata"]["annotations"]
+    assert "canary-stream.dev/session-affinity-cookie" not in annotations
+    assert annotations["canary-stream.dev/previous-session-affinity-cookie"] == cookie
+    expire, _ = obj["spec"]["http"]
+    assert expire["headers"]["response"]["add"]["Set-Cookie"] == f"{cookie}; Max-Age=-1"
+    assert await router.get_routes(canary) == Routes(100, 0)
+
+
 # --------------------------------------------------------------------------------------------- Gateway API
 
 
@@ -457,6 +498,38 @@ async def test_http_route_blue_green_mirror(kube_api: ApiClient, kube_namespace:
     await router.set_routes(canary, Routes(0, 100))
     assert await router.get_routes(canary) == Routes(0, 100)
     await router.finalize(canary)
+    assert await router.get_routes(canary) == Routes(100, 0)
+
+
+async def test_http_route_session_affinity(kube_api: ApiClient, kube_namespace: str) -> None:
+    ns = kube_namespace
+    await deploy_target(kube_api, ns)
+    canary = await create_canary(
+        kube_api,
+        ns,
+        {
+            "gatewayRefs": [{"name": "public", "namespace": "gw"}],
+            "headers": {"response": {"set": {"x-v": "1"}}},
+        },
+        analysis={"stepWeight": 10, "sessionAffinity": {"cookieName": "c", "primaryCookieName": "p"}},
+        provider="gatewayapi:v1",
+    )
+    router = router_for(canary, kube_api)
+    await router.reconcile(canary)
+    await router.set_routes(canary, Routes(90, 10))
+    route = await http_route(kube_api, ns)
+    assert len(route["spec"]["rules"]) == 3  # canary cookie, primary cookie, weighted
+    assert await router.get_routes(canary) == Routes(90, 10)
+    generation = route["metadata"]["generation"]
+    await router.reconcile(canary)
+    assert (await http_route(kube_api, ns))["metadata"]["generation"] == generation
+    await router.set_routes(canary, Routes(100, 0))  # accepted by the CEL rules: one modifier per rule
+    expire, _ = (await http_route(kube_api, ns))["spec"]["rules"]
+    assert any(
+        h["value"].endswith("Max-Age=-1")
+        for f in expire["filters"]
+        for h in f.get("responseHeaderModifier", {}).get("add", [])
+    )
     assert await router.get_routes(canary) == Routes(100, 0)
 
 

@@ -47,6 +47,7 @@ kube_version() { go list -m -f '{{.Version}}' k8s.io/kubernetes; }
 
 build() {
   local v cache out stamp digest tmp minor ldf
+  BUILD_TMP=""
   v="$(kube_version)"
   cache="${CANARY_STREAM_CACHE:-$HOME/.cache/canary-stream}"
   out="$cache/kube-$v/bin"
@@ -63,8 +64,10 @@ build() {
   minor="${v#v1.}"; minor="${minor%%.*}"
   ldf="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
   ldf="$ldf -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  tmp="$(mktemp -d "$out/.build.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
+  rm -rf "$out"/.build.*  # left by an interrupted build (we hold the lock)
+  BUILD_TMP="$(mktemp -d "$out/.build.XXXXXX")"
+  trap 'rm -rf "$BUILD_TMP"' EXIT
+  tmp="$BUILD_TMP"
   local t0=$SECONDS
   echo "downloading modules for kube $v ..." >&2
   go mod download

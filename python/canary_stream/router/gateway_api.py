@@ -25,6 +25,7 @@ from canary_stream.router.kube_common import (
     stored_original_spec,
     upsert_spec,
 )
+from canary_stream.router.session import Cookies, cookie_regex, next_cookies, set_cookie, sticky
 from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Canary
 
@@ -201,12 +202,13 @@ def _rule(
     return rule
 
 
-def http_route_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
+def http_route_spec(canary: Canary, routes: Routes = INITIAL, cookies: Cookies | None = None) -> JsonObject:
     """The HTTPRoute spec for `routes`.
     - rule 0: service.match (default PathPrefix /) with both weighted backends and the filters;
       while mirrored a RequestMirror filter to the canary, with `percent` when a mirror weight is
       set. Flagger adds it for blue/green only, so its canary-strategy mirror step never reads
       back as mirrored and repeats forever; here the filter follows the Routes for both;
+    - session affinity: sticky rules for `cookies` before the weighted one (`sticky_rules`);
     - A/B (analysis.match): rule 0 matches = A/B conditions x service matches; rule 1 = service
       matches to the primary alone."""
     svc = canary.spec.service
@@ -239,6 +241,8 @@ def http_route_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
     if svc.hosts:
         spec["hostnames"] = list(svc.hosts)
     spec["rules"] = [weighted]
+    if cookies is not None and sticky(canary):
+        spec["rules"] = [*sticky_rules(canary, routes, cookies, weighted, matches), weighted]
     if analysis is not None and analysis.match:
         ab = route_matches(analysis.match, "spec.analysis.match")
         weighted["matches"] = merge_matches(ab, matches)
@@ -246,6 +250,75 @@ def http_route_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
             _rule(matches, filters(canary), [backend_ref(names.primary, svc.port, 100)], canary)
         )
     return spec
+
+
+def _cookie_match(cookie: str) -> JsonObject:
+    return {"headers": [{"type": "RegularExpression", "name": "Cookie", "value": cookie_regex(cookie)}]}
+
+
+def _add_response_header(filters: list[JsonObject], name: str, value: str) -> list[JsonObject]:
+    # One ResponseHeaderModifier per rule or backendRef (a CEL rule): add to it when present.
+    out = copy.deepcopy(filters)
+    for f in out:
+        if f.get("type") == "ResponseHeaderModifier":
+            f["responseHeaderModifier"].setdefault("add", []).append({"name": name, "value": value})
+            return out
+    out.append(
+        {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": name, "value": value}]},
+        }
+    )
+    return out
+
+
+def sticky_rules(
+    canary: Canary, routes: Routes, cookies: Cookies, weighted: JsonObject, matches: list[JsonObject]
+) -> list[JsonObject]:
+    """The rules before the weighted one (Istio's `sticky_routes` in Gateway API terms): cookie
+    matches are RegularExpression matches on the `Cookie` header, Set-Cookie goes in
+    ResponseHeaderModifier filters on the weighted rule's backendRefs."""
+    analysis = canary.spec.analysis
+    assert analysis is not None and analysis.session_affinity is not None
+    affinity = analysis.session_affinity
+    names = service_names(canary)
+    port = canary.spec.service.port
+    base = {k: copy.deepcopy(v) for k, v in weighted.items() if k != "backendRefs"}
+    base["filters"] = [f for f in base.get("filters", []) if f.get("type") != "RequestMirror"] or None
+    base = {k: v for k, v in base.items() if v is not None}
+    if routes.canary_weight == 0:
+        if not cookies.previous:
+            return []
+        expire = {**base, "matches": merge_matches([_cookie_match(cookies.previous)], matches)}
+        expire["filters"] = _add_response_header(
+            expire.get("filters", []), "Set-Cookie", f"{cookies.previous}; Max-Age=-1"
+        )
+        expire["backendRefs"] = copy.deepcopy(weighted["backendRefs"])
+        return [expire]
+    assert cookies.canary is not None
+    by_name = {b["name"]: b for b in weighted["backendRefs"]}
+    by_name[names.canary]["filters"] = _add_response_header(
+        [], "Set-Cookie", set_cookie(canary, cookies.canary, affinity.max_age)
+    )
+    out = [
+        {
+            **copy.deepcopy(base),
+            "matches": merge_matches([_cookie_match(cookies.canary)], matches),
+            "backendRefs": [backend_ref(names.primary, port, 0), backend_ref(names.canary, port, 100)],
+        }
+    ]
+    if affinity.primary_cookie_name and cookies.primary:
+        by_name[names.primary]["filters"] = _add_response_header(
+            [], "Set-Cookie", set_cookie(canary, cookies.primary, int(analysis.interval_seconds))
+        )
+        out.append(
+            {
+                **copy.deepcopy(base),
+                "matches": merge_matches([_cookie_match(cookies.primary)], matches),
+                "backendRefs": [backend_ref(names.primary, port, 100), backend_ref(names.canary, port, 0)],
+            }
+        )
+    return out
 
 
 def routes_from_http_route(route: JsonObject, names: ServiceNames) -> Routes:
@@ -321,12 +394,16 @@ class GatewayAPIRouter:
             except LookupError:
                 routes = INITIAL
         labels, annotations = apex_metadata(canary)
+        cookies: Cookies | None = None
+        if sticky(canary):
+            cookies = next_cookies(canary, Cookies.of(existing), routes.canary_weight)
+            annotations.update({k: v for k, v in cookies.annotations().items() if v is not None})
         await upsert_spec(
             self.http_routes,
             canary,
             "HTTPRoute",
             names.apex,
-            http_route_spec(canary, routes),
+            http_route_spec(canary, routes, cookies),
             labels,
             annotations,
             existing,
@@ -341,11 +418,21 @@ class GatewayAPIRouter:
         return routes_from_http_route(route, names)
 
     async def set_routes(self, canary: Canary, routes: Routes) -> None:
-        """One merge patch of parentRefs, hostnames and rules (no read first)."""
+        """One merge patch of parentRefs, hostnames and rules, no read first; with session affinity
+        the cookies recorded on the HTTPRoute are read first (GET + merge patch)."""
         check_routes(routes)
-        spec = http_route_spec(canary, routes)
+        apex = service_names(canary).apex
+        cookies: Cookies | None = None
+        if sticky(canary):
+            cookies = next_cookies(
+                canary, Cookies.of(await self.http_routes.get(canary.namespace, apex)), routes.canary_weight
+            )
+        spec = http_route_spec(canary, routes, cookies)
         spec.setdefault("hostnames", None)  # merge patch: null removes hosts no longer listed
-        await self.http_routes.merge_patch(canary.namespace, service_names(canary).apex, {"spec": spec})
+        patch: JsonObject = {"spec": spec}
+        if cookies is not None:
+            patch["metadata"] = {"annotations": cookies.annotations()}
+        await self.http_routes.merge_patch(canary.namespace, apex, patch)
 
     async def finalize(self, canary: Canary) -> None:
         """revertOnDeletion: an HTTPRoute taken over gets its saved spec back; one canary-stream

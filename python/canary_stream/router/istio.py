@@ -25,6 +25,7 @@ from canary_stream.router.kube_common import (
     stored_original_spec,
     upsert_spec,
 )
+from canary_stream.router.session import Cookies, cookie_regex, next_cookies, set_cookie, sticky
 from canary_stream.spec.model import Canary
 
 GROUP = "networking.istio.io"
@@ -103,12 +104,14 @@ def _route_options(canary: Canary) -> JsonObject:
     return opts
 
 
-def http_routes(canary: Canary, routes: Routes) -> list[JsonObject]:
+def http_routes(canary: Canary, routes: Routes, cookies: Cookies | None = None) -> list[JsonObject]:
     """`spec.http` for the given split.
     - canary / blue-green: one route with service.match, primary and canary destinations, plus
       `mirror` (+ `mirrorPercentage` when a mirror weight is set) while mirrored;
     - A/B (analysis.match): route 0 = the A/B conditions x service.match with the split, route 1 =
-      service.match to the primary alone (everyone without the header/cookie)."""
+      service.match to the primary alone (everyone without the header/cookie);
+    - session affinity (analysis.sessionAffinity, canary strategy): sticky routes for `cookies`
+      before the weighted route (`sticky_routes`)."""
     names = service_names(canary)
     svc = canary.spec.service
     analysis_match = canary.spec.analysis.match if canary.spec.analysis else []
@@ -132,7 +135,70 @@ def http_routes(canary: Canary, routes: Routes) -> list[JsonObject]:
         weighted["mirror"] = {"host": names.canary}
         if routes.mirror_weight is not None and routes.mirror_weight > 0:
             weighted["mirrorPercentage"] = {"value": float(routes.mirror_weight)}
+    affinity = canary.spec.analysis.session_affinity if canary.spec.analysis else None
+    if affinity is not None and cookies is not None:
+        return [*sticky_routes(canary, routes, cookies, weighted), weighted]
     return [weighted]
+
+
+def _cookie_match(cookie: str) -> JsonObject:
+    return {"headers": {"Cookie": {"regex": cookie_regex(cookie)}}}
+
+
+def sticky_routes(canary: Canary, routes: Routes, cookies: Cookies, weighted: JsonObject) -> list[JsonObject]:
+    """The routes before the weighted one. While the canary has weight: requests carrying the
+    canary cookie go to the canary (0/100), those with the primary cookie to the primary, and the
+    weighted route sets the cookie on the responses of each side (the primary's expires after one
+    analysis interval). At weight 0: the previous cookie is matched and expired (`Max-Age=-1`)."""
+    analysis = canary.spec.analysis
+    assert analysis is not None and analysis.session_affinity is not None
+    affinity = analysis.session_affinity
+    names = service_names(canary)
+    service_match = canary.spec.service.match
+    out: list[JsonObject] = []
+    if routes.canary_weight == 0:
+        if cookies.previous:
+            expire = copy.deepcopy(weighted)
+            expire.pop("mirror", None)
+            expire.pop("mirrorPercentage", None)
+            expire["match"] = merge_match([_cookie_match(cookies.previous)], service_match)
+            response = expire.setdefault("headers", {}).setdefault("response", {})
+            response.setdefault("add", {})["Set-Cookie"] = f"{cookies.previous}; Max-Age=-1"
+            out.append(expire)
+        return out
+    assert cookies.canary is not None
+    by_host = {d["destination"]["host"]: d for d in weighted["route"]}
+    by_host[names.canary]["headers"] = {
+        "response": {"add": {"Set-Cookie": set_cookie(canary, cookies.canary, affinity.max_age)}}
+    }
+    sticky = {
+        k: copy.deepcopy(v) for k, v in weighted.items() if k not in ("route", "mirror", "mirrorPercentage")
+    }
+    to_canary = {
+        **copy.deepcopy(sticky),
+        "match": merge_match([_cookie_match(cookies.canary)], service_match),
+        "route": [destination(canary, names.primary, 0), destination(canary, names.canary, 100)],
+    }
+    out.append(to_canary)
+    if affinity.primary_cookie_name and cookies.primary:
+        by_host[names.primary]["headers"] = {
+            "response": {
+                "add": {"Set-Cookie": set_cookie(canary, cookies.primary, int(analysis.interval_seconds))}
+            }
+        }
+        out.append(
+            {
+                **copy.deepcopy(sticky),
+                "match": merge_match([_cookie_match(cookies.primary)], service_match),
+                "route": [destination(canary, names.primary, 100), destination(canary, names.canary, 0)],
+            }
+        )
+    return out
+
+
+def _sticky(canary: Canary) -> bool:
+    # Session affinity applies to weighted HTTP routing only (A/B and TCP routes have no cookies).
+    return sticky(canary) and not is_tcp(canary)
 
 
 def tcp_routes(canary: Canary, routes: Routes) -> list[JsonObject]:
@@ -149,18 +215,24 @@ def tcp_routes(canary: Canary, routes: Routes) -> list[JsonObject]:
     return [route]
 
 
-def routes_patch(canary: Canary, routes: Routes) -> JsonObject:
-    """The merge patch `set_routes` sends: the whole route list (lists are replaced whole)."""
+def routes_patch(canary: Canary, routes: Routes, cookies: Cookies | None = None) -> JsonObject:
+    """The merge patch `set_routes` sends: the whole route list (lists are replaced whole), and the
+    session-affinity cookies when there are any."""
     if is_tcp(canary):
         return {"spec": {"tcp": tcp_routes(canary, routes)}}
-    return {"spec": {"http": http_routes(canary, routes)}}
+    patch: JsonObject = {"spec": {"http": http_routes(canary, routes, cookies)}}
+    if cookies is not None:
+        patch["metadata"] = {"annotations": cookies.annotations()}
+    return patch
 
 
-def virtual_service_spec(canary: Canary, routes: Routes = INITIAL) -> JsonObject:
+def virtual_service_spec(
+    canary: Canary, routes: Routes = INITIAL, cookies: Cookies | None = None
+) -> JsonObject:
     """The VirtualService spec for `routes` (100/0 when created)."""
     hosts, gateways = hosts_and_gateways(canary)
     spec: JsonObject = {"hosts": hosts, "gateways": gateways}
-    spec.update(routes_patch(canary, routes)["spec"])
+    spec.update(routes_patch(canary, routes, cookies)["spec"])
     return spec
 
 
@@ -230,12 +302,17 @@ class IstioRouter:
             except LookupError:
                 routes = INITIAL
         labels, annotations = apex_metadata(canary)
+        cookies: Cookies | None = None
+        if _sticky(canary):
+            # the recorded cookies (drawn now if session affinity was added while weighted)
+            cookies = next_cookies(canary, Cookies.of(vs), routes.canary_weight)
+            annotations.update({k: v for k, v in cookies.annotations().items() if v is not None})
         await upsert_spec(
             self.virtual_services,
             canary,
             "VirtualService",
             names.apex,
-            virtual_service_spec(canary, routes),
+            virtual_service_spec(canary, routes, cookies),
             labels,
             annotations,
             vs,
@@ -250,11 +327,15 @@ class IstioRouter:
         return routes_from_virtual_service(vs, names, is_tcp(canary))
 
     async def set_routes(self, canary: Canary, routes: Routes) -> None:
-        """One merge patch of the route list (no read first)."""
+        """One merge patch of the route list, no read first; with session affinity the cookies
+        recorded on the VirtualService are read first (GET + merge patch)."""
         check_routes(routes)
-        await self.virtual_services.merge_patch(
-            canary.namespace, service_names(canary).apex, routes_patch(canary, routes)
-        )
+        apex = service_names(canary).apex
+        cookies: Cookies | None = None
+        if _sticky(canary):
+            vs = await self.virtual_services.get(canary.namespace, apex)
+            cookies = next_cookies(canary, Cookies.of(vs), routes.canary_weight)
+        await self.virtual_services.merge_patch(canary.namespace, apex, routes_patch(canary, routes, cookies))
 
     async def finalize(self, canary: Canary) -> None:
         """revertOnDeletion: a VirtualService that existed before canary-stream gets its saved spec

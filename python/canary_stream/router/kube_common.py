@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from canary_stream.router.base import RouterNotReady as RouterNotReady  # re-exported for the routers
 from canary_stream.router.base import Routes
 from canary_stream.spec.model import Canary
 
@@ -37,11 +38,6 @@ MERGE_PATCH_OPTIONS: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_content
 # Unknown fields are an error, not silently pruned by the CRD's structural schema: a field the
 # installed CRD version lacks (or a typo in a pass-through spec) surfaces on the first write.
 STRICT = "Strict"
-
-
-class RouterNotReady(RuntimeError):
-    """The routing object exists but its controller has not accepted the last change yet (Gateway
-    API parents): retry later, no verdict may be drawn from the current split."""
 
 
 @dataclass(frozen=True)
