@@ -5,10 +5,13 @@ on the real kube-apiserver."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +70,13 @@ async def test_controller_process_istio_promotion_by_cli(
     )
     await admin.create(CANARIES, ns, manifest)
     vs_path = f"/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices/podinfo"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        api_port = sock.getsockname()[1]
     async with FakeKubelet(admin, ns):
         proc = await asyncio.create_subprocess_exec(
-            *cli("controller", "--kubeconfig", str(controller_kc), "-n", ns, "--api", "",
+            *cli("controller", "--kubeconfig", str(controller_kc), "-n", ns,
+                 "--api", f"127.0.0.1:{api_port}", "--api-auth", "none",
                  "--lease-namespace", ns, "--lease-duration", "4", "--renew-deadline", "3",
                  "--retry-period", "1", "--log-level", "warning", "--finalise-delay", "1"),
             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -92,6 +99,14 @@ async def test_controller_process_istio_promotion_by_cli(
             primary = await admin.get(DEPLOYMENTS, ns, "podinfo-primary")
             assert primary is not None
             assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+            # The verdict API runs in the same process, over the same Registry.
+            body = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(
+                    f"http://127.0.0.1:{api_port}/api/v1/canaries", timeout=10
+                ).read()
+            )
+            listed = json.loads(body)
+            assert "podinfo" in json.dumps(listed) and "Succeeded" in json.dumps(listed)
             code, out, err = await run_cli("status", "podinfo", "-n", ns, "--kubeconfig", str(admin_kc))
             assert code == 0, err
             assert "phase: Succeeded" in out and "condition Promoted=True" in out
