@@ -70,13 +70,16 @@ async def test_controller_process_istio_promotion_by_cli(
     )
     await admin.create(CANARIES, ns, manifest)
     vs_path = f"/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices/podinfo"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        api_port = sock.getsockname()[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    api_port, ingest_port = ports
     async with FakeKubelet(admin, ns):
         proc = await asyncio.create_subprocess_exec(
             *cli("controller", "--kubeconfig", str(controller_kc), "-n", ns,
-                 "--api", f"127.0.0.1:{api_port}", "--api-auth", "none",
+                 "--api", f"127.0.0.1:{api_port}", "--api-auth", "none", "--http", f"127.0.0.1:{ingest_port}",
                  "--lease-namespace", ns, "--lease-duration", "4", "--renew-deadline", "3",
                  "--retry-period", "1", "--log-level", "warning", "--finalise-delay", "1"),
             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -106,6 +109,10 @@ async def test_controller_process_istio_promotion_by_cli(
                 ).read()
             )
             listed = json.loads(body)
+            ready = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=10).status
+            )
+            assert ready == 200  # the leader, with its aggregator and HTTP push source running
             assert "podinfo" in json.dumps(listed) and "Succeeded" in json.dumps(listed)
             code, out, err = await run_cli("status", "podinfo", "-n", ns, "--kubeconfig", str(admin_kc))
             assert code == 0, err

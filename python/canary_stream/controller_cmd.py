@@ -238,6 +238,14 @@ def _api_task(args: argparse.Namespace, registry: Any, stop: asyncio.Event) -> a
         log.info("canary_stream.api not available: no verdict API served")
         return None
     host, _, port = args.api.rpartition(":")
-    cfg = config_mod.ApiConfig(auth=args.api_auth, token_file=args.api_token_file, kubeconfig=args.kubeconfig)
+    # With leader election, only the leader is ready: the Service sends pushed telemetry (and API
+    # calls) to the replica whose aggregator the rollouts read.
+    cfg = config_mod.ApiConfig(
+        auth=args.api_auth,
+        token_file=args.api_token_file,
+        kubeconfig=args.kubeconfig,
+        ready_requires_sources=bool(registry.sources),
+        ready_requires_leader=not args.no_leader_election,
+    )
     app = app_mod.create_app(registry, cfg)
     return asyncio.create_task(server_mod.serve(app, host or "0.0.0.0", int(port), stop=stop), name="api")
