@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from canary_stream.kube.objects import micro_time
 from canary_stream.kube.rest import LEASES, Kube
-from canary_stream.kube.retry import status_of
+from canary_stream.kube.retry import describe, status_of
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class LeaderElector:
         self.transitions = 0
         self._observed: tuple[str, float] | None = None  # (resourceVersion, local time first seen)
         self._last_renew = 0.0
+        self._released = False
 
     def is_leader(self) -> bool:
         """True while this replica holds the Lease."""
@@ -72,7 +73,7 @@ class LeaderElector:
     async def run(self) -> None:
         """Campaign and renew until cancelled."""
         c = self.config
-        while True:
+        while not self._released:
             try:
                 ok = await self._try_acquire_or_renew()
             except asyncio.CancelledError:
@@ -89,6 +90,8 @@ class LeaderElector:
                     self.transitions += 1
                     if self.on_started:
                         self.on_started()
+            if self._released:
+                return
             elif self.leading.is_set() and now - self._last_renew >= c.renew_deadline_s:
                 self._lose()
             await asyncio.sleep(c.retry_period_s)
@@ -103,23 +106,28 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up now (clean shutdown)."""
+        self._released = True  # no renewal from now on (run() ends at its next turn)
         if not self.leading.is_set():
             return
         c = self.config
         self._lose()
-        try:
-            lease = await self.kube.get(LEASES, c.namespace, c.name)
-            if lease is None:
+        for _ in range(5):  # a renewal in flight may have moved the resourceVersion: read again
+            try:
+                lease = await self.kube.get(LEASES, c.namespace, c.name)
+                if lease is None:
+                    return
+                spec = lease.get("spec") or {}
+                if spec.get("holderIdentity") != c.identity:
+                    return
+                spec["holderIdentity"] = None
+                spec["leaseDurationSeconds"] = 1
+                spec["renewTime"] = micro_time(time.time())
+                await self.kube.replace(LEASES, c.namespace, c.name, lease)
                 return
-            spec = lease.get("spec") or {}
-            if spec.get("holderIdentity") != c.identity:
-                return
-            spec["holderIdentity"] = None
-            spec["leaseDurationSeconds"] = 1
-            spec["renewTime"] = micro_time(time.time())
-            await self.kube.replace(LEASES, c.namespace, c.name, lease)
-        except Exception as exc:
-            log.warning("lease %s/%s not released: %r", c.namespace, c.name, exc)
+            except Exception as exc:
+                if status_of(exc) != 409:
+                    log.warning("lease %s/%s not released: %s", c.namespace, c.name, describe(exc))
+                    return
 
     async def _try_acquire_or_renew(self) -> bool:
         c = self.config
