@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     # Each engine command lives with its stage and registers itself.
-    from canary_stream import run_cmd
+    from canary_stream import controller_cmd, ctl_cmd, run_cmd
     from canary_stream.sim import demo, simulate_cmd
     from canary_stream.spec import validate_cmd
 
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cmd.register(sub)
     demo.register(sub)
     run_cmd.register(sub)
+    controller_cmd.register(sub)
+    ctl_cmd.register(sub)
     return p
 
 

@@ -1,0 +1,561 @@
+"""The controller against a real kube-apiserver + etcd (marker `kube`), running as the controller
+user under deploy/rbac.yaml's ClusterRole (so every test also proves the RBAC manifest), with a
+fake kubelet making Deployments ready, a ConfigMap-backed router and a scripted analyzer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from canary_stream.analysis.verdict import Decision
+from canary_stream.controller.kube_controller import FINALIZER, ControllerConfig, KubeController
+from canary_stream.controller.scheduler import RolloutOptions
+from canary_stream.core import Aggregator
+from canary_stream.kube.lease import LeaseConfig
+from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, PODS, Kube
+from canary_stream.registry import Registry
+from canary_stream.router.base import Routes
+from kube_controller_helpers import (
+    CANARIES,
+    ConfigMapRouter,
+    FakeKubelet,
+    ScriptedAnalyzer,
+    apply_rbac,
+    canary_manifest,
+    events_about,
+    phase_is,
+    podinfo_deployment,
+    set_image,
+    wait_for,
+    wait_phase,
+)
+from kube_fixtures import KubeCluster, api_client_for
+
+pytestmark = pytest.mark.kube
+
+OPTIONS = RolloutOptions(min_interval_s=1.0, readiness_recheck_s=0.5)
+
+
+@dataclass
+class Env:
+    cluster: KubeCluster
+    admin: Kube
+    namespace: str
+    kubelet: FakeKubelet
+    history: list[tuple[str, Routes]] = field(default_factory=list)
+    analyzer: ScriptedAnalyzer = field(default_factory=ScriptedAnalyzer)
+    running: list[tuple[KubeController, asyncio.Event, asyncio.Task[None], Any]] = field(default_factory=list)
+
+    async def start(
+        self, *, lease: LeaseConfig | None = None, registry: Registry | None = None, mesh: str | None = None
+    ) -> KubeController:
+        """A controller as the RBAC-bound controller user, in the background; routing in a
+        ConfigMap, or with `mesh` the routers' factory for that provider (real mesh objects)."""
+        api = api_client_for(self.cluster, self.cluster.controller_token)
+        kube = Kube(api)
+        controller = KubeController(
+            kube,
+            registry or Registry(),
+            ControllerConfig(namespaces=(self.namespace,), lease=lease, options=OPTIONS, mesh_provider=mesh),
+            router_factory=None if mesh else lambda canary, k: ConfigMapRouter(k, self.history),
+            analyzer_factory=lambda canary: self.analyzer,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(controller.run(stop))
+        self.running.append((controller, stop, task, api))
+        return controller
+
+    async def stop(self, controller: KubeController) -> None:
+        for item in list(self.running):
+            if item[0] is controller:
+                _, stop, task, api = item
+                stop.set()
+                await asyncio.wait_for(task, 30)
+                await api.close()
+                self.running.remove(item)
+
+    async def crash(self, controller: KubeController) -> None:
+        """Stop without any clean-up (no flush, no lease release): a killed process."""
+        for item in list(self.running):
+            if item[0] is controller:
+                _, _, task, api = item
+                await controller.kill()
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                await api.close()
+                self.running.remove(item)
+
+    def weights(self, name: str = "podinfo") -> list[int]:
+        return [r.canary_weight for n, r in self.history if n == name]
+
+
+@pytest.fixture
+async def env(kube_cluster: KubeCluster, kube_api: Any, kube_namespace: str) -> AsyncIterator[Env]:
+    admin = Kube(kube_api)
+    await apply_rbac(admin, "canary-controller")
+    async with FakeKubelet(admin, kube_namespace) as kubelet:
+        e = Env(kube_cluster, admin, kube_namespace, kubelet)
+        try:
+            yield e
+        finally:
+            for controller, *_ in list(e.running):
+                await e.stop(controller)
+
+
+async def deploy(env: Env, canary: dict[str, Any] | None = None, **deployment: Any) -> None:
+    await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment(**deployment))
+    await env.admin.create(CANARIES, env.namespace, canary or canary_manifest())
+
+
+async def test_initialisation_creates_primary_scales_target_down_and_sets_promoted(env: Env) -> None:
+    await deploy(env)
+    await env.start()
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    status = c["status"]
+    promoted = next(x for x in status["conditions"] if x["type"] == "Promoted")
+    assert promoted["status"] == "True" and promoted["reason"] == "Initialized"
+    assert status["lastAppliedSpec"] and status["lastAppliedSpec"] == status["lastPromotedSpec"]
+    assert status["observedGeneration"] == c["metadata"]["generation"]
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-primary"}
+    assert primary["spec"]["template"]["metadata"]["labels"]["app"] == "podinfo-primary"
+    assert primary["spec"]["replicas"] == 2
+    owner = primary["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Canary",
+        "podinfo",
+        c["metadata"]["uid"],
+        True,
+    )
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 0
+    assert env.history == [] or env.weights() == [0] * len(env.history)
+    notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
+    assert any("Initialization done" in n for n in notes)
+
+
+async def test_promotion_steps_10_20_30_then_succeeded(env: Env) -> None:
+    await deploy(env)
+    controller = await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Progressing")
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 2  # scaled up from zero
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    assert [w for w in env.weights() if w] == [10, 20, 30]
+    assert env.weights()[-1] == 0
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+    assert primary["spec"]["template"]["metadata"]["labels"]["app"] == "podinfo-primary"
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 0
+    assert c["status"]["lastPromotedSpec"] == c["status"]["lastAppliedSpec"]
+    promoted = next(x for x in c["status"]["conditions"] if x["type"] == "Promoted")
+    assert promoted["status"] == "True" and promoted["reason"] == "Succeeded"
+    m = controller.managed[(env.namespace, "podinfo")]
+    assert m.writer.writes >= 5  # status went through the status subresource
+
+
+async def test_failing_analysis_rolls_back(env: Env) -> None:
+    await deploy(env)
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    env.analyzer.decision = Decision.FAIL
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.2")
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Failed", timeout=40)
+    promoted = next(x for x in c["status"]["conditions"] if x["type"] == "Promoted")
+    assert promoted["status"] == "False"
+    assert env.weights()[-1] == 0 and max(env.weights()) == 10
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None and primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        ":6.0.0"
+    )
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 0
+    events = await events_about(env.admin, env.namespace, "podinfo")
+    warnings = [e["note"] for e in events if e["type"] == "Warning"]
+    assert any("Rolling back" in n for n in warnings) and any("Canary failed" in n for n in warnings)
+
+
+async def test_skip_analysis_with_a_stuck_canary_fails_by_progress_deadline(env: Env) -> None:
+    manifest = canary_manifest(skipAnalysis=True)
+    await deploy(env, manifest)
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    env.kubelet.stuck.add("podinfo")  # the new image never becomes ready
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:bad")
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Failed", timeout=40)
+    assert c["status"]["canaryWeight"] == 0
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None and primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        ":6.0.0"
+    )
+    notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
+    assert any("progress deadline" in n for n in notes)
+
+
+async def test_revert_on_deletion_runs_through_the_finalizer(env: Env) -> None:
+    await deploy(env, canary_manifest(revertOnDeletion=True))
+    controller = await env.start()
+    c = await wait_for(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda c: FINALIZER in (c["metadata"].get("finalizers") or []) and phase_is("Initialized")(c),
+        what="finalizer + Initialized",
+    )
+    await env.admin.request("DELETE", CANARIES.path(env.namespace, "podinfo"))
+    for _ in range(300):
+        if await env.admin.get(CANARIES, env.namespace, "podinfo") is None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the Canary was never released by the finalizer")
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 2  # serves again
+    assert env.history[-1] == ("podinfo", Routes(100, 0))
+    assert (env.namespace, "podinfo") not in controller.managed
+    assert c["metadata"]["uid"]
+
+
+async def test_new_revision_mid_analysis_restarts_it(env: Env) -> None:
+    await deploy(
+        env, canary_manifest(analysis={"interval": "2s", "threshold": 2, "maxWeight": 50, "stepWeight": 10})
+    )
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    first = await wait_for(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda c: (c.get("status") or {}).get("canaryWeight") == 20,
+        what="weight 20",
+    )
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.2")
+    restarted = await wait_for(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda c: c["status"]["lastAppliedSpec"] != first["status"]["lastAppliedSpec"],
+        what="new lastAppliedSpec",
+    )
+    assert restarted["status"]["phase"] == "Progressing"
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=60)
+    weights = env.weights()
+    back = weights.index(0, weights.index(20))  # all traffic back to primary at the restart
+    assert weights[back + 1 :][:5] == [10, 20, 30, 40, 50]
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None and primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+        ":6.0.2"
+    )
+
+
+async def test_restart_mid_rollout_resumes_without_going_back_or_promoting_twice(env: Env) -> None:
+    await deploy(
+        env, canary_manifest(analysis={"interval": "2s", "threshold": 2, "maxWeight": 50, "stepWeight": 10})
+    )
+    first = await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_for(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda c: (c.get("status") or {}).get("canaryWeight") == 20,
+        what="weight 20",
+    )
+    await env.crash(first)
+    at_crash = len(env.history)
+    await env.start()
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=60)
+    after = [r.canary_weight for _, r in env.history[at_crash:]]
+    assert after[:-1] == sorted(after[:-1]) and after[0] >= 20  # never backwards
+    assert after[-1] == 0
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None and primary["metadata"]["generation"] == 2  # created, promoted once
+    assert c["status"]["lastPromotedSpec"] == c["status"]["lastAppliedSpec"]
+
+
+async def test_two_replicas_one_leader_and_takeover(env: Env) -> None:
+    await deploy(env)
+
+    def lease(identity: str) -> LeaseConfig:
+        return LeaseConfig(f"lease-{env.namespace}", env.namespace, identity, 3.0, 2.0, 0.5)
+
+    a = await env.start(lease=lease("a"))
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    b = await env.start(lease=lease("b"))
+    await asyncio.sleep(2)
+    assert a.is_leader() and not b.is_leader()
+    assert (env.namespace, "podinfo") in a.managed and not b.managed
+    await env.crash(a)  # no release: b waits out the lease duration
+    for _ in range(100):
+        if b.is_leader():
+            break
+        await asyncio.sleep(0.1)
+    assert b.is_leader()
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    c = await env.admin.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{env.namespace}/leases/lease-{env.namespace}"
+    )
+    assert c["spec"]["holderIdentity"] == "b" and c["spec"]["leaseTransitions"] == 1
+    await env.stop(b)  # a clean stop releases the lease
+    c = await env.admin.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{env.namespace}/leases/lease-{env.namespace}"
+    )
+    assert not c["spec"].get("holderIdentity")
+
+
+async def test_invalid_canary_gets_a_condition_and_event_while_others_go_on(env: Env) -> None:
+    await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment())
+    await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment("other"))
+    bad = canary_manifest(
+        "broken",
+        "other",
+        analysis={"interval": "1s", "threshold": 2, "stepWeights": [20, 10]},
+    )
+    await env.admin.create(CANARIES, env.namespace, bad)
+    await env.admin.create(CANARIES, env.namespace, canary_manifest())
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    c = await wait_for(
+        env.admin,
+        env.namespace,
+        "broken",
+        lambda c: any(x["type"] == "SpecValid" for x in (c.get("status") or {}).get("conditions", [])),
+        what="SpecValid condition",
+    )
+    cond = next(x for x in c["status"]["conditions"] if x["type"] == "SpecValid")
+    assert cond["status"] == "False" and "spec.analysis" in cond["message"]
+    for _ in range(50):
+        notes = [
+            e["note"]
+            for e in await events_about(env.admin, env.namespace, "broken")
+            if e["type"] == "Warning"
+        ]
+        if notes:
+            break
+        await asyncio.sleep(0.1)
+    assert any("spec.analysis" in n for n in notes)
+    assert await env.admin.get(DEPLOYMENTS, env.namespace, "other-primary") is None
+
+
+async def test_manual_promote_by_annotation_is_consumed(env: Env) -> None:
+    await deploy(
+        env, canary_manifest(analysis={"interval": "1s", "threshold": 2, "maxWeight": 50, "stepWeight": 10})
+    )
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    env.analyzer.decision = Decision.CONTINUE  # the analysis never passes by itself
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_for(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda c: (c.get("status") or {}).get("canaryWeight") == 10,
+        what="weight 10",
+    )
+    await env.admin.patch(
+        CANARIES,
+        env.namespace,
+        "podinfo",
+        {"metadata": {"annotations": {"canary-stream.dev/action": "promote"}}},
+    )
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=30)
+    assert "canary-stream.dev/action" not in (c["metadata"].get("annotations") or {})
+    assert max(env.weights()) == 10
+
+
+class RecordingAggregator(Aggregator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hosts: dict[str, str] = {}
+
+    def set_host(self, host: str, version: str) -> None:
+        super().set_host(host, version)
+        self.hosts[host] = version
+
+    def remove_host(self, host: str) -> bool:
+        self.hosts.pop(host, None)
+        return super().remove_host(host)
+
+
+async def test_pod_ips_are_attributed_to_primary_and_canary(env: Env) -> None:
+    agg = RecordingAggregator()
+    await deploy(env)
+    await env.start(registry=Registry(aggregator=agg))
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    for pod, app, ip in (
+        ("p1", "podinfo-primary", "10.1.0.1"),
+        ("c1", "podinfo", "10.1.0.2"),
+        ("x1", "unrelated", "10.1.0.3"),
+    ):
+        body = {
+            "metadata": {"name": pod, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+        await env.admin.create(PODS, env.namespace, body)
+        await env.admin.patch(
+            PODS, env.namespace, pod, {"status": {"podIP": ip, "podIPs": [{"ip": ip}]}}, sub="status"
+        )
+    for _ in range(50):
+        if len(agg.hosts) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert agg.hosts == {"10.1.0.1": "primary", "10.1.0.2": "canary"}
+    await env.admin.request("DELETE", PODS.path(env.namespace, "c1"), query={"gracePeriodSeconds": 0})
+    for _ in range(50):
+        if "10.1.0.2" not in agg.hosts:
+            break
+        await asyncio.sleep(0.1)
+    assert agg.hosts == {"10.1.0.1": "primary"}
+
+
+async def test_config_change_is_a_new_revision_and_is_copied_on_promotion(env: Env) -> None:
+    await env.admin.create(
+        CONFIGMAPS, env.namespace, {"metadata": {"name": "podinfo-env"}, "data": {"COLOR": "blue"}}
+    )
+    await deploy(env, config="podinfo-env")
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
+    assert copy is not None and copy["data"] == {"COLOR": "blue"}
+    primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+    assert primary is not None
+    env_from = primary["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]
+    assert env_from["configMapRef"]["name"] == "podinfo-env-primary"
+    await env.admin.patch(CONFIGMAPS, env.namespace, "podinfo-env", {"data": {"COLOR": "green"}})
+    await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=10)
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
+    assert copy is not None and copy["data"] == {"COLOR": "green"}
+
+
+async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:
+    from canary_stream.kube.objects import FLAGGER_GROUP, OWN_GROUP
+    from canary_stream.kube.rest import Resource
+
+    flagger = Resource("flagger.app", "v1beta1", "canaries")
+    await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment())
+    manifest = {**canary_manifest(), "apiVersion": "flagger.app/v1beta1"}
+    await env.admin.create(flagger, env.namespace, manifest)
+    first = await env.start()
+    await asyncio.sleep(3)
+    assert not first.managed  # ours only by default
+    await env.stop(first)
+    api = api_client_for(env.cluster, env.cluster.controller_token)
+    controller = KubeController(
+        Kube(api),
+        Registry(),
+        ControllerConfig(namespaces=(env.namespace,), groups=(OWN_GROUP, FLAGGER_GROUP), options=OPTIONS),
+        router_factory=lambda canary, k: ConfigMapRouter(k, env.history),
+        analyzer_factory=lambda canary: env.analyzer,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        for _ in range(300):
+            obj = await env.admin.get(flagger, env.namespace, "podinfo")
+            if obj and (obj.get("status") or {}).get("phase") == "Initialized":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"flagger.app Canary not initialised: {obj}")
+        primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
+        assert primary is not None
+        assert primary["metadata"]["ownerReferences"][0]["apiVersion"] == "flagger.app/v1beta1"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await api.close()
+
+
+class VirtualServiceWatch:
+    """Samples the VirtualService every 50 ms: the (canary weight, mirrored, has a match) states seen."""
+
+    def __init__(self, env: Env, name: str = "podinfo") -> None:
+        self.path = f"/apis/networking.istio.io/v1/namespaces/{env.namespace}/virtualservices/{name}"
+        self.admin = env.admin
+        self.states: list[tuple[int, bool, bool]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                vs = await self.admin.request("GET", self.path)
+                http = vs["spec"]["http"]
+                last = [
+                    r for r in http if any(d["destination"]["host"].endswith("-canary") for d in r["route"])
+                ][-1]
+                weight = next(
+                    int(d.get("weight") or 0)
+                    for d in last["route"]
+                    if d["destination"]["host"].endswith("-canary")
+                )
+                mirrored = (last.get("mirror") or {}).get("host", "").endswith("-canary")
+                state = (weight, mirrored, any("match" in r for r in http))
+                if not self.states or self.states[-1] != state:
+                    self.states.append(state)
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def test_istio_step_weights_ladder(env: Env) -> None:
+    await deploy(
+        env, canary_manifest(analysis={"interval": "1s", "threshold": 2, "stepWeights": [5, 25, 60]})
+    )
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    assert [w for w, _, _ in vs.states] == [0, 5, 25, 60, 0]
+
+
+async def test_istio_ab_testing_with_a_cookie_match(env: Env) -> None:
+    match = [{"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}]
+    await deploy(
+        env, canary_manifest(analysis={"interval": "1s", "threshold": 2, "iterations": 3, "match": match})
+    )
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    # During the run the cookie route sends matching users to the canary; after it, all to primary.
+    assert (100, False, True) in vs.states
+    assert vs.states[-1][0] == 0
+    assert c["status"]["iterations"] == 0
+
+
+async def test_istio_blue_green_with_mirroring(env: Env) -> None:
+    analysis = {"interval": "1s", "threshold": 2, "iterations": 2, "mirror": True, "mirrorWeight": 50}
+    await deploy(env, canary_manifest(analysis=analysis))
+    await env.start(mesh="istio")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    vs = VirtualServiceWatch(env)
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    vs.stop()
+    # mirrored at 0 % live traffic, then all live traffic to the canary, then back to the primary
+    assert (0, True, False) in vs.states
+    assert (100, False, False) in vs.states
+    assert vs.states[-1] == (0, False, False)
