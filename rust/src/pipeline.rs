@@ -471,28 +471,101 @@ impl Pipeline {
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;
-        let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-        let key = match keys.get(&rec, stamp) {
+        Self::observe(
+            &mut self.attributor,
+            &mut self.aggregator,
+            &self.classifier,
+            (target, version, keys),
+            &rec,
+            ctx,
+            now_ms,
+        )
+    }
+
+    /// Attribute, classify and aggregate one record (shared by the line path and
+    /// [`Pipeline::fold_record`]).
+    #[inline(always)]
+    fn observe(
+        attributor: &mut Attributor,
+        aggregator: &mut Aggregator,
+        classifier: &Classifier,
+        (target, version, keys): (&mut String, &mut String, &mut KeyCache),
+        rec: &Record<'_>,
+        ctx: &SourceContext,
+        now_ms: i64,
+    ) -> Result<(), Reason> {
+        let stamp = (attributor.epoch(), aggregator.key_generation());
+        let key = match keys.get(rec, stamp) {
             Some(k) => k,
             None => {
-                let used = self
-                    .attributor
-                    .resolve_tracked(&rec, ctx, target, version)?;
-                let k = self.aggregator.key(target, version)?;
+                let used = attributor.resolve_tracked(rec, ctx, target, version)?;
+                let k = aggregator.key(target, version)?;
                 // Creating a key may evict others (a new generation): stamp after.
-                let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-                keys.put(&rec, used, stamp, k);
+                let stamp = (attributor.epoch(), aggregator.key_generation());
+                keys.put(rec, used, stamp, k);
                 k
             }
         };
         let ev = Event {
             ts_ms: rec.ts_ms.unwrap_or(now_ms),
             status: rec.status,
-            success: self.classifier.is_success(rec.status, rec.grpc_status),
+            success: classifier.is_success(rec.status, rec.grpc_status),
             latency_ms: rec.latency_ms,
             flags: rec.flags,
         };
-        self.aggregator.observe(key, &ev)
+        aggregator.observe(key, &ev)
+    }
+
+    /// Fold one record decoded elsewhere (the Envoy gRPC access-log service, [`crate::als`]):
+    /// counted as a line. Call [`Pipeline::new_context`] whenever `ctx` changes between
+    /// calls (resolutions are cached per source context).
+    pub fn fold_record(&mut self, rec: &Record<'_>, ctx: &SourceContext, now_ms: i64) -> bool {
+        let Scratch {
+            target,
+            version,
+            keys,
+            ..
+        } = &mut self.scratch;
+        let outcome = Self::observe(
+            &mut self.attributor,
+            &mut self.aggregator,
+            &self.classifier,
+            (target, version, keys),
+            rec,
+            ctx,
+            now_ms,
+        );
+        self.count(outcome)
+    }
+
+    /// Count one line or entry that was (`Ok`) or was not aggregated; true when it was.
+    pub fn count(&mut self, outcome: Result<(), Reason>) -> bool {
+        self.totals.lines += 1;
+        match outcome {
+            Ok(()) => {
+                self.totals.accepted += 1;
+                true
+            }
+            Err(r) => {
+                self.totals.reasons.add(r);
+                false
+            }
+        }
+    }
+
+    /// Count bytes taken in by a caller of [`Pipeline::fold_record`].
+    pub fn add_bytes(&mut self, n: usize) {
+        self.totals.bytes += n as u64;
+    }
+
+    /// The source context of the following [`Pipeline::fold_record`] calls differs from the
+    /// previous one: forget the cached resolutions.
+    pub fn new_context(&mut self) {
+        self.scratch.keys.clear();
+    }
+
+    pub fn attributor(&self) -> &Attributor {
+        &self.attributor
     }
 }
 
