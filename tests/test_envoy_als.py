@@ -163,7 +163,7 @@ ENTRY = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(ENTRY, min_size=1, max_size=80), per_message=st.integers(1, 30))
 def test_random_entries_give_matching_counts(rows: list[dict[str, Any]], per_message: int) -> None:
     """Inbound entries go to a stream per version (its pod), outbound ones name the subset."""
@@ -171,7 +171,8 @@ def test_random_entries_give_matching_counts(rows: list[dict[str, Any]], per_mes
     pods = {
         "primary": ("web-primary-5d8f7c6b9d-aaaaa", "prod", "web-primary", {"app": "web-primary"}),
         "canary": ("web-5d8f7c6b9d-bbbbb", "prod", "web", {"app": "web"}),
-        "stable": ("web-stable-5d8f7c6b9d-ccccc", "prod", "web-stable", {"app": "web", "version": "stable"}),
+        # A version label wins over the workload name (which alone would say "canary": no suffix).
+        "stable": ("web-5d8f7c6b9d-ccccc", "prod", "web", {"app": "web", "version": "stable"}),
     }
     for version, pod in pods.items():
         mine = [r for r in rows if r["version"] == version]
@@ -391,6 +392,9 @@ async def test_flow_control_blocks_the_client_and_bounds_memory() -> None:
         first = await watch(2.0)
         second = await watch(1.5)
         held = second * len(one)
+        print(
+            f"\nflow control: client blocked after {second} of {total} messages ({held / 1e6:.1f} MB taken)"
+        )
         # The client is blocked: nothing more was taken in, and far less than the whole stream.
         assert second - first <= 2, (first, second)
         assert held < 24 * 1024 * 1024, held  # queue + batch + HTTP/2 windows, not 60 MB
@@ -501,9 +505,9 @@ def test_subprocess_run_als_sigterm_folds_every_entry() -> None:
         send(m.group(1), canary)
         deadline = time.monotonic() + 20
         seen = ""
-        while time.monotonic() < deadline and "events 505 " not in seen:
+        while time.monotonic() < deadline and not re.search(r"events 505\b", seen):
             seen = proc.stderr.readline().decode()
-        assert "events 505 " in seen
+        assert re.search(r"events 505\b", seen), seen
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
