@@ -173,6 +173,7 @@ async def ours(load: Load) -> Run:
     try:
         async with asyncio.timeout(TIMEOUT_S):
             while src.stats.lines < load.entries:
+                assert proc.poll() in (None, 0), "the client failed"
                 if first is None and src.messages:
                     first, cpu0 = time.perf_counter(), time.process_time()
                 await asyncio.sleep(0.0005 if first is None else 0.005)
@@ -220,7 +221,7 @@ async def baseline(load: Load) -> Run:
                 first.append(time.process_time())
             if m.HasField("identifier"):
                 md = m.identifier.node.metadata
-                name = md.get("WORKLOAD_NAME", "")
+                name = md["WORKLOAD_NAME"] if "WORKLOAD_NAME" in md else ""  # noqa: SIM401 (Struct has no get)
                 node_version = "primary" if name.endswith("-primary") else "canary"
             for e in m.http_logs.log_entry:
                 c = e.common_properties
@@ -265,6 +266,7 @@ async def baseline(load: Load) -> Run:
     try:
         async with asyncio.timeout(TIMEOUT_S):
             while counted[0] < load.entries:
+                assert proc.poll() is None or counted[0] == load.entries, "the client ended early"
                 await asyncio.sleep(0.005)
         end, cpu1 = time.perf_counter(), time.process_time()
         await wait_client(proc)
