@@ -410,6 +410,245 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+// ---------------------------------------------------------------- borrowed entry decoder
+
+/// The fields of one `HTTPAccessLogEntry` the aggregator reads, borrowed from the message
+/// bytes: no allocation per entry. [`HttpAccessLogEntry`] (prost) is the reference it is
+/// tested against; the two agree on every message prost encodes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryView<'a> {
+    pub start_time: Option<Time>,
+    pub duration: Option<Time>,
+    pub time_to_last_downstream_tx_byte: Option<Time>,
+    pub time_to_last_upstream_rx_byte: Option<Time>,
+    pub upstream_cluster: &'a str,
+    pub route_name: &'a str,
+    pub sni: &'a str,
+    /// `upstream_remote_address.socket_address` (address, port_value).
+    pub upstream_address: Option<(&'a str, u32)>,
+    pub flags: Flags,
+    pub intermediate: bool,
+    /// `filter_state_objects["upstream_peer"]` as (type_url, value).
+    pub upstream_peer: Option<(&'a str, &'a [u8])>,
+    pub authority: &'a str,
+    pub has_response: bool,
+    pub response_code: Option<u32>,
+    pub grpc_status_trailer: Option<&'a str>,
+    pub grpc_status_header: Option<&'a str>,
+}
+
+const VARINT: u8 = 0;
+
+fn utf8(v: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(v).ok()
+}
+
+fn varint_value(mut v: &[u8]) -> Option<u64> {
+    varint(&mut v)
+}
+
+/// `Timestamp` / `Duration`: int64 seconds, int32 nanos (truncated like prost).
+fn time_of(buf: &[u8]) -> Option<Time> {
+    let mut t = Time::default();
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        match (f, w) {
+            (1, VARINT) => t.seconds = varint_value(v)? as i64,
+            (2, VARINT) => t.nanos = varint_value(v)? as i32,
+            (1 | 2, _) => return None,
+            _ => {}
+        }
+    }
+    (!fields.failed).then_some(t)
+}
+
+/// The flag of each `ResponseFlags` field number (13, `unauthorized_details`, is a message).
+const FLAG_OF_FIELD: [&str; 28] = [
+    "", "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
+    "DC", "URX", "SI", "IH", "DPE", "UMSDR", "", "NFCF", "DT", "UPE", "NC", "OM", "DF",
+];
+
+fn flags_of(buf: &[u8]) -> Option<Flags> {
+    let mut bits = 0u32;
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        let Some(name) = usize::try_from(f).ok().and_then(|i| FLAG_OF_FIELD.get(i)) else {
+            continue; // a flag newer than this list
+        };
+        let set = match (f, w) {
+            (13, LEN) => true,
+            (13, _) => return None,
+            (_, VARINT) => varint_value(v)? != 0,
+            _ => return None,
+        };
+        if set {
+            bits |= flag(name);
+        }
+    }
+    (!fields.failed).then_some(Flags(bits))
+}
+
+/// One map entry `{1: key, 2: value}` as raw slices.
+fn map_entry(buf: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (mut key, mut value) = (&[][..], None);
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        match (f, w) {
+            (1, LEN) => key = v,
+            (2, LEN) => value = Some(v),
+            (1 | 2, _) => return None,
+            _ => {}
+        }
+    }
+    (!fields.failed).then_some((key, value))
+}
+
+/// `google.protobuf.Any` → (type_url, value).
+fn any_of(buf: &[u8]) -> Option<(&str, &[u8])> {
+    let (mut url, mut value) = ("", &[][..]);
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        match (f, w) {
+            (1, LEN) => url = utf8(v)?,
+            (2, LEN) => value = v,
+            (1 | 2, _) => return None,
+            _ => {}
+        }
+    }
+    (!fields.failed).then_some((url, value))
+}
+
+/// A string field of a sub-message (`TLSProperties.tls_sni_hostname`, `authority`).
+fn string_field(buf: &[u8], field: u64) -> Option<&str> {
+    let mut out = "";
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        if f == field {
+            if w != LEN {
+                return None;
+            }
+            out = utf8(v)?;
+        }
+    }
+    (!fields.failed).then_some(out)
+}
+
+fn socket_address_of(buf: &[u8]) -> Option<Option<(&str, u32)>> {
+    let mut out = None;
+    let mut fields = Fields::new(buf);
+    for (f, w, v) in fields.by_ref() {
+        match (f, w) {
+            (1, LEN) => {
+                let (mut addr, mut port) = ("", 0u32);
+                let mut sa = Fields::new(v);
+                for (f, w, v) in sa.by_ref() {
+                    match (f, w) {
+                        (2, LEN) => addr = utf8(v)?,
+                        (3, VARINT) => port = varint_value(v)? as u32,
+                        (2 | 3, _) => return None,
+                        _ => {}
+                    }
+                }
+                if sa.failed {
+                    return None;
+                }
+                out = Some((addr, port));
+            }
+            (1, _) => return None,
+            _ => {}
+        }
+    }
+    (!fields.failed).then_some(out)
+}
+
+impl<'a> EntryView<'a> {
+    /// Decode an `HTTPAccessLogEntry`; `None` when it is not a valid message of that type.
+    pub fn decode(buf: &'a [u8]) -> Option<EntryView<'a>> {
+        let mut e = EntryView::default();
+        let mut fields = Fields::new(buf);
+        for (f, w, v) in fields.by_ref() {
+            match (f, w) {
+                (1, LEN) => e.common(v)?,
+                (3, LEN) => e.authority = string_field(v, 3)?,
+                (4, LEN) => e.response(v)?,
+                (2, VARINT) => {}
+                (1..=4, _) => return None,
+                _ => {}
+            }
+        }
+        (!fields.failed).then_some(e)
+    }
+
+    fn common(&mut self, buf: &'a [u8]) -> Option<()> {
+        let mut fields = Fields::new(buf);
+        for (f, w, v) in fields.by_ref() {
+            match (f, w) {
+                (4, LEN) => self.sni = string_field(v, 3)?,
+                (5, LEN) => self.start_time = Some(time_of(v)?),
+                (10, LEN) => self.time_to_last_upstream_rx_byte = Some(time_of(v)?),
+                (12, LEN) => self.time_to_last_downstream_tx_byte = Some(time_of(v)?),
+                (13, LEN) => self.upstream_address = socket_address_of(v)?,
+                (15, LEN) => self.upstream_cluster = utf8(v)?,
+                (16, LEN) => self.flags = flags_of(v)?,
+                (19, LEN) => self.route_name = utf8(v)?,
+                (21, LEN) => {
+                    let (key, value) = map_entry(v)?;
+                    let any = match value {
+                        Some(a) => any_of(a)?,
+                        None => ("", &[][..]),
+                    };
+                    if utf8(key)? == "upstream_peer" {
+                        self.upstream_peer = Some(any);
+                    }
+                }
+                (23, LEN) => self.duration = Some(time_of(v)?),
+                (26, VARINT) => self.intermediate = varint_value(v)? != 0,
+                (4 | 5 | 10 | 12 | 13 | 15 | 16 | 19 | 21 | 23 | 26, _) => return None,
+                _ => {}
+            }
+        }
+        (!fields.failed).then_some(())
+    }
+
+    fn response(&mut self, buf: &'a [u8]) -> Option<()> {
+        self.has_response = true;
+        let mut fields = Fields::new(buf);
+        for (f, w, v) in fields.by_ref() {
+            match (f, w) {
+                (1, LEN) => {
+                    let mut code = 0u32;
+                    let mut inner = Fields::new(v);
+                    for (f, w, v) in inner.by_ref() {
+                        match (f, w) {
+                            (1, VARINT) => code = varint_value(v)? as u32,
+                            (1, _) => return None,
+                            _ => {}
+                        }
+                    }
+                    if inner.failed {
+                        return None;
+                    }
+                    self.response_code = Some(code);
+                }
+                (4 | 5, LEN) => {
+                    let (key, value) = map_entry(v)?;
+                    let value = utf8(value.unwrap_or_default())?;
+                    if utf8(key)? == "grpc-status" {
+                        if f == 5 {
+                            self.grpc_status_trailer = Some(value);
+                        } else {
+                            self.grpc_status_header = Some(value);
+                        }
+                    }
+                }
+                (1 | 4 | 5, _) => return None,
+                _ => {}
+            }
+        }
+        (!fields.failed).then_some(())
+    }
+}
+
 // ---------------------------------------------------------------- stream state
 
 /// Who sent a stream: the serving identity of its inbound entries.
@@ -606,15 +845,16 @@ impl AlsStream {
 
     /// Bring `peer_version` up to date with the entry's upstream peer (decoding the Struct
     /// only when its bytes changed); false when the entry names no upstream peer.
-    fn refresh_peer(&mut self, common: &AccessLogCommon) -> bool {
-        let Some(any) = common.filter_state_objects.get("upstream_peer") else {
+    fn refresh_peer(&mut self, peer: Option<(&str, &[u8])>) -> bool {
+        let Some((type_url, value)) = peer else {
             return false;
         };
-        if any.value != self.peer_raw {
-            self.peer_raw.clone_from(&any.value);
+        if value != self.peer_raw.as_slice() {
+            self.peer_raw.clear();
+            self.peer_raw.extend_from_slice(value);
             self.peer_version.clear();
-            if any.type_url.ends_with("google.protobuf.Struct") {
-                if let Ok(s) = Struct::decode(any.value.as_slice()) {
+            if type_url.ends_with("google.protobuf.Struct") {
+                if let Ok(s) = Struct::decode(value) {
                     self.peer_version.push_str(peer_version(&s));
                 }
             }
@@ -691,9 +931,9 @@ impl AlsStream {
                             p.count(Err(Reason::NotHttp));
                             continue;
                         }
-                        match HttpAccessLogEntry::decode(entry) {
-                            Ok(e) => self.fold_entry(p, &e, now_ms, &mut last_inbound),
-                            Err(_) => {
+                        match EntryView::decode(entry) {
+                            Some(e) => self.fold_entry(p, &e, now_ms, &mut last_inbound),
+                            None => {
                                 p.count(Err(Reason::BadProtobuf));
                             }
                         }
@@ -716,44 +956,34 @@ impl AlsStream {
     fn fold_entry(
         &mut self,
         p: &mut Pipeline,
-        e: &HttpAccessLogEntry,
+        e: &EntryView<'_>,
         now_ms: i64,
         last_inbound: &mut Option<bool>,
     ) {
-        let default_common = AccessLogCommon::default();
-        let common = e.common_properties.as_ref().unwrap_or(&default_common);
-        if common.intermediate_log_entry {
+        if e.intermediate {
             p.count(Err(Reason::IntermediateEntry));
             return;
         }
         let mut rec = Record::default();
-        match e.response.as_ref() {
-            Some(r) => {
-                let code = r.response_code.map_or(0, |c| c.value);
-                match u16::try_from(code) {
-                    Ok(c) if c <= 999 => rec.status = c,
-                    _ => {
+        if e.has_response {
+            match u16::try_from(e.response_code.unwrap_or(0)) {
+                Ok(c) if c <= 999 => rec.status = c,
+                _ => {
+                    p.count(Err(Reason::BadNumber));
+                    return;
+                }
+            }
+            if let Some(g) = e.grpc_status_trailer.or(e.grpc_status_header) {
+                match g.trim().parse::<u16>() {
+                    Ok(v) => rec.grpc_status = Some(v),
+                    Err(_) => {
                         p.count(Err(Reason::BadNumber));
                         return;
                     }
                 }
-                let grpc = r
-                    .response_trailers
-                    .get("grpc-status")
-                    .or_else(|| r.response_headers.get("grpc-status"));
-                if let Some(g) = grpc {
-                    match g.trim().parse::<u16>() {
-                        Ok(v) => rec.grpc_status = Some(v),
-                        Err(_) => {
-                            p.count(Err(Reason::BadNumber));
-                            return;
-                        }
-                    }
-                }
             }
-            None => rec.status = 0,
         }
-        if let Some(t) = &common.start_time {
+        if let Some(t) = &e.start_time {
             match timestamp_ms(t) {
                 Some(ms) => rec.ts_ms = Some(ms),
                 None => {
@@ -762,11 +992,11 @@ impl AlsStream {
                 }
             }
         }
-        let latency = common
+        let latency = e
             .duration
             .as_ref()
-            .or(common.time_to_last_downstream_tx_byte.as_ref())
-            .or(common.time_to_last_upstream_rx_byte.as_ref());
+            .or(e.time_to_last_downstream_tx_byte.as_ref())
+            .or(e.time_to_last_upstream_rx_byte.as_ref());
         if let Some(d) = latency {
             match time_ms(d) {
                 Some(ms) => rec.latency_ms = Some(ms),
@@ -776,34 +1006,24 @@ impl AlsStream {
                 }
             }
         }
-        if let Some(f) = &common.response_flags {
-            rec.flags = response_flags(f);
-        }
-        rec.upstream_cluster = &common.upstream_cluster;
-        if let Some(tls) = &common.tls_properties {
-            rec.sni = &tls.tls_sni_hostname;
-        }
-        if let Some(req) = &e.request {
-            rec.authority = &req.authority;
-        }
+        rec.flags = e.flags;
+        rec.upstream_cluster = e.upstream_cluster;
+        rec.sni = e.sni;
+        rec.authority = e.authority;
         let host;
         if p.attributor().uses_upstream_host() {
-            if let Some(sa) = common
-                .upstream_remote_address
-                .as_ref()
-                .and_then(|a| a.socket_address.as_ref())
-            {
-                host = if sa.port_value == 0 {
-                    sa.address.clone()
-                } else if sa.address.contains(':') {
-                    format!("[{}]:{}", sa.address, sa.port_value)
+            if let Some((address, port)) = e.upstream_address {
+                host = if port == 0 {
+                    address.to_string()
+                } else if address.contains(':') {
+                    format!("[{address}]:{port}")
                 } else {
-                    format!("{}:{}", sa.address, sa.port_value)
+                    format!("{address}:{port}")
                 };
                 rec.upstream_host = &host;
             }
         }
-        let inbound = is_inbound(&common.upstream_cluster);
+        let inbound = is_inbound(e.upstream_cluster);
         if *last_inbound != Some(inbound) {
             p.new_context();
             *last_inbound = Some(inbound);
@@ -811,7 +1031,7 @@ impl AlsStream {
         if inbound {
             p.fold_record(&rec, &self.inbound, now_ms);
         } else {
-            if self.refresh_peer(common) {
+            if self.refresh_peer(e.upstream_peer) {
                 rec.version = &self.peer_version;
             }
             // The key cache compares `rec.version` too, so the context stays valid.

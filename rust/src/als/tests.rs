@@ -458,3 +458,154 @@ proptest! {
         }
     }
 }
+
+/// The reference view of a prost-decoded entry.
+fn view_of(e: &HttpAccessLogEntry) -> EntryView<'_> {
+    let mut v = EntryView::default();
+    if let Some(c) = &e.common_properties {
+        v.start_time = c.start_time;
+        v.duration = c.duration;
+        v.time_to_last_downstream_tx_byte = c.time_to_last_downstream_tx_byte;
+        v.time_to_last_upstream_rx_byte = c.time_to_last_upstream_rx_byte;
+        v.upstream_cluster = &c.upstream_cluster;
+        v.route_name = &c.route_name;
+        v.sni = c
+            .tls_properties
+            .as_ref()
+            .map_or("", |t| &t.tls_sni_hostname);
+        v.upstream_address = c
+            .upstream_remote_address
+            .as_ref()
+            .and_then(|a| a.socket_address.as_ref())
+            .map(|s| (s.address.as_str(), s.port_value));
+        v.flags = c
+            .response_flags
+            .as_ref()
+            .map(response_flags)
+            .unwrap_or_default();
+        v.intermediate = c.intermediate_log_entry;
+        v.upstream_peer = c
+            .filter_state_objects
+            .get("upstream_peer")
+            .map(|a| (a.type_url.as_str(), a.value.as_slice()));
+    }
+    v.authority = e.request.as_ref().map_or("", |r| &r.authority);
+    if let Some(r) = &e.response {
+        v.has_response = true;
+        v.response_code = r.response_code.map(|c| c.value);
+        v.grpc_status_trailer = r.response_trailers.get("grpc-status").map(String::as_str);
+        v.grpc_status_header = r.response_headers.get("grpc-status").map(String::as_str);
+    }
+    v
+}
+
+fn flags_from_bits(bits: u32) -> ResponseFlags {
+    let b = |i: u32| bits & (1 << i) != 0;
+    ResponseFlags {
+        failed_local_healthcheck: b(0),
+        no_healthy_upstream: b(1),
+        upstream_request_timeout: b(2),
+        local_reset: b(3),
+        upstream_remote_reset: b(4),
+        upstream_connection_failure: b(5),
+        upstream_connection_termination: b(6),
+        upstream_overflow: b(7),
+        no_route_found: b(8),
+        delay_injected: b(9),
+        fault_injected: b(10),
+        rate_limited: b(11),
+        unauthorized_details: b(12).then_some(Unauthorized { reason: 1 }),
+        rate_limit_service_error: b(13),
+        downstream_connection_termination: b(14),
+        upstream_retry_limit_exceeded: b(15),
+        stream_idle_timeout: b(16),
+        invalid_envoy_request_headers: b(17),
+        downstream_protocol_error: b(18),
+        upstream_max_stream_duration_reached: b(19),
+        response_from_cache_filter: b(20),
+        no_filter_config_found: b(21),
+        duration_timeout: b(22),
+        upstream_protocol_error: b(23),
+        no_cluster_found: b(24),
+        overload_manager: b(25),
+        dns_resolution_failure: b(26),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The borrowed decoder reads what prost reads, for every shape of entry.
+    #[test]
+    fn borrowed_decoder_agrees_with_prost(
+        cluster in "(inbound|outbound)\\|[0-9]{2,4}\\|[a-z]{0,6}\\|[a-z.-]{0,20}",
+        code in proptest::option::of(0u32..2000),
+        times in proptest::collection::vec(proptest::option::of((any::<i64>(), any::<i32>())), 4),
+        flag_bits in proptest::option::of(any::<u32>()),
+        peer in proptest::option::of(("[a-z./]{0,40}", proptest::collection::vec(any::<u8>(), 0..40))),
+        grpc in proptest::collection::vec(proptest::option::of("[0-9a-z]{0,3}"), 2),
+        strings in proptest::collection::vec("\\PC{0,12}", 3),
+        address in proptest::option::of(("[0-9a-f:.]{0,20}", any::<u32>())),
+        intermediate in any::<bool>(),
+        response in any::<bool>(),
+    ) {
+        let t = |i: usize| times[i].map(|(seconds, nanos)| Time { seconds, nanos });
+        let mut fso = HashMap::new();
+        if let Some((url, value)) = &peer {
+            fso.insert("upstream_peer".to_string(), Any { type_url: url.clone(), value: value.clone() });
+            fso.insert("downstream_peer".to_string(), Any { type_url: "x".into(), value: vec![1, 2] });
+        }
+        let mut headers = HashMap::new();
+        let mut trailers = HashMap::new();
+        if let Some(g) = &grpc[0] { trailers.insert("grpc-status".to_string(), g.clone()); }
+        if let Some(g) = &grpc[1] { headers.insert("grpc-status".to_string(), g.clone()); }
+        headers.insert("x-app-version".to_string(), "v9".to_string());
+        let e = HttpAccessLogEntry {
+            common_properties: Some(AccessLogCommon {
+                tls_properties: Some(TlsProperties { tls_sni_hostname: strings[0].clone() }),
+                start_time: t(0),
+                time_to_last_upstream_rx_byte: t(1),
+                time_to_last_downstream_tx_byte: t(2),
+                duration: t(3),
+                upstream_remote_address: address.as_ref().map(|(a, port)| Address {
+                    socket_address: Some(SocketAddress { address: a.clone(), port_value: *port }),
+                }),
+                upstream_cluster: cluster.clone(),
+                response_flags: flag_bits.map(flags_from_bits),
+                route_name: strings[1].clone(),
+                filter_state_objects: fso,
+                intermediate_log_entry: intermediate,
+            }),
+            request: Some(HttpRequestProperties { authority: strings[2].clone() }),
+            response: response.then(|| HttpResponseProperties {
+                response_code: code.map(|value| UInt32Value { value }),
+                response_headers: headers,
+                response_trailers: trailers,
+            }),
+        };
+        let bytes = e.encode_to_vec();
+        let reference = HttpAccessLogEntry::decode(bytes.as_slice()).unwrap();
+        prop_assert_eq!(EntryView::decode(&bytes), Some(view_of(&reference)));
+    }
+
+    /// On mutated bytes, whenever both decoders accept an entry they read the same values.
+    #[test]
+    fn borrowed_decoder_agrees_on_mutated_bytes(
+        flips in proptest::collection::vec((0usize..2000, any::<u8>()), 1..4),
+    ) {
+        let mut x = e("outbound|80|canary|web.prod.svc.cluster.local", 503, 12);
+        x.peer_version = Some("v1".into());
+        x.grpc = Some("14".into());
+        x.uf = true;
+        let mut bytes = entry(&x).encode_to_vec();
+        for (i, b) in flips {
+            let n = bytes.len();
+            bytes[i % n] = b;
+        }
+        let reference = HttpAccessLogEntry::decode(bytes.as_slice());
+        let mine = EntryView::decode(&bytes);
+        if let (Ok(r), Some(m)) = (&reference, &mine) {
+            prop_assert_eq!(m, &view_of(r));
+        }
+    }
+}
