@@ -520,3 +520,28 @@ def test_subprocess_run_als_sigterm_folds_every_entry() -> None:
     assert report["sources"]["als"]["events"] == 505
     versions = {(v["target"], v["version"]): (v["requests"], v["failures"]) for v in report["versions"]}
     assert versions == {("podinfo.test", "primary"): (500, 0), ("podinfo.test", "canary"): (5, 5)}
+
+
+async def test_stop_cuts_open_streams_and_folds_what_they_held() -> None:
+    async with running(flush_ms=60_000) as r:  # nothing is flushed by time
+        release = threading.Event()
+
+        def messages() -> Iterator[Any]:
+            yield message([http_entry(cluster=INBOUND)] * 3, node=istio_node(*PRIMARY_POD))
+            yield message([http_entry(cluster=INBOUND)] * 3)
+            release.wait(30)  # an Envoy stream: open for ever
+
+        with grpc.insecure_channel(r.target) as ch:
+            call = ch.stream_unary(FULL_METHOD, request_serializer=lambda m: m.SerializeToString())
+            future = call.future(messages(), timeout=60)
+            deadline = time.monotonic() + 20
+            while r.src.messages < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            r.src.stop()
+            await r.settle(6)
+            release.set()
+            with pytest.raises(grpc.RpcError):
+                future.result(timeout=20)  # the server cut the stream
+        assert by_version(r.agg)["primary"].requests == 6
+        assert r.src.stream_errors == 0

@@ -369,7 +369,11 @@ class Aggregator:
 def grpc_frame(messages: Sequence[bytes]) -> bytes:
     """Messages in gRPC's length-prefixed framing (flag 0, big-endian u32 length), the input
     of :meth:`Aggregator.feed_envoy_als`."""
-    return b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in messages)
+    parts: list[bytes] = []
+    for m in messages:  # one copy of each message (the join)
+        parts.append(b"\0" + len(m).to_bytes(4, "big"))
+        parts.append(m)
+    return b"".join(parts)
 
 
 def detect_format(sample: bytes) -> str | None:

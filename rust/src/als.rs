@@ -1,11 +1,13 @@
 //! Envoy gRPC Access Log Service (`envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`):
 //! decode `StreamAccessLogsMessage` bytes and fold each HTTP entry into a [`Pipeline`].
 //!
-//! Only the fields the aggregator needs are declared (prost derive, field numbers as in
-//! envoy `api/envoy/service/accesslog/v3/als.proto`, `api/envoy/data/accesslog/v3/accesslog.proto`,
-//! `api/envoy/config/core/v3/{base,address}.proto` and google's well-known types); prost skips
-//! every other field. The envelope is walked by hand so that each entry decodes on its own:
-//! a bad entry is counted as [`Reason::BadProtobuf`] and the entries around it are kept.
+//! Field numbers are upstream's (envoy `api/envoy/service/accesslog/v3/als.proto`,
+//! `api/envoy/data/accesslog/v3/accesslog.proto`, `api/envoy/config/core/v3/{base,address}.proto`,
+//! google's well-known types). The envelope and each entry are walked by hand over borrowed
+//! slices ([`EntryView`]: no allocation per entry; unknown fields skipped), so a bad entry is
+//! counted as [`Reason::BadProtobuf`] and the entries around it are kept. prost derive structs
+//! declare the same subset: they decode the stream identifier and peer-metadata Structs, encode
+//! in tests, and are the reference the hand decoder is tested against.
 //!
 //! Which version served an entry (telemetry-formats.md §1.5):
 //! * **inbound** entries (`upstream_cluster` `inbound|…` / `InboundPassthrough…`) were served

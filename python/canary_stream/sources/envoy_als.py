@@ -15,8 +15,8 @@ one stream holds is bounded by its window plus one batch. (Envoy itself buffers 
 ``buffer_size_bytes`` and drops beyond that — ALS is lossy by design.)
 
 Streams never get a response while they last (Envoy expects none); a stream ends when Envoy closes it,
-when it breaks (the complete messages received before the break are still folded), or on ``stop()``
-(pending messages are queued, then the server closes the streams and Envoy reconnects elsewhere).
+when it breaks, or on ``stop()`` (the server cuts every stream; Envoy reconnects elsewhere): in each case
+the complete messages received are folded.
 Messages over ``max_message_bytes`` are refused by gRPC (RESOURCE_EXHAUSTED; that stream ends, counted
 in ``stream_errors``). Undecodable messages or entries are counted per reason (``bad_protobuf``, ...)
 in ``stats.malformed`` and the stream goes on.
@@ -60,7 +60,6 @@ class EnvoyAlsConfig:
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by this CA
     max_concurrent_streams: int | None = None  # per HTTP/2 connection (gRPC default: unlimited)
-    graceful_shutdown_s: float = 5.0  # stop(): how long streams get to end before being cut
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
@@ -78,10 +77,12 @@ class EnvoyAlsConfig:
             not isinstance(self.max_concurrent_streams, int) or self.max_concurrent_streams <= 0
         ):
             fail("max_concurrent_streams", f"must be a positive integer, got {self.max_concurrent_streams!r}")
-        for name in ("flush_ms", "graceful_shutdown_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                fail(name, f"must be > 0, got {value!r}")
+        if (
+            not isinstance(self.flush_ms, (int, float))
+            or isinstance(self.flush_ms, bool)
+            or self.flush_ms <= 0
+        ):
+            fail("flush_ms", f"must be > 0, got {self.flush_ms!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             fail("tls_cert" if self.tls_cert is None else "tls_key", "tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -162,8 +163,9 @@ class EnvoyAlsSource:
         try:
             await self._stopping.wait()
         finally:
-            # Handlers see `_stopping`, queue what they hold and return; then the server closes.
-            await server.stop(cfg.graceful_shutdown_s)
+            # Envoy streams never end by themselves: cut them at once. A cut handler queues the
+            # messages it holds (detached puts, awaited here), and Envoy reconnects elsewhere.
+            await server.stop(None)
             if self._detached:
                 await asyncio.gather(*self._detached, return_exceptions=True)
 
@@ -181,7 +183,7 @@ class EnvoyAlsSource:
         self.streams_open += 1
         self.streams_total += 1
         read: asyncio.Future[Any] | None = None
-        stop_wait = asyncio.ensure_future(stopping.wait())
+        flush_s = cfg.flush_ms / 1000
 
         async def flush() -> None:
             nonlocal size
@@ -194,49 +196,50 @@ class EnvoyAlsSource:
 
         try:
             while True:
+                # One read is always in flight (also while a flush waits for queue space: without
+                # it, gRPC was seen to resume a stalled stream very slowly).
                 if read is None:
                     read = asyncio.ensure_future(context.read())
-                timeout = cfg.flush_ms / 1000 if pending else None
-                done, _ = await asyncio.wait(
-                    {read, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if read in done:
-                    msg, read = read.result(), None
-                    if msg is grpc.aio.EOF:
-                        break
-                    pending.append(msg)
-                    size += len(msg)
-                    self.messages += 1
-                    if size >= cfg.batch_bytes:
+                if pending:
+                    # Something to flush: wait for the read with a deadline (the read itself is never
+                    # cancelled, so no message is lost to a timeout).
+                    done, _ = await asyncio.wait((read,), timeout=flush_s)
+                    if not done:  # quiet for flush_ms
                         await flush()
-                elif stop_wait in done:
+                        continue
+                else:
+                    await read
+                msg, read = read.result(), None
+                if msg is grpc.aio.EOF:
                     break
-                else:  # quiet for flush_ms
+                pending.append(msg)
+                size += len(msg)
+                self.messages += 1
+                if size >= cfg.batch_bytes:
+                    read = asyncio.ensure_future(context.read())
                     await flush()
             await flush()
             return b""
         except BaseException as exc:
-            # A broken stream (client gone, message too large, cancelled): the complete messages
+            # A broken stream (client gone, message too large) or stop(): the complete messages
             # received so far are still queued, by a task that outlives this handler.
-            if not isinstance(exc, asyncio.CancelledError):
+            if not (isinstance(exc, asyncio.CancelledError) and stopping.is_set()):
                 log.debug("als stream ended with %r", exc)
-            self.stream_errors += 1
+                self.stream_errors += 1
             if pending:
-                data = grpc_frame(pending)
-                pending.clear()
                 task = asyncio.get_running_loop().create_task(
-                    queue.put(Batch(data, Source(), self.stats, fold=fold))
+                    queue.put(Batch(grpc_frame(pending), Source(), self.stats, fold=fold))
                 )
+                pending.clear()
                 self._detached.add(task)
                 task.add_done_callback(self._detached.discard)
             raise
         finally:
             self.streams_open -= 1
-            stop_wait.cancel()
             if read is not None and not read.done():
                 read.cancel()
                 with contextlib.suppress(BaseException):
-                    await asyncio.wait({read}, timeout=0)
+                    await asyncio.wait((read,), timeout=0)
 
 
 def stats_dict(source: EnvoyAlsSource) -> dict[str, Any]:
