@@ -912,15 +912,15 @@ impl AlsStream {
         self.messages += 1;
         let mut fields = Fields::partial(msg);
         let mut broken = false;
-        // Inbound and outbound entries use different source contexts.
-        let mut last_inbound: Option<bool> = None;
+        // The contexts belong to this stream (and its identity may change below).
+        p.new_context();
         for (field, wire, value) in fields.by_ref() {
             match (field, wire) {
                 (1, LEN) => {
                     if !self.set_identifier(value) {
                         broken = true;
                     }
-                    last_inbound = None;
+                    p.new_context();
                 }
                 (2 | 3, LEN) => {
                     let mut entries = Fields::new(value);
@@ -934,7 +934,7 @@ impl AlsStream {
                             continue;
                         }
                         match EntryView::decode(entry) {
-                            Some(e) => self.fold_entry(p, &e, now_ms, &mut last_inbound),
+                            Some(e) => self.fold_entry(p, &e, now_ms),
                             None => {
                                 p.count(Err(Reason::BadProtobuf));
                             }
@@ -955,13 +955,7 @@ impl AlsStream {
         }
     }
 
-    fn fold_entry(
-        &mut self,
-        p: &mut Pipeline,
-        e: &EntryView<'_>,
-        now_ms: i64,
-        last_inbound: &mut Option<bool>,
-    ) {
+    fn fold_entry(&mut self, p: &mut Pipeline, e: &EntryView<'_>, now_ms: i64) {
         if e.intermediate {
             p.count(Err(Reason::IntermediateEntry));
             return;
@@ -1025,19 +1019,15 @@ impl AlsStream {
                 rec.upstream_host = &host;
             }
         }
-        let inbound = is_inbound(e.upstream_cluster);
-        if *last_inbound != Some(inbound) {
-            p.new_context();
-            *last_inbound = Some(inbound);
-        }
-        if inbound {
-            p.fold_record(&rec, &self.inbound, now_ms);
+        // Inbound and outbound entries have their own source context and key cache.
+        if is_inbound(e.upstream_cluster) {
+            p.fold_record(&rec, &self.inbound, 1, now_ms);
         } else {
             if self.refresh_peer(e.upstream_peer) {
                 rec.version = &self.peer_version;
             }
             // The key cache compares `rec.version` too, so the context stays valid.
-            p.fold_record(&rec, &self.outbound, now_ms);
+            p.fold_record(&rec, &self.outbound, 0, now_ms);
         }
     }
 }

@@ -73,6 +73,8 @@ struct Scratch {
     target: String,
     version: String,
     keys: KeyCache,
+    /// Caches of [`Pipeline::fold_record`], one per source context a caller alternates between.
+    record_keys: [KeyCache; 2],
 }
 
 /// The attribution inputs of a line that decided its key: the fields in `used`
@@ -458,6 +460,7 @@ impl Pipeline {
             target,
             version,
             keys,
+            ..
         } = &mut self.scratch;
         // CRI `P` (partial) lines are parsed as they are: access-log lines are far below
         // the runtimes' 16 KiB split size, and a split line fails as `truncated`.
@@ -517,15 +520,23 @@ impl Pipeline {
     }
 
     /// Fold one record decoded elsewhere (the Envoy gRPC access-log service, [`crate::als`]):
-    /// counted as a line. Call [`Pipeline::new_context`] whenever `ctx` changes between
-    /// calls (resolutions are cached per source context).
-    pub fn fold_record(&mut self, rec: &Record<'_>, ctx: &SourceContext, now_ms: i64) -> bool {
+    /// counted as a line. Resolutions are cached per source context: `slot` (0 or 1) names the
+    /// cache of `ctx`, so a caller can alternate between two contexts; call
+    /// [`Pipeline::new_context`] when the context of a slot changes.
+    pub fn fold_record(
+        &mut self,
+        rec: &Record<'_>,
+        ctx: &SourceContext,
+        slot: usize,
+        now_ms: i64,
+    ) -> bool {
         let Scratch {
             target,
             version,
-            keys,
+            record_keys,
             ..
         } = &mut self.scratch;
+        let keys = &mut record_keys[slot & 1];
         let outcome = Self::observe(
             &mut self.attributor,
             &mut self.aggregator,
@@ -558,10 +569,12 @@ impl Pipeline {
         self.totals.bytes += n as u64;
     }
 
-    /// The source context of the following [`Pipeline::fold_record`] calls differs from the
-    /// previous one: forget the cached resolutions.
+    /// The source contexts of the following [`Pipeline::fold_record`] calls differ from the
+    /// previous ones: forget the cached resolutions.
     pub fn new_context(&mut self) {
-        self.scratch.keys.clear();
+        for k in &mut self.scratch.record_keys {
+            k.clear();
+        }
     }
 
     pub fn attributor(&self) -> &Attributor {
