@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from als_proto import T0_S, http_entry, istio_node, message, protos
 from canary_stream.core import Aggregator, AlsStream, FeedResult, grpc_frame
 from canary_stream.sources.base import IngestQueue, fold_forever
-from canary_stream.sources.envoy_als import FULL_METHOD, EnvoyAlsConfig, EnvoyAlsSource
+from canary_stream.sources.envoy_als import FULL_METHOD, EnvoyAlsConfig, EnvoyAlsSource, stats_dict
 
 INBOUND = "inbound|9898||"
 PRIMARY_POD = ("podinfo-primary-5d8f7c6b9d-x2x4z", "test", "podinfo-primary", {"app": "podinfo-primary"})
@@ -311,6 +311,13 @@ async def test_streams_from_primary_canary_and_a_client_sidecar() -> None:
         assert r.src.messages == len(primary) + len(canary) + 1
         assert s.bytes > 252 * 100 and s.rates()["events_per_s"] > 0
         assert (r.src.streams_total, r.src.streams_open) == (3, 0)
+        d = stats_dict(r.src)
+        assert (d["events"], d["messages"], d["stream_errors"], d["malformed"]) == (
+            252,
+            r.src.messages,
+            0,
+            {},
+        )
 
 
 async def test_malformed_message_is_counted_and_the_stream_goes_on() -> None:

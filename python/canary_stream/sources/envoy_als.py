@@ -19,7 +19,8 @@ when it breaks, or on ``stop()`` (the server cuts every stream; Envoy reconnects
 the complete messages received are folded.
 Messages over ``max_message_bytes`` are refused by gRPC (RESOURCE_EXHAUSTED; that stream ends, counted
 in ``stream_errors``). Undecodable messages or entries are counted per reason (``bad_protobuf``, ...)
-in ``stats.malformed`` and the stream goes on.
+in ``stats.malformed`` and the stream goes on. ``stats.bytes`` counts the messages with gRPC's 5-byte
+frame header each; ``stats.lines`` / ``events`` count entries.
 """
 
 from __future__ import annotations
