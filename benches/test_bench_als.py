@@ -14,8 +14,8 @@ server side, the time from the first message received to the last entry counted:
   protobuf, upb) and per entry: the version from the stream's node / the upstream peer Struct (cached
   per distinct peer bytes) / the cluster, and a Python dict of (count, errors, durations) per version.
 
-Sizes: ``BENCH_ALS_ENTRIES`` (default 400,000; CI: a few thousand), ``BENCH_ALS_STREAMS`` (4),
-``BENCH_ALS_ROUNDS`` (3). Run with ``-s`` to see the figures and the ratio.
+Sizes: ``BENCH_ALS_ENTRIES`` (default twice ``BENCH_LINES``: 400,000; ``make test`` 40,000),
+``BENCH_ALS_STREAMS`` (4), ``BENCH_ALS_ROUNDS`` (3). Run with ``-s`` to see the figures and the ratio.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from als_proto import T0_S, http_entry, istio_node, message, protos  # noqa: E402
 
-ENTRIES = int(os.environ.get("BENCH_ALS_ENTRIES", "400000"))
+ENTRIES = int(os.environ.get("BENCH_ALS_ENTRIES", str(2 * int(os.environ.get("BENCH_LINES", "200000")))))
 STREAMS = int(os.environ.get("BENCH_ALS_STREAMS", "4"))
 ROUNDS = int(os.environ.get("BENCH_ALS_ROUNDS", "3"))
 PER_MESSAGE = 48
