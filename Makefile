@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install install-dev check rust-test py-test fuzz bench clean sample kafka-libs kafka
+.PHONY: demo test install install-dev check rust-test py-test fuzz bench clean sample kafka-libs kafka kube-bins kube
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,7 @@ check:
 	$(BIN)/ruff check python tests benches infra
 	$(BIN)/ruff format --check python tests benches infra
 	$(BIN)/mypy --strict python/canary_stream
-	$(BIN)/mypy --strict infra/kafka_broker.py
+	$(BIN)/mypy --strict infra/kafka_broker.py infra/kube_apiserver.py
 
 rust-test:
 	cargo test
@@ -77,3 +77,11 @@ kafka-libs: $(BIN)/python
 
 kafka: kafka-libs
 	$(BIN)/python infra/kafka_broker.py start --port 9092
+
+# A real kube-apiserver + etcd (no kubelet) built from the Go module proxy by infra/kube/build.sh,
+# cached under ~/.cache/canary-stream/kube-<version> (the tests build it on first use, 15-25 min once).
+kube-bins: $(BIN)/python
+	$(BIN)/python infra/kube_apiserver.py build
+
+kube: kube-bins
+	$(BIN)/python infra/kube_apiserver.py start

@@ -1,6 +1,7 @@
 """KafkaSource against a real Kafka 4.x broker: records of one and of many lines, JSON envelopes,
 attribution from headers and keys, commit after fold (consumer restart resumes), poison records,
-backpressure and lag, and a broker crash mid-stream."""
+backpressure and lag, and a broker crash mid-stream. The default fetch path (Rust) everywhere; the
+aiokafka path as well where the two could differ (parametrized ``fetch_path``)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from canary_stream import Aggregator, AggregatorConfig, generate
 from canary_stream.core import FeedResult, Windowing
 from canary_stream.sources.base import IngestQueue, fold_forever
-from canary_stream.sources.kafka import KafkaConfig, KafkaSource, envelope_joiner, join_values
+from canary_stream.sources.kafka import (
+    RUST_FETCHER_AVAILABLE,
+    KafkaConfig,
+    KafkaSource,
+    envelope_joiner,
+    join_values,
+)
 from kafka_fixtures import KafkaBroker, unique
 
 pytest_plugins = ("kafka_fixtures",)
 
 Headers = list[tuple[str, bytes]]
+BOTH_PATHS = pytest.mark.parametrize("fetch_path", ["rust", "aiokafka"])
 
 
 @dataclass
@@ -246,14 +254,18 @@ def test_envelope_lines_are_decoded_by_the_core() -> None:
 # Against the session broker
 
 
-async def test_records_of_one_and_many_lines_are_all_counted(kafka_broker: KafkaBroker) -> None:
+@BOTH_PATHS
+async def test_records_of_one_and_many_lines_are_all_counted(
+    kafka_broker: KafkaBroker, fetch_path: str
+) -> None:
     topic, group = unique("lines"), unique("group")
     await asyncio.to_thread(kafka_broker.create_topic, topic, 3)
     lines = lines_of(6000, seed=1)
     records = chunk_records(lines, seed=1)
     await produce(kafka_broker.bootstrap, topic, records)
 
-    p = Pipeline(config(kafka_broker, topic, group, max_records=500))
+    p = Pipeline(config(kafka_broker, topic, group, max_records=500, fetch_path=fetch_path))
+    assert p.source.fetch_path == fetch_path
     p.start()
     await p.accepted(len(lines))
     await p.until(lambda: p.source.stats.lag == 0)
@@ -271,7 +283,8 @@ async def test_records_of_one_and_many_lines_are_all_counted(kafka_broker: Kafka
     assert await committed(kafka_broker, topic, group, 3) == await end_offsets(kafka_broker, topic, 3)
 
 
-async def test_json_envelopes_fluent_bit_and_vector(kafka_broker: KafkaBroker) -> None:
+@BOTH_PATHS
+async def test_json_envelopes_fluent_bit_and_vector(kafka_broker: KafkaBroker, fetch_path: str) -> None:
     lines = lines_of(1000, seed=2)
     shapes = {
         # Fluent Bit kafka output, format json: `log` is not the first key
@@ -291,14 +304,15 @@ async def test_json_envelopes_fluent_bit_and_vector(kafka_broker: KafkaBroker) -
         topic, group = unique(f"env-{key}"), unique("group")
         await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
         await produce(kafka_broker.bootstrap, topic, records)
-        p = Pipeline(config(kafka_broker, topic, group, envelope_key=key))
+        p = Pipeline(config(kafka_broker, topic, group, envelope_key=key, fetch_path=fetch_path))
         p.start()
         await p.accepted(len(lines))
         await p.stop()
         assert p.agg.totals().accepted == len(lines) and p.source.stats.malformed == {}, key
 
 
-async def test_target_and_version_from_headers_and_keys(kafka_broker: KafkaBroker) -> None:
+@BOTH_PATHS
+async def test_target_and_version_from_headers_and_keys(kafka_broker: KafkaBroker, fetch_path: str) -> None:
     topic, group = unique("attr"), unique("group")
     await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
     lines = lines_of(900, seed=3)
@@ -313,7 +327,7 @@ async def test_target_and_version_from_headers_and_keys(kafka_broker: KafkaBroke
         + [Rec(ln, key=b"ignored/v9", headers=[("target", b"details")], partition=1) for ln in c]
     )
     await produce(kafka_broker.bootstrap, topic, records)
-    p = Pipeline(config(kafka_broker, topic, group))
+    p = Pipeline(config(kafka_broker, topic, group, fetch_path=fetch_path))
     p.start()
     await p.accepted(len(lines))
     await p.stop()
@@ -373,7 +387,8 @@ async def test_uncommitted_batches_are_read_again_after_a_crash(kafka_broker: Ka
     assert again.agg.totals().accepted == len(lines)
 
 
-async def test_poison_records_are_counted_and_skipped(kafka_broker: KafkaBroker) -> None:
+@BOTH_PATHS
+async def test_poison_records_are_counted_and_skipped(kafka_broker: KafkaBroker, fetch_path: str) -> None:
     topic, group = unique("poison"), unique("group")
     limit = 12 * 1024 * 1024
     await asyncio.to_thread(kafka_broker.create_topic, topic, 1, configs={"max.message.bytes": str(limit)})
@@ -383,7 +398,7 @@ async def test_poison_records_are_counted_and_skipped(kafka_broker: KafkaBroker)
     records = [*good[:200], garbage, *good[200:400], huge, *good[400:]]
     await produce(kafka_broker.bootstrap, topic, records, max_request_size=limit)
 
-    p = Pipeline(config(kafka_broker, topic, group, max_records=150))
+    p = Pipeline(config(kafka_broker, topic, group, max_records=150, fetch_path=fetch_path))
     p.start()
     await p.accepted(len(good))
     await p.until(lambda: p.source.stats.lag == 0)
@@ -515,3 +530,92 @@ async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
     assert b > 0, "the second member got no partition"
     assert len(lines) <= a + b <= len(lines) + max_records
     assert sum(v or 0 for v in (await committed(kafka_broker, topic, group, 4)).values()) == len(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The Rust fetch path
+
+
+def test_rust_is_the_default_fetch_path_and_tls_sasl_fall_back(caplog: pytest.LogCaptureFixture) -> None:
+    assert RUST_FETCHER_AVAILABLE
+    assert KafkaSource(KafkaConfig(topics=("a",))).fetch_path == "rust"
+    assert KafkaSource(KafkaConfig(topics=("a",), fetch_path="aiokafka")).fetch_path == "aiokafka"
+    with pytest.raises(ValueError, match=r"kafka\.fetch_path"):
+        KafkaConfig(topics=("a",), fetch_path="librdkafka")  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="canary_stream.sources.kafka"):
+        tls = KafkaSource(KafkaConfig(topics=("a",), security_protocol="SSL"))
+        sasl = KafkaSource(
+            KafkaConfig(
+                topics=("a",),
+                security_protocol="SASL_PLAINTEXT",
+                sasl_plain_username="u",
+                sasl_plain_password="p",
+            )
+        )
+        txn = KafkaSource(KafkaConfig(topics=("a",), extra={"isolation_level": "read_committed"}))
+    assert (tls.fetch_path, sasl.fetch_path, txn.fetch_path) == ("aiokafka",) * 3
+    assert sum("using the aiokafka fetch path" in r.message for r in caplog.records) == 3
+
+
+async def test_rust_path_leaves_aiokafkas_fetcher_idle(kafka_broker: KafkaBroker) -> None:
+    topic, group = unique("idle"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    lines = lines_of(3000, seed=12)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    p = Pipeline(config(kafka_broker, topic, group, max_records=400))
+    p.start()
+    await p.accepted(len(lines))
+    consumer = p.source._consumer
+    assert consumer is not None
+    assigned = consumer.assignment()
+    assert len(assigned) == 2 and consumer.paused() == assigned  # aiokafka never fetches
+    assert p.source.fetches >= len(lines) // 400
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+    assert p.agg.totals().accepted == len(lines)
+    assert await committed(kafka_broker, topic, group, 2) == await end_offsets(kafka_broker, topic, 2)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_batches_compressed_by_the_broker_are_decoded(kafka_broker: KafkaBroker, codec: str) -> None:
+    """The topic's compression.type makes the broker recompress what it stores with its own (Java)
+    codecs: snappy in the xerial framing, lz4 frames, zstd, gzip."""
+    topic, group = unique(f"codec-{codec}"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2, configs={"compression.type": codec})
+    lines = lines_of(4000, seed=13)
+    await produce(kafka_broker.bootstrap, topic, chunk_records(lines, seed=13))
+    p = Pipeline(config(kafka_broker, topic, group, max_records=700))
+    p.start()
+    await p.accepted(len(lines))
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+    assert p.agg.totals().accepted == len(lines)
+    assert p.source.stats.malformed == {}
+    assert await committed(kafka_broker, topic, group, 2) == await end_offsets(kafka_broker, topic, 2)
+
+
+async def test_offset_out_of_range_resets_per_auto_offset_reset(kafka_broker: KafkaBroker) -> None:
+    """A committed offset past the end of the log (the log was truncated or recreated): the Rust
+    fetcher's OFFSET_OUT_OF_RANGE resets the partition to the earliest offset."""
+    topic, group = unique("range"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(500, seed=14)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    setter = AIOKafkaConsumer(
+        bootstrap_servers=kafka_broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await setter.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        setter.assign([tp])
+        await setter.commit({tp: 1_000_000})
+    finally:
+        await setter.stop()
+    p = Pipeline(config(kafka_broker, topic, group))
+    p.start()
+    await p.accepted(len(lines))
+    await p.until(lambda: p.source.stats.lag == 0)
+    await p.stop()
+    assert p.source.fetch_errors >= 1
+    assert p.agg.totals().accepted == len(lines)
+    assert (await committed(kafka_broker, topic, group, 1))[0] == len(lines)

@@ -218,3 +218,20 @@ def test_subprocess_sigint_while_idle_exits_zero(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "malformed: none" in out.decode()
+
+
+def test_event_loop_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from canary_stream import eventloop
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    monkeypatch.setenv("CANARY_STREAM_LOOP", "asyncio")
+    assert eventloop.loop_factory() is None
+    assert eventloop.run(loop_type()).startswith("asyncio")
+    monkeypatch.setenv("CANARY_STREAM_LOOP", "auto")
+    uvloop = pytest.importorskip("uvloop")
+    assert eventloop.loop_factory() is uvloop.new_event_loop
+    assert eventloop.run(loop_type()).startswith("uvloop")

@@ -16,10 +16,10 @@ from canary_stream.analysis.verdict import TestResult as Check
 from canary_stream.clock import SimClock
 from canary_stream.controller.events import MemoryEventSink
 from canary_stream.controller.phases import Phase
-from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_step_weight
+from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_canary_weight
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import WebhookClient
-from canary_stream.router.base import Routes
+from canary_stream.router.base import RouterNotReady, Routes
 from canary_stream.router.memory import InMemoryRouter
 from canary_stream.spec.model import Analysis, Canary
 from canary_stream.workload.memory import InMemoryWorkloads
@@ -151,6 +151,62 @@ async def start(
     return env
 
 
+class StagedRouter(InMemoryRouter):
+    """Records when each stage ran, and can refuse a route change like a Gateway API parent that
+    has not accepted it yet."""
+
+    def __init__(self, clock: SimClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.calls: list[tuple[str, float]] = []
+        self.not_ready_reads = 0
+
+    async def initialize(self, canary: Canary) -> None:
+        self.calls.append(("initialize", self.clock.now()))
+
+    async def reconcile(self, canary: Canary) -> None:
+        self.calls.append(("reconcile", self.clock.now()))
+        await super().reconcile(canary)
+
+    async def get_routes(self, canary: Canary) -> Routes:
+        if self.not_ready_reads > 0:
+            self.not_ready_reads -= 1
+            raise RouterNotReady("parent has not accepted generation 2")
+        return await super().get_routes(canary)
+
+
+async def test_apex_is_taken_over_only_once_the_primary_is_ready() -> None:
+    """Flagger's order: the -primary/-canary Services first, the apex (reconcile) only after the
+    primary has pods -- otherwise a user's existing Service would select no pods for a while."""
+    clock = SimClock()
+    router = StagedRouter(clock)
+    workloads = InMemoryWorkloads(clock, startup_s=30.0)
+    workloads.deploy("test", "podinfo", {"image": "podinfo:1"}, replicas=2)
+    rollout = Rollout(make_canary({"stepWeight": 10}), router, workloads, clock)
+    t0 = clock.now()
+    task = asyncio.create_task(rollout.run())
+    while rollout.status.phase != Phase.INITIALIZED:
+        assert clock.now() - t0 < 300
+        await advance_settled(clock, 5.0, rollout)
+    rollout.stop()
+    await task
+    assert router.calls[0] == ("initialize", t0)
+    first_reconcile = next(t for name, t in router.calls if name == "reconcile")
+    assert first_reconcile - t0 >= 30.0
+
+
+async def test_router_not_ready_is_waited_for(envs: list[Env]) -> None:
+    env = await start(envs, {"stepWeight": 50})
+    router = StagedRouter(env.clock)
+    router.routes = env.router.routes
+    env.rollout.router = router
+    router.not_ready_reads = 3
+    env.release("podinfo:2")
+    await env.run_until(Phase.SUCCEEDED)
+    assert router.not_ready_reads == 0
+    assert not env.task.done()
+
+
 # -- Flagger's worked examples (§3.8) ---------------------------------------------------------------
 
 
@@ -188,12 +244,15 @@ async def test_step_weights_ladder(envs: list[Env]) -> None:
     assert env.weights() == [0, 1, 2, 10, 80, 0]
 
 
-def test_next_step_weight_rules() -> None:
+def test_next_canary_weight_rules() -> None:
     ladder = Analysis.model_validate({"stepWeights": [1, 2, 10, 80]})
-    assert [next_step_weight(ladder, w) for w in (0, 1, 2, 10)] == [1, 1, 8, 70]
-    assert next_step_weight(ladder, 5) == 75  # off the ladder: straight to the top
+    assert [next_canary_weight(ladder, w) for w in (0, 1, 2, 10)] == [1, 2, 10, 80]
+    assert next_canary_weight(ladder, 5) == 80  # off the ladder: to maxWeight, not past it
     both = Analysis.model_validate({"stepWeight": 5, "stepWeights": [1, 2]})
-    assert next_step_weight(both, 1) == 5  # stepWeight wins
+    assert next_canary_weight(both, 1) == 6  # stepWeight wins
+    flat = Analysis.model_validate({"stepWeight": 30, "maxWeight": 50})
+    assert [next_canary_weight(flat, w) for w in (0, 30)] == [30, 60]  # Flagger overshoots maxWeight too
+    assert next_canary_weight(Analysis.model_validate({"maxWeight": 40}), 0) == 40  # no step at all
 
 
 async def test_mirror_pre_stage(envs: list[Env]) -> None:
@@ -247,6 +306,24 @@ async def test_blue_green_mirror(envs: list[Env]) -> None:
     writes = [r for _k, r in env.router.history]
     assert writes[1] == Routes(100, 0, mirrored=True)
     assert writes[2] == Routes(0, 100)
+
+
+async def test_kubernetes_provider_is_blue_green_without_routing(envs: list[Env]) -> None:
+    """provider kubernetes (no mesh): Flagger forces blue/green, 10 iterations by default, and
+    never shifts or mirrors traffic -- the primary is promoted after the last iteration."""
+    analyzer = ScriptedAnalyzer()
+    env = await start(
+        envs,
+        {"stepWeight": 10, "match": [{"headers": {"x": {"exact": "1"}}}], "mirror": True},
+        analyzer=analyzer,
+        provider="kubernetes",
+    )
+    env.release("podinfo:2")
+    await env.run_until(Phase.SUCCEEDED)
+    assert all(r.canary_weight == 0 and not r.mirrored for _t, r in analyzer.steps)
+    assert len(analyzer.steps) == 10
+    assert "Routing all traffic to canary" not in env.messages()
+    assert "Advance podinfo.test canary iteration 10/10" in env.messages()
 
 
 # -- verdicts ---------------------------------------------------------------------------------------

@@ -64,6 +64,35 @@ class AlsStream:
     @property
     def entries(self) -> int: ...
 
+# (topic, partition, fetch_offset, error_code, next_offset, high_watermark, log_start_offset,
+#  records, value_bytes, [(target, version, lines, records)], {skip reason: count}, partial_tail)
+FetchedPartition = tuple[
+    str, int, int, int, int, int, int, int, int, list[tuple[str, str, bytes, int]], dict[str, int], bool
+]
+
+class KafkaFetcher:
+    def __init__(
+        self,
+        *,
+        client_id: str = "canary-stream",
+        max_wait_ms: int = 100,
+        max_bytes: int = 33554432,
+        partition_max_bytes: int = 4194304,
+        max_records: int = 50000,
+        connect_timeout_ms: int = 5000,
+        request_timeout_ms: int = 30000,
+        check_crcs: bool = True,
+        max_record_bytes: int = 4194304,
+        target_header: str = "target",
+        version_header: str = "version",
+        key_attribution: bool = True,
+        envelope_key: str | None = None,
+    ) -> None: ...
+    def fetch(
+        self, nodes: list[tuple[str, int, list[tuple[str, int, int]]]]
+    ) -> tuple[list[FetchedPartition], list[tuple[str, int, str]]]: ...
+    def close(self) -> None: ...
+
 def detect_format(sample: bytes) -> str | None: ...
 def parse_lines(
     data: bytes, format: str, mapping: Mapping[str, Any] | None = None

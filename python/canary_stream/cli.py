@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from canary_stream import __version__
+from canary_stream import __version__, logs
 from canary_stream.core import (
     FORMATS,
     Aggregator,
@@ -54,6 +55,12 @@ def _positive_float(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="canary-stream", description=__doc__)
     p.add_argument("--version", action="version", version=f"canary-stream {__version__}")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log format (json: one object per line with canary, namespace, phase, verdict); "
+        "default $CANARY_STREAM_LOG_FORMAT, else Python's default",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser(
@@ -294,6 +301,8 @@ def _window_title(start_ms: int, end_ms: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_format or os.environ.get(logs.ENV_FORMAT):
+        logs.configure(args.log_format)
     rc: int = args.func(args)
     return rc
 

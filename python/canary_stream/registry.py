@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ class Commander(Protocol):
     """Carries out a manual command. In a cluster this writes the Canary's annotation (so it
     survives a restart and reaches the leader); in memory it calls the Rollout directly."""
 
-    async def __call__(self, namespace: str, name: str, command: Command, weight: int | None) -> None: ...
+    async def __call__(self, namespace: str, name: str, command: Command, weight: int | None, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Registry:
             self._subscribers.discard(queue)
 
 
-def direct_commander(registry: Registry) -> Callable[[str, str, Command, int | None], Awaitable[None]]:
+def direct_commander(registry: Registry) -> Commander:
     """A Commander for in-memory use: acts on the Rollout in this process."""
 
     async def command(namespace: str, name: str, cmd: Command, weight: int | None) -> None:

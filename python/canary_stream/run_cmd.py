@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
+from canary_stream import eventloop
 from canary_stream.core import FORMATS, Aggregator, AggregatorConfig, Classification, Windowing
 from canary_stream.report import BASELINE_VERSIONS, render_table, render_totals, report_json
 from canary_stream.sources.base import IngestQueue, SourceStats, TelemetrySource, fold_forever
@@ -392,7 +393,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"[red]canary-stream run: {exc}[/red]")
         return 2
     try:
-        rc = asyncio.run(_main(args, sources, aggregator))
+        rc = eventloop.run(_main(args, sources, aggregator))
     except (asyncio.CancelledError, KeyboardInterrupt):
         err.print("[red]canary-stream run: aborted[/red]")
         return 130

@@ -15,6 +15,7 @@ pub mod attribution;
 pub mod classify;
 pub mod flags;
 pub mod generator;
+pub mod kafka;
 pub mod malformed;
 pub mod parse;
 pub mod pipeline;

@@ -37,7 +37,7 @@ create_exception!(
 );
 
 /// Run `f`, turning a panic into `CorePanic`.
-fn guarded<T>(f: impl FnOnce() -> T) -> PyResult<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
         let msg = e
             .downcast_ref::<&str>()
@@ -1023,6 +1023,7 @@ impl PyAlsStream {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyAlsStream>()?;
+    crate::kafka::py::register(m)?;
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;
     m.add_function(wrap_pyfunction!(parse_lines, m)?)?;
     m.add_function(wrap_pyfunction!(reason_names, m)?)?;

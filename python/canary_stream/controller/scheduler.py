@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,12 +20,19 @@ from canary_stream.controller.hashing import checksum
 from canary_stream.controller.phases import ANALYSING, FINISHED, SETTLED, Phase
 from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import HookResult, HookType, WebhookClient, hook_type
-from canary_stream.router.base import Router, Routes
+from canary_stream.router.base import InitializingRouter, Router, RouterNotReady, Routes
 from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Analysis, Canary, Strategy
+from canary_stream.spec.schedule import (
+    KUBERNETES_DEFAULT_ITERATIONS,
+    TOTAL_WEIGHT,
+    max_weight,
+    next_step_weight,
+)
 from canary_stream.workload.base import Workloads
 
 _EPS = 1e-6
+log = logging.getLogger(__name__)
 
 
 class Analyzer(Protocol):
@@ -107,35 +114,19 @@ def duration_or(text: str | None, default: float) -> float:
         return default
 
 
-def strategy_of(analysis: Analysis | None) -> Strategy:
-    """Flagger's DeploymentStrategy: match + iterations -> A/B, iterations -> blue/green, else canary."""
-    if analysis is not None and analysis.iterations:
-        return Strategy.AB_TESTING if analysis.match else Strategy.BLUE_GREEN
-    return Strategy.CANARY
-
-
-def max_weight(analysis: Analysis) -> int:
-    """Flagger's GetMaxWeight: the last stepWeights element (capped at 100), else maxWeight, else 100."""
-    if analysis.step_weights:
-        return min(analysis.step_weights[-1], 100)
-    return analysis.max_weight or 100
-
-
-def next_step_weight(analysis: Analysis, canary_weight: int) -> int:
-    """Flagger's nextStepWeight: stepWeight when set; otherwise the stepWeights ladder (a weight off the
-    ladder jumps to the top). Neither set: straight to maxWeight (Flagger would never move)."""
-    if analysis.step_weight or not analysis.step_weights:
-        return analysis.step_weight or max(1, max_weight(analysis) - canary_weight)
-    ladder = analysis.step_weights
-    max_step = max_weight(analysis) - canary_weight
-    if max_step <= 0:
-        return 1
-    if canary_weight == 0:
-        return min(ladder[0], max_step)
-    for lo, hi in itertools.pairwise(ladder):
-        if lo == canary_weight:
-            return min(hi - lo, max_step)
-    return max_step
+def next_canary_weight(analysis: Analysis, canary_weight: int) -> int:
+    """The canary weight of the next step: Flagger's `nextStepWeight` (spec/schedule.py), with two
+    deliberate differences. A weight off the stepWeights ladder (a manual set-weight) goes to
+    maxWeight, where Flagger would jump to 100 % past maxWeight; and with neither stepWeight nor
+    stepWeights the canary goes straight to maxWeight, where Flagger would never move."""
+    top = max_weight(analysis)
+    step = next_step_weight(analysis, canary_weight)
+    if not step:
+        return top
+    ladder = analysis.step_weights or []
+    if not analysis.step_weight and ladder and canary_weight not in (0, *ladder):
+        return max(canary_weight, top)
+    return min(TOTAL_WEIGHT, canary_weight + step)
 
 
 class Rollout:
@@ -292,7 +283,7 @@ class Rollout:
 
     @property
     def strategy(self) -> Strategy:
-        return strategy_of(self.canary.spec.analysis)
+        return self.canary.strategy()
 
     def _skip_analysis(self) -> bool:
         return self.canary.spec.skip_analysis or self.canary.spec.analysis is None
@@ -334,6 +325,15 @@ class Rollout:
         self._post(_Timer())
 
     async def _handle(self, item: _Item) -> None:
+        try:
+            await self._dispatch(item)
+        except RouterNotReady as exc:
+            # The mesh has not accepted the last route change: look again shortly, draw no
+            # conclusion from the split in the meantime.
+            log.info("%s: %s; retrying", self.ident, exc)
+            self._wake(self.clock.now() + self.options.readiness_recheck_s)
+
+    async def _dispatch(self, item: _Item) -> None:
         if isinstance(item, _Timer):
             now = self.clock.now()
             while self._deadlines and self._deadlines[0] <= now + _EPS:
@@ -495,12 +495,15 @@ class Rollout:
     async def _initialize(self) -> None:
         if self.status.phase is None:
             self._set_phase(Phase.INITIALIZING)
+        if isinstance(self.router, InitializingRouter):
+            await self.router.initialize(self.canary)
         await self.workloads.initialize(self.canary)
-        await self.router.reconcile(self.canary)
         ready = await self.workloads.primary_ready(self.canary)
         if not ready.ready:
             self._wake(self.clock.now() + self.options.readiness_recheck_s)
             return
+        # Only now may the apex Service (and the mesh object) point at the primary: it has pods.
+        await self.router.reconcile(self.canary)
         await self.workloads.scale_canary(self.canary, 0)
         revision = await self.workloads.revision(self.canary)
         routes = await self.router.get_routes(self.canary)
@@ -660,7 +663,7 @@ class Rollout:
             if cw < max_weight(a):
                 if not routes.mirrored and not await self._gate(HookType.CONFIRM_TRAFFIC_INCREASE):
                     return
-                canary = min(100, cw + next_step_weight(a, cw))
+                canary = next_canary_weight(a, cw)
                 new = Routes(100 - canary, canary)
                 await self._route(new)
                 await self._event(f"Advance {self.ident} canary weight {canary}")
@@ -669,17 +672,18 @@ class Rollout:
             if await self._gate(HookType.CONFIRM_PROMOTION):
                 await self._promote()
             return
-        n = a.iterations or 0
+        kubernetes = self.canary.spec.provider == "kubernetes"
+        n = a.iterations or (KUBERNETES_DEFAULT_ITERATIONS if kubernetes else 0)
         if it < n:
             if strategy == Strategy.AB_TESTING and it == 0:
                 await self._route(Routes(0, 100))
-            elif strategy == Strategy.BLUE_GREEN and a.mirror and not routes.mirrored:
+            elif strategy == Strategy.BLUE_GREEN and a.mirror and not kubernetes and not routes.mirrored:
                 await self._route(Routes(100, 0, mirrored=True, mirror_weight=a.mirror_weight))
             self._write(self.status.touch(self.clock.now(), iterations=it + 1))
             await self._event(f"Advance {self.ident} canary iteration {it + 1}/{n}")
             self._start_step(await self.router.get_routes(self.canary))
             return
-        if strategy == Strategy.BLUE_GREEN and it == n:
+        if strategy == Strategy.BLUE_GREEN and it == n and not kubernetes:
             # Live traffic moves to the canary for one more interval before the primary is updated.
             if not await self._gate(HookType.CONFIRM_PROMOTION):
                 return
@@ -888,8 +892,6 @@ __all__ = [
     "Rollout",
     "RolloutOptions",
     "advance_settled",
-    "max_weight",
-    "next_step_weight",
+    "next_canary_weight",
     "phase_is_final",
-    "strategy_of",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from importlib import resources
@@ -51,14 +52,39 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rps", type=float, default=3000.0, help="total simulated request rate")
     p.add_argument("--no-live", action="store_true", help="plain text lines instead of a live view")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--api",
+        metavar="[HOST:]PORT",
+        type=host_port,
+        help="serve the verdict API over the demo's rollout (host default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="bearer tokens for manual control, one per line (default: none needed on a loopback host)",
+    )
+    p.add_argument(
+        "--api-linger", type=float, default=0.0, metavar="S", help="keep serving S seconds after the releases"
+    )
     p.set_defaults(func=run)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (``[::1]:8080`` for IPv6) -> (host, port); the host defaults to 127.0.0.1."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
+    return host, int(port)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run both releases; exit 0 when the healthy one succeeded and the faulty one failed."""
     console = Console()
     live = not args.no_live and console.is_terminal
-    outcomes = asyncio.run(_demo(console, args.rps, args.seed, live))
+    outcomes = asyncio.run(_demo(console, args.rps, args.seed, live, api=_api_options(args)))
     ok = outcomes == ["Succeeded", "Failed"]
     console.print(
         f"[bold]{'As expected' if ok else 'Unexpected outcome'}:[/] healthy -> {outcomes[0]}, "
@@ -67,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-async def _demo(console: Console, rps: float, seed: int, live: bool) -> list[str]:
+def _api_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if getattr(args, "api", None) is None:
+        return None
+    return {"address": args.api, "token_file": args.api_token_file, "linger": args.api_linger}
+
+
+async def _demo(
+    console: Console, rps: float, seed: int, live: bool, api: dict[str, Any] | None = None
+) -> list[str]:
     canary = load_canary(demo_spec_path())
     events = MemoryEventSink()
     # 0.5 % errors on both versions (99.5 % success): enough events for the judge to conclude in a
@@ -77,6 +111,7 @@ async def _demo(console: Console, rps: float, seed: int, live: bool) -> list[str
                 options=RolloutOptions(min_interval_s=1.0, finalise_delay_s=2.0))  # fmt: skip
     sim.rollout.events = events
     console.print(f"[bold yellow]{BANNER}[/]")
+    server = (await _start_api(console, sim, api))[0] if api is not None else None
     task = asyncio.create_task(sim.rollout.run())
     outcomes: list[str] = []
     seen = 0
@@ -110,10 +145,50 @@ async def _demo(console: Console, rps: float, seed: int, live: bool) -> list[str
                 plain()
             phase = sim.phase
             outcomes.append(phase.value if phase else "")
+        if server is not None and api is not None and api["linger"] > 0:
+            console.print(f"API still serving for {api['linger']:g} s")
+            linger_end = time.time() + api["linger"]
+            await run_wall(sim, until=lambda: time.time() >= linger_end)
     finally:
         sim.rollout.stop()
         await task
+        if server is not None:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
     return outcomes
+
+
+async def _start_api(
+    console: Console, sim: Simulation, api: dict[str, Any]
+) -> tuple[asyncio.Task[None], str]:
+    """Serve the verdict API over the demo's rollout (in-memory registry, direct commander); the
+    serving task and the base URL."""
+    from canary_stream.api import ApiConfig, create_app, serve
+    from canary_stream.api.config import AuthMode
+    from canary_stream.api.notices import PublishingAnalyzer, watch
+    from canary_stream.registry import Registry, direct_commander
+
+    host, port = api["address"]
+    registry = Registry(aggregator=sim.aggregator)
+    registry.commander = direct_commander(registry)
+    ns, name = sim.canary.namespace, sim.canary.name
+    watch(registry, ns, name, sim.rollout)
+    sim.judge.inner = PublishingAnalyzer(sim.judge.inner, registry, ns, name)
+    loopback = host in ("127.0.0.1", "::1", "localhost")
+    # Manual control without a token only on a loopback address; elsewhere a token file is needed.
+    auth: AuthMode = "token-file" if api["token_file"] or not loopback else "none"
+    config = ApiConfig(auth=auth, token_file=api["token_file"], ready_requires_sources=False)
+    app = create_app(registry, config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(app, host, port, ready=ready))
+    await ready.wait()
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{app.state.port}"
+    console.print(f"verdict API on {url} (e.g. /api/v1/canaries/{ns}/{name}, /docs)")
+    if auth == "token-file" and not api["token_file"]:
+        console.print("manual control disabled: not a loopback address and no --api-token-file")
+    return task, url
 
 
 async def _wait_initialized(sim: Simulation) -> None:

@@ -376,7 +376,10 @@ class HttpPushSource:
                 raise _Reject(413, "body_too_large", f"body exceeds the limit of {cfg.max_body_bytes} bytes")
             parts.append(chunk)
         body = b"".join(parts)
-        if size > THREAD_DECODE_BYTES:
+        # Only decompression and rewriting cost enough to be worth a thread hop; a plain body is
+        # checked on the loop (a prefix match and its last byte).
+        heavy = encoding not in ("", "identity") or self._rewrite is not None
+        if heavy and size > THREAD_DECODE_BYTES:
             return await asyncio.to_thread(self._transform, body, encoding)
         return self._transform(body, encoding)
 

@@ -1,5 +1,17 @@
-"""Kafka telemetry source (aiokafka): a consumer group reading access-log records, handing the core
-one buffer per partition batch, committing offsets only after that buffer is folded.
+"""Kafka telemetry source: a consumer group reading access-log records, handing the core one buffer
+per partition fetch, committing offsets only after that buffer is folded.
+
+Two fetch paths (``KafkaConfig.fetch_path``):
+
+* ``rust`` (the default when the extension has it): aiokafka's ``AIOKafkaConsumer`` does only group
+  membership, assignment, rebalance callbacks, offset commits and metadata; every assigned partition
+  stays paused for aiokafka's own fetcher. The Rust fetcher (``_native.KafkaFetcher``,
+  rust/src/kafka/) sends Fetch requests to the partition leaders over plain TCP with the GIL
+  released, checks and decompresses the record batches and joins the values into one buffer per
+  ``(target, version)`` of a partition fetch: no per-record Python object. Not for TLS / SASL or
+  ``isolation_level=read_committed``: those configurations use the aiokafka path (logged).
+* ``aiokafka``: ``getmany`` and per-record ``ConsumerRecord`` objects (kept for comparison and for
+  the configurations above).
 
 Record shapes (what Fluent Bit's ``kafka`` output and Vector's ``kafka`` sink produce):
 
@@ -34,6 +46,7 @@ committed with the batch, so a poison record is skipped once and never blocks th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import operator
 import re
@@ -52,6 +65,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
+from canary_stream import _native
 from canary_stream.core import Source
 from canary_stream.sources.base import Batch, IngestQueue, SourceStats
 
@@ -62,6 +76,23 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OA
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_@.\-]+$")
+FetchPath = Literal["rust", "aiokafka"]
+_FETCH_PATHS = ("rust", "aiokafka")
+RUST_FETCHER_AVAILABLE = hasattr(_native, "KafkaFetcher")
+
+# Kafka error codes of a partition fetch after which the leader must be looked up again
+_REFRESH_METADATA = {
+    3: "UNKNOWN_TOPIC_OR_PARTITION",
+    5: "LEADER_NOT_AVAILABLE",
+    6: "NOT_LEADER_OR_FOLLOWER",
+    9: "REPLICA_NOT_AVAILABLE",
+    56: "KAFKA_STORAGE_ERROR",
+    74: "FENCED_LEADER_EPOCH",
+    75: "UNKNOWN_LEADER_EPOCH",
+    78: "OFFSET_NOT_AVAILABLE",
+    100: "UNKNOWN_TOPIC_ID",
+}
+_OFFSET_OUT_OF_RANGE = 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,10 @@ class KafkaConfig:
     group_id: str = "canary-stream"
     client_id: str = "canary-stream"
     auto_offset_reset: Literal["latest", "earliest"] = "latest"
+    # "rust": Fetch requests and record decoding in the Rust core (aiokafka keeps the group);
+    # "aiokafka": getmany. TLS / SASL / read_committed always use aiokafka (see rust_fetch_refusal).
+    fetch_path: FetchPath = "rust" if RUST_FETCHER_AVAILABLE else "aiokafka"
+    request_timeout_ms: int = 30_000  # rust path: connect + response wait on top of fetch_max_wait_ms
     # fetching / batching
     # Larger fetches and batches cost the source less per byte (measured in
     # benches/test_bench_kafka.py: 1 MiB / 10,000 → 4 MiB / 50,000 raised records of many lines
@@ -139,6 +174,10 @@ class KafkaConfig:
                 fail("topic_pattern", f"invalid regex: {exc}")
         if not self.group_id:
             fail("group_id", "a consumer group is required (offsets are committed to it)")
+        if self.fetch_path not in _FETCH_PATHS:
+            fail("fetch_path", f"expected rust or aiokafka, got {self.fetch_path!r}")
+        if self.fetch_path == "rust" and not RUST_FETCHER_AVAILABLE:
+            fail("fetch_path", "this build of the extension has no Rust Kafka fetcher")
         if self.auto_offset_reset not in ("latest", "earliest"):
             fail("auto_offset_reset", f"expected latest or earliest, got {self.auto_offset_reset!r}")
         for name in (
@@ -150,6 +189,7 @@ class KafkaConfig:
             "session_timeout_ms",
             "heartbeat_interval_ms",
             "max_poll_interval_ms",
+            "request_timeout_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -188,6 +228,15 @@ class KafkaConfig:
                     fail("sasl_plain_password", f"required for SASL {self.sasl_mechanism}")
             if self.sasl_mechanism == "OAUTHBEARER" and self.sasl_oauth_token_provider is None:
                 fail("sasl_oauth_token_provider", "required for SASL OAUTHBEARER")
+
+    def rust_fetch_refusal(self) -> str | None:
+        """Why this configuration cannot use the Rust fetcher (None: it can). The fetcher speaks
+        plain TCP and does not filter aborted transactions."""
+        if self.security_protocol != "PLAINTEXT":
+            return f"security_protocol {self.security_protocol} (the Rust fetcher has no TLS / SASL)"
+        if self.extra.get("isolation_level", "read_uncommitted") != "read_uncommitted":
+            return "isolation_level read_committed (the Rust fetcher reads uncommitted)"
+        return None
 
     def consumer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``AIOKafkaConsumer`` (auto-commit off: we commit after folding)."""
@@ -311,6 +360,15 @@ class KafkaSource:
         self._folded: dict[TopicPartition, int] = {}  # folded, committable offsets
         self._committed: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}  # next offset after what getmany returned
+        self._highwater: dict[TopicPartition, int] = {}  # rust path: from the last fetch response
+        refusal = config.rust_fetch_refusal() if config.fetch_path == "rust" else None
+        if refusal is not None:
+            log.warning("kafka: using the aiokafka fetch path: %s", refusal)
+        self.fetch_path: FetchPath = "rust" if config.fetch_path == "rust" and refusal is None else "aiokafka"
+        self._rust = self.fetch_path == "rust"
+        self.fetches = 0  # rust path: fetch calls (tests, diagnostics)
+        self.fetch_errors = 0  # rust path: broker or partition errors met (retried)
+        self._failing: str | None = None  # the first error of an ongoing outage (logged once)
         self._progress = asyncio.Condition()
         self._commit_task: asyncio.Task[None] | None = None
         self._commit_again = False
@@ -336,21 +394,10 @@ class KafkaSource:
             consumer.subscribe(topics=list(cfg.topics), listener=listener)
         try:
             await consumer.start()
-            while not self._stopping.is_set():
-                try:
-                    fetched = await consumer.getmany(
-                        timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_records
-                    )
-                except RecordTooLargeError as exc:
-                    # only with fetch sizes below the record size on old protocols: aiokafka has
-                    # already moved past the record
-                    log.warning("kafka: skipped a record larger than the fetch size: %s", exc)
-                    self._count("record_too_large")
-                    continue
-                for tp, records in fetched.items():
-                    if records and not await self._hand_over(queue, tp, records):
-                        break
-                await self._update_lag()
+            if self._rust:
+                await self._fetch_loop(consumer, queue)
+            else:
+                await self._getmany_loop(consumer, queue)
         except BaseException:
             # cancelled (shutdown without stop(), a crash in a test) or failed: batches in flight
             # may never be folded, so nothing more is committed; the next consumer reads them again
@@ -363,12 +410,199 @@ class KafkaSource:
         finally:
             await self._close()
 
+    async def _getmany_loop(self, consumer: AIOKafkaConsumer, queue: IngestQueue) -> None:
+        """The aiokafka fetch path: getmany, one Batch per (target, version) of a partition batch."""
+        cfg = self.config
+        while not self._stopping.is_set():
+            try:
+                fetched = await consumer.getmany(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_records)
+            except RecordTooLargeError as exc:
+                # only with fetch sizes below the record size on old protocols: aiokafka has
+                # already moved past the record
+                log.warning("kafka: skipped a record larger than the fetch size: %s", exc)
+                self._count("record_too_large")
+                continue
+            for tp, records in fetched.items():
+                if records and not await self._hand_over(queue, tp, records):
+                    break
+            await self._update_lag()
+
     async def _close(self) -> None:
         if self._commit_task is not None and not self._commit_task.done():
             self._commit_task.cancel()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+
+    # --- the Rust fetch path ------------------------------------------------------------------
+
+    def _fetcher(self) -> Any:
+        cfg = self.config
+        return _native.KafkaFetcher(
+            client_id=cfg.client_id,
+            max_wait_ms=cfg.fetch_max_wait_ms,
+            max_bytes=cfg.fetch_max_bytes,
+            partition_max_bytes=cfg.max_partition_fetch_bytes,
+            max_records=cfg.max_records,
+            request_timeout_ms=cfg.request_timeout_ms,
+            check_crcs=cfg.check_crcs,
+            max_record_bytes=cfg.max_record_bytes,
+            target_header=cfg.target_header,
+            version_header=cfg.version_header,
+            key_attribution=cfg.key_attribution,
+            envelope_key=cfg.envelope_key,
+        )
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer, queue: IngestQueue) -> None:
+        """Fetch with the Rust fetcher until stop(): one Fetch per leader per round, the
+        decoded buffers queued per partition, offsets committed after folding as on the
+        aiokafka path. Waiting for queue space is the flow control: no fetch meanwhile."""
+        fetcher = self._fetcher()
+        backoff = 0.0
+        try:
+            while not self._stopping.is_set():
+                if backoff:
+                    await self._sleep(backoff)
+                    if self._stopping.is_set():
+                        break
+                if consumer._subscription.reassignment_in_progress:
+                    # a rebalance: the revoked partitions' batches must fold (on_partitions_revoked
+                    # waits for them) and nothing new may be taken from them, as getmany does
+                    backoff = 0.02
+                    continue
+                requests = await self._fetch_requests(consumer)
+                if not requests:
+                    backoff = 0.05
+                    continue
+                # aiokafka's max_poll_interval_ms counts the time spent outside of a fetch: a
+                # fetch of ours counts as one (getmany would hand out records that aiokafka's
+                # fetcher took before the partitions were paused)
+                with consumer._subscription.fetch_context():
+                    parts, node_errors = await asyncio.to_thread(fetcher.fetch, requests)
+                self.fetches += 1
+                ok = await self._take_fetched(consumer, queue, parts)
+                for host, port, message in node_errors:
+                    self._fetch_failed(consumer, f"broker {host}:{port}: {message}")
+                backoff = 0.0 if ok and not node_errors else min(1.0, max(0.1, backoff * 2))
+                await self._update_lag()
+        finally:
+            # a fetch still running in its thread (cancelled) holds the fetcher: its sockets then
+            # close when it is collected
+            with contextlib.suppress(RuntimeError):
+                fetcher.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _fetch_requests(
+        self, consumer: AIOKafkaConsumer
+    ) -> list[tuple[str, int, list[tuple[str, int, int]]]]:
+        """The next fetch: every assigned partition with a known position and leader, grouped by
+        the leader's address."""
+        assigned = consumer.assignment()
+        unpaused = assigned - consumer.paused()
+        if unpaused:
+            consumer.pause(*unpaused)
+        cluster = consumer._client.cluster
+        nodes: dict[tuple[str, int], list[tuple[str, int, int]]] = {}
+        for tp in sorted(assigned):
+            known = self._positions.get(tp)
+            if known is not None:
+                pos = known
+            else:
+                try:  # the committed offset, or auto_offset_reset's (aiokafka resolves it)
+                    pos = await asyncio.wait_for(consumer.position(tp), self.config.request_timeout_ms / 1000)
+                except (KafkaError, IllegalStateError, TimeoutError) as exc:
+                    self._fetch_failed(consumer, f"no position for {tp}: {exc!r}")
+                    continue
+                if tp not in consumer.assignment():
+                    continue  # revoked while waiting
+                self._positions[tp] = pos
+            leader = cluster.leader_for_partition(tp)
+            broker = cluster.broker_metadata(leader) if leader is not None and leader >= 0 else None
+            if broker is None:
+                self._fetch_failed(consumer, f"no leader known for {tp}")
+                continue
+            nodes.setdefault((broker.host, broker.port), []).append((tp.topic, tp.partition, pos))
+        return [(host, port, parts) for (host, port), parts in nodes.items()]
+
+    def _fetch_failed(self, consumer: AIOKafkaConsumer, why: str) -> None:
+        """Count, log (once per outage) and ask aiokafka for fresh metadata (leaders move)."""
+        self.fetch_errors += 1
+        if self._failing is None:
+            log.warning("kafka: fetch failed, retrying: %s", why)
+            self._failing = why
+        else:
+            log.debug("kafka: fetch failed, retrying: %s", why)
+        consumer._client.force_metadata_update()
+
+    async def _take_fetched(self, consumer: AIOKafkaConsumer, queue: IngestQueue, parts: list[Any]) -> bool:
+        """Queue what one fetch returned; False when a partition reported an error."""
+        ok = True
+        assigned = consumer.assignment()
+        for (
+            topic,
+            partition,
+            fetch_offset,
+            error,
+            next_offset,
+            high,
+            _start,
+            _n,
+            _b,
+            groups,
+            skipped,
+            _p,
+        ) in parts:
+            tp = TopicPartition(topic, partition)
+            if consumer._subscription.reassignment_in_progress:
+                break  # a rebalance began while the fetch ran: the rest is read again by the owner
+            if tp not in assigned or self._positions.get(tp) != fetch_offset:
+                continue  # revoked (or moved) while the fetch ran: the data is not ours to hand over
+            if error:
+                ok = False
+                await self._partition_error(consumer, tp, error)
+                continue
+            if self._failing is not None:
+                log.info("kafka: fetching again after: %s", self._failing)
+                self._failing = None
+            if high >= 0:
+                self._highwater[tp] = high
+            for reason, n in skipped.items():
+                self.stats.malformed[reason] = self.stats.malformed.get(reason, 0) + n
+            if next_offset <= fetch_offset:
+                continue
+            self._positions[tp] = next_offset
+            buffers = [(Source(target=t, version=v), data) for t, v, data, _ in groups]
+            if not await self._queue_buffers(queue, tp, next_offset, buffers):
+                break
+        return ok
+
+    async def _partition_error(self, consumer: AIOKafkaConsumer, tp: TopicPartition, error: int) -> None:
+        if error == _OFFSET_OUT_OF_RANGE:
+            # the position left the log (retention, a truncated log): start over as configured
+            log.warning(
+                "kafka: offset %s of %s out of range, resetting to %s",
+                self._positions.get(tp),
+                tp,
+                self.config.auto_offset_reset,
+            )
+            self.fetch_errors += 1
+            try:
+                if self.config.auto_offset_reset == "earliest":
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    await consumer.seek_to_end(tp)
+            except (KafkaError, IllegalStateError) as exc:
+                log.warning("kafka: offset reset of %s failed: %s", tp, exc)
+            self._positions.pop(tp, None)  # read again from aiokafka's reset position
+            return
+        name = _REFRESH_METADATA.get(error)
+        self._fetch_failed(consumer, f"{tp}: Kafka error {error} {name or ''}".rstrip())
 
     # --- batches ---------------------------------------------------------------------------
 
@@ -378,10 +612,19 @@ class KafkaSource:
         groups = self._group(records)
         end = records[-1].offset + 1
         self._positions[tp] = end
-        entry = _Inflight(end=end, remaining=len(groups))
+        buffers = [(source, self._join(values) if values else b"") for source, values in groups]
+        return await self._queue_buffers(queue, tp, end, buffers)
+
+    async def _queue_buffers(
+        self, queue: IngestQueue, tp: TopicPartition, end: int, buffers: list[tuple[Source, bytes]]
+    ) -> bool:
+        """Queue the buffers of one partition fetch; `end` is committed once all are folded (at
+        least one Batch, possibly empty, so that skipped records' offsets are committed too)."""
+        if not buffers:
+            buffers = [(Source(), b"")]
+        entry = _Inflight(end=end, remaining=len(buffers))
         self._inflight.setdefault(tp, deque()).append(entry)
-        for source, values in groups:
-            data = self._join(values) if values else b""
+        for source, data in buffers:
             batch = Batch(data, source, self.stats, self._acker(tp, entry))
             if not await self._put(queue, batch):
                 # stopping: the rest of this partition batch is never queued, so it never
@@ -463,10 +706,12 @@ class KafkaSource:
         """
         consumer = self._consumer
         paused: set[TopicPartition] = set()
-        if consumer is not None and queue.would_block(len(batch.data)):
-            paused = set(consumer.assignment())
-            consumer.pause(*paused)
+        if queue.would_block(len(batch.data)):
             self.pauses += 1
+            # the Rust path does not fetch while this waits (its partitions stay paused for aiokafka)
+            if consumer is not None and not self._rust:
+                paused = set(consumer.assignment())
+                consumer.pause(*paused)
         put = asyncio.ensure_future(queue.put(batch))
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -570,9 +815,12 @@ class KafkaSource:
             self._folded.pop(tp, None)
             self._committed.pop(tp, None)
             self._positions.pop(tp, None)
+            self._highwater.pop(tp, None)
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("kafka: assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if self._rust and self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)  # aiokafka's fetcher never fetches them
 
     # --- lag -------------------------------------------------------------------------------
 
@@ -583,6 +831,13 @@ class KafkaSource:
             return
         self._lag_at = now
         total: int | None = None
+        if self._rust:
+            for tp in consumer.assignment():
+                high, pos = self._highwater.get(tp), self._positions.get(tp)
+                if high is not None and pos is not None:
+                    total = (total or 0) + max(0, high - pos)
+            self.stats.lag = total
+            return
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             pos = self._positions.get(tp)

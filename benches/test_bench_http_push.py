@@ -1,0 +1,231 @@
+"""HTTP push ingest → aggregator, against a per-record Python ingest service, in the same run.
+
+Both servers run as their own process on 127.0.0.1 (uvicorn, one event loop each), one after the
+other, and receive exactly the same request bodies from ``SENDERS`` sender processes (many agents
+pushing to one ingest; one Python sender alone cannot load our server), ``CONCURRENCY`` requests
+in flight in all, ``LINES_PER_BODY`` generated Istio JSON lines per body — what Fluent Bit's
+``http`` output with ``format json_lines`` or Vector's ``http`` sink send, minus the envelope):
+
+* ours: ``canary-stream run --http`` — ``HttpPushSource`` → ``IngestQueue`` → ``fold_forever`` →
+  ``Aggregator``, answering 204 once the body is folded (``ack="folded"``, the default);
+* baseline: ``benches/http_baseline_server.py`` — the same Starlette/uvicorn transport, with
+  ``orjson.loads`` per line and a Python dict per version, answering 204 once counted.
+
+The rate is lines / (first request sent → last 204 received); every line must then be counted
+(``GET /stats``). Shapes: identity bodies and gzip bodies (``Content-Encoding: gzip``, compressed
+once up front). Sizes: ``BENCH_HTTP_LINES`` (default 5 x ``BENCH_LINES``), ``BENCH_HTTP_BODY_LINES``
+(2000), ``BENCH_HTTP_CONCURRENCY`` (8), ``BENCH_HTTP_SENDERS`` (2), ``BENCH_HTTP_ROUNDS`` (3).
+Run with ``-s`` for the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from canary_stream import generate
+
+LINES = int(os.environ.get("BENCH_HTTP_LINES", str(5 * int(os.environ.get("BENCH_LINES", "200000")))))
+BODY_LINES = int(os.environ.get("BENCH_HTTP_BODY_LINES", "2000"))
+CONCURRENCY = int(os.environ.get("BENCH_HTTP_CONCURRENCY", "8"))
+SENDERS = int(os.environ.get("BENCH_HTTP_SENDERS", "2"))
+ROUNDS = int(os.environ.get("BENCH_HTTP_ROUNDS", "3"))
+RPS = 200_000.0
+HERE = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bodies(gzipped: bool) -> list[bytes]:
+    # 200 K requests/s of event time: 1 M lines span 5 s, less than the aggregator's allowed
+    # lateness (10 s), so however the senders interleave no line is dropped as late.
+    data = generate("istio-json", lines=LINES, seed=7, rps=RPS)
+    lines = data.splitlines(keepends=True)
+    bodies = [b"".join(lines[i : i + BODY_LINES]) for i in range(0, len(lines), BODY_LINES)]
+    return [gzip.compress(b, 1) for b in bodies] if gzipped else bodies
+
+
+@pytest.fixture(scope="module")
+def bodies() -> dict[str, list[bytes]]:
+    return {"identity": _bodies(False), "gzip": _bodies(True)}
+
+
+class Server:
+    """A server process on a free port, up once /healthz answers."""
+
+    def __init__(self, argv: list[str], port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not come up")
+
+    def events(self) -> int:
+        return int(httpx.get(self.url + "/stats", timeout=10).json()["events"])
+
+    def cpu_s(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def ours() -> Server:
+    port = _free_port()
+    argv = [sys.executable, "-m", "canary_stream.cli", "run", "--http", f"127.0.0.1:{port}"]
+    return Server([*argv, "--stats-interval", "0", "--http-max-body", str(64 << 20)], port)
+
+
+def baseline() -> Server:
+    port = _free_port()
+    return Server([sys.executable, str(HERE / "http_baseline_server.py"), str(port)], port)
+
+
+async def _push(url: str, bodies: list[bytes], gzipped: bool, concurrency: int) -> None:
+    """Send every body with `concurrency` requests in flight. A 429/503 (backpressure) is retried
+    after a short pause, as Vector and Fluent Bit do."""
+    headers = {"Content-Type": "application/x-ndjson"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    todo = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def worker() -> None:
+            for body in todo:
+                while True:
+                    r = await client.post("/ingest", content=body, headers=headers)
+                    if r.status_code == 204:
+                        break
+                    assert r.status_code in (429, 503), (r.status_code, r.text)
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _sender(url: str, bodies: list[bytes], gzipped: bool, go: Any, done: Any) -> None:
+    """One sender process (one agent): waits for `go`, pushes its bodies, reports."""
+    go.wait()
+    try:
+        asyncio.run(_push(url, bodies, gzipped, max(1, CONCURRENCY // SENDERS)))
+        done.put("ok")
+    except BaseException as exc:  # reported to the parent, which fails the test
+        done.put(repr(exc))
+
+
+def _round(server: Server, bodies: list[bytes], gzipped: bool) -> tuple[float, float]:
+    """(seconds, server CPU seconds) for one push of every body by SENDERS processes (bodies
+    dealt round-robin, so event time advances evenly); checks every line was counted."""
+    ctx = multiprocessing.get_context("fork")
+    go, done = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_sender, args=(server.url, bodies[k::SENDERS], gzipped, go, done))
+        for k in range(SENDERS)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(0.2)  # forked and waiting on `go`
+    before, cpu0 = server.events(), server.cpu_s()
+    started = time.perf_counter()
+    go.set()
+    outcomes = [done.get(timeout=600) for _ in procs]
+    took = time.perf_counter() - started
+    cpu = server.cpu_s() - cpu0
+    for p in procs:
+        p.join()
+    assert outcomes == ["ok"] * SENDERS, outcomes
+    counted = server.events() - before
+    assert counted == LINES, f"{counted} of {LINES} lines counted: {httpx.get(server.url + '/stats').text}"
+    return took, cpu
+
+
+@pytest.fixture(scope="module")
+def results() -> Iterator[dict[tuple[str, str], list[tuple[float, float]]]]:
+    store: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    yield store
+    if not store:
+        return
+    print(
+        f"\nHTTP push, {LINES:,} lines in bodies of {BODY_LINES}, {SENDERS} sender processes,"
+        f" {CONCURRENCY} requests in flight:"
+    )
+    for shape in ("identity", "gzip"):
+        rates = {}
+        for who in ("ours", "baseline"):
+            runs = store.get((who, shape))
+            if not runs:
+                continue
+            took = statistics.median(t for t, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            rates[who] = LINES / took
+            print(
+                f"  {shape:8s} {who:8s} {LINES / took / 1e3:8.0f} K events/s"
+                f"  ({LINES / max(cpu, 1e-9) / 1e3:.0f} K per server CPU s)"
+            )
+        if len(rates) == 2:
+            print(f"  {shape:8s} ratio ours / baseline x{rates['ours'] / rates['baseline']:.1f}")
+
+
+@pytest.mark.parametrize("shape", ["identity", "gzip"])
+@pytest.mark.parametrize("who", ["ours", "baseline"])
+def test_http_push_rate(
+    benchmark: object,
+    bodies: dict[str, list[bytes]],
+    results: dict[tuple[str, str], list[tuple[float, float]]],
+    who: str,
+    shape: str,
+) -> None:
+    # A fresh server per round: the same bytes sent again would be late for the aggregator (their
+    # event time is behind its watermark by more than the allowed lateness) and be dropped.
+    servers: list[Server] = []
+    runs: list[tuple[float, float]] = []
+    gz = shape == "gzip"
+
+    def setup() -> None:
+        for old in servers:
+            old.close()
+        servers.append(ours() if who == "ours" else baseline())
+
+    def one() -> None:
+        runs.append(_round(servers[-1], bodies[shape], gz))
+
+    try:
+        benchmark.pedantic(one, setup=setup, rounds=ROUNDS, iterations=1)  # type: ignore[attr-defined]
+    finally:
+        for server in servers:
+            server.close()
+    results[(who, shape)] = runs
+    took = statistics.median(t for t, _ in runs)
+    benchmark.extra_info.update({"events_per_s": LINES / took, "lines": LINES})  # type: ignore[attr-defined]

@@ -1,0 +1,406 @@
+//! Blocking Fetch requests to partition leaders (plain TCP), decoded into line buffers.
+//!
+//! One connection per broker address, opened on first use and dropped on any I/O or protocol
+//! error (the next call reconnects). Requests to several brokers are all sent before the first
+//! response is read, so the brokers work in parallel. Request/response framing comes from the
+//! `kafka-protocol` crate; the records are decoded by [`super::batch`]. Errors are returned, never
+//! raised as panics: per broker (connection refused, timeout, bad response) and per partition
+//! (Kafka error codes such as NOT_LEADER_OR_FOLLOWER or OFFSET_OUT_OF_RANGE).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use super::batch::{DecodeOptions, Decoder, PartitionLines};
+
+/// The Fetch version asked for: the newest that still names topics (v13+ use topic ids).
+const FETCH_VERSION: i16 = 12;
+/// The oldest Kafka 4.x serves.
+const FETCH_MIN_VERSION: i16 = 4;
+/// A response larger than this is a protocol error, not an allocation.
+const MAX_RESPONSE: usize = 1 << 30;
+
+/// Fetch settings (see `KafkaConfig` on the Python side).
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub client_id: String,
+    pub max_wait_ms: i32,
+    pub min_bytes: i32,
+    pub max_bytes: i32,
+    pub partition_max_bytes: i32,
+    /// Records per `fetch` call, all partitions together.
+    pub max_records: u64,
+    pub connect_timeout: Duration,
+    /// On top of `max_wait_ms` for reading a response.
+    pub request_timeout: Duration,
+    pub decode: DecodeOptions,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            client_id: "canary-stream".into(),
+            max_wait_ms: 100,
+            min_bytes: 1,
+            max_bytes: 32 << 20,
+            partition_max_bytes: 4 << 20,
+            max_records: 50_000,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            decode: DecodeOptions::default(),
+        }
+    }
+}
+
+/// One partition to fetch from its leader.
+#[derive(Debug, Clone)]
+pub struct PartitionRequest {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The partitions led by one broker.
+#[derive(Debug, Clone)]
+pub struct NodeRequest {
+    pub host: String,
+    pub port: u16,
+    pub partitions: Vec<PartitionRequest>,
+}
+
+/// What one partition's fetch gave.
+#[derive(Debug)]
+pub struct PartitionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub fetch_offset: i64,
+    /// Kafka error code (0: none; then `lines` is empty and the offset unchanged).
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub lines: PartitionLines,
+}
+
+/// A broker that could not be fetched from (its partitions are not in the results).
+#[derive(Debug)]
+pub struct NodeError {
+    pub host: String,
+    pub port: u16,
+    pub message: String,
+}
+
+struct Connection {
+    stream: TcpStream,
+    version: i16,
+    correlation: i32,
+}
+
+/// A Kafka fetcher: connections, settings and the record decoder.
+pub struct Fetcher {
+    cfg: FetchConfig,
+    decoder: Decoder,
+    conns: HashMap<(String, u16), Connection>,
+}
+
+type Failure = String;
+
+impl Fetcher {
+    pub fn new(cfg: FetchConfig) -> Self {
+        let decoder = Decoder::new(cfg.decode.clone());
+        Fetcher {
+            cfg,
+            decoder,
+            conns: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &FetchConfig {
+        &self.cfg
+    }
+
+    /// Drop every connection (the next fetch reconnects).
+    pub fn close(&mut self) {
+        self.conns.clear();
+    }
+
+    /// Fetch once from every node: all requests are sent, then the responses read and decoded.
+    pub fn fetch(&mut self, nodes: &[NodeRequest]) -> (Vec<PartitionResult>, Vec<NodeError>) {
+        let mut results = Vec::new();
+        let mut errors = Vec::new();
+        let mut sent: Vec<(&NodeRequest, i32)> = Vec::new();
+        for node in nodes.iter().filter(|n| !n.partitions.is_empty()) {
+            match self.send(node) {
+                Ok(correlation) => sent.push((node, correlation)),
+                Err(message) => {
+                    self.conns.remove(&(node.host.clone(), node.port));
+                    errors.push(NodeError {
+                        host: node.host.clone(),
+                        port: node.port,
+                        message,
+                    })
+                }
+            }
+        }
+        let mut budget = self.cfg.max_records;
+        for (node, correlation) in sent {
+            match self.receive(node, correlation, &mut budget, &mut results) {
+                Ok(()) => {}
+                Err(message) => {
+                    self.conns.remove(&(node.host.clone(), node.port));
+                    errors.push(NodeError {
+                        host: node.host.clone(),
+                        port: node.port,
+                        message,
+                    })
+                }
+            }
+        }
+        (results, errors)
+    }
+
+    fn connection(&mut self, host: &str, port: u16) -> Result<&mut Connection, Failure> {
+        let key = (host.to_string(), port);
+        if !self.conns.contains_key(&key) {
+            let conn = connect(host, port, &self.cfg)?;
+            self.conns.insert(key.clone(), conn);
+        }
+        self.conns
+            .get_mut(&key)
+            .ok_or_else(|| "connection vanished".to_string())
+    }
+
+    fn send(&mut self, node: &NodeRequest) -> Result<i32, Failure> {
+        let cfg = self.cfg.clone();
+        let conn = self.connection(&node.host, node.port)?;
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for p in &node.partitions {
+            let part = FetchPartition::default()
+                .with_partition(p.partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(p.offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(cfg.partition_max_bytes);
+            match topics
+                .iter_mut()
+                .find(|t| t.topic.0.as_str() == p.topic.as_str())
+            {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(p.topic.clone())))
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(cfg.max_wait_ms)
+            .with_min_bytes(cfg.min_bytes)
+            .with_max_bytes(cfg.max_bytes)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(topics);
+        conn.correlation = conn.correlation.wrapping_add(1);
+        let correlation = conn.correlation;
+        let version = conn.version;
+        let frame = encode(
+            ApiKey::Fetch,
+            version,
+            correlation,
+            &cfg.client_id,
+            &request,
+            FetchRequest::header_version(version),
+        )?;
+        conn.stream
+            .set_read_timeout(Some(
+                Duration::from_millis(cfg.max_wait_ms.max(0) as u64) + cfg.request_timeout,
+            ))
+            .map_err(|e| e.to_string())?;
+        conn.stream
+            .write_all(&frame)
+            .map_err(|e| format!("send to {}:{}: {e}", node.host, node.port))?;
+        Ok(correlation)
+    }
+
+    fn receive(
+        &mut self,
+        node: &NodeRequest,
+        correlation: i32,
+        budget: &mut u64,
+        results: &mut Vec<PartitionResult>,
+    ) -> Result<(), Failure> {
+        let conn = self
+            .conns
+            .get_mut(&(node.host.clone(), node.port))
+            .ok_or_else(|| "no connection".to_string())?;
+        let version = conn.version;
+        let mut body = read_frame(&mut conn.stream)
+            .map_err(|e| format!("read from {}:{}: {e}", node.host, node.port))?;
+        let header = ResponseHeader::decode(&mut body, FetchResponse::header_version(version))
+            .map_err(|e| format!("bad response header: {e}"))?;
+        if header.correlation_id != correlation {
+            return Err(format!(
+                "correlation id {} (expected {correlation})",
+                header.correlation_id
+            ));
+        }
+        let response = FetchResponse::decode(&mut body, version)
+            .map_err(|e| format!("bad fetch response: {e}"))?;
+        if response.error_code != 0 {
+            return Err(format!("fetch error code {}", response.error_code));
+        }
+        let offsets: HashMap<(&str, i32), i64> = node
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.as_str(), p.partition), p.offset))
+            .collect();
+        for topic in response.responses {
+            let name = topic.topic.0.as_str().to_string();
+            for part in topic.partitions {
+                let Some(&fetch_offset) = offsets.get(&(name.as_str(), part.partition_index))
+                else {
+                    continue; // not asked for
+                };
+                let mut lines = PartitionLines {
+                    next_offset: fetch_offset,
+                    ..PartitionLines::default()
+                };
+                if part.error_code == 0 {
+                    if let Some(records) = &part.records {
+                        lines = self.decoder.decode(records, fetch_offset, *budget);
+                        *budget = budget.saturating_sub(lines.records);
+                    }
+                }
+                results.push(PartitionResult {
+                    topic: name.clone(),
+                    partition: part.partition_index,
+                    fetch_offset,
+                    error_code: part.error_code,
+                    high_watermark: part.high_watermark,
+                    log_start_offset: part.log_start_offset,
+                    lines,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    client_id: &str,
+    request: &R,
+    header_version: i16,
+) -> Result<Vec<u8>, Failure> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&[0, 0, 0, 0]);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| format!("encode header: {e}"))?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|e| format!("encode request: {e}"))?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.to_vec())
+}
+
+fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let n = u32::from_be_bytes(size) as usize;
+    if n > MAX_RESPONSE {
+        return Err(std::io::Error::other(format!("response of {n} bytes")));
+    }
+    // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
+    let mut buf = Vec::with_capacity(n);
+    stream.take(n as u64).read_to_end(&mut buf)?;
+    if buf.len() != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("response cut short at {} of {n} bytes", buf.len()),
+        ));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Connect and pick the Fetch version (ApiVersions v0: understood by every broker).
+fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failure> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {host}:{port}: {e}"))?
+        .collect();
+    let mut last = format!("no address for {host}:{port}");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, cfg.connect_timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect {host}:{port}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(cfg.request_timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(cfg.request_timeout))
+        .map_err(|e| e.to_string())?;
+    let frame = encode(
+        ApiKey::ApiVersions,
+        0,
+        0,
+        &cfg.client_id,
+        &ApiVersionsRequest::default(),
+        ApiVersionsRequest::header_version(0),
+    )?;
+    stream
+        .write_all(&frame)
+        .map_err(|e| format!("send to {host}:{port}: {e}"))?;
+    let mut body = read_frame(&mut stream).map_err(|e| format!("read from {host}:{port}: {e}"))?;
+    ResponseHeader::decode(&mut body, ApiVersionsResponse::header_version(0))
+        .map_err(|e| format!("bad ApiVersions header: {e}"))?;
+    let versions = ApiVersionsResponse::decode(&mut body, 0)
+        .map_err(|e| format!("bad ApiVersions response: {e}"))?;
+    if versions.error_code != 0 {
+        return Err(format!("ApiVersions error code {}", versions.error_code));
+    }
+    let fetch = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Fetch as i16)
+        .ok_or_else(|| format!("{host}:{port} does not serve Fetch"))?;
+    let version = FETCH_VERSION.min(fetch.max_version);
+    if version < FETCH_MIN_VERSION.max(fetch.min_version) {
+        return Err(format!(
+            "{host}:{port} serves Fetch v{}..v{}, need v{FETCH_MIN_VERSION}..v{FETCH_VERSION}",
+            fetch.min_version, fetch.max_version
+        ));
+    }
+    Ok(Connection {
+        stream,
+        version,
+        correlation: 0,
+    })
+}
