@@ -22,6 +22,8 @@ Rule = Literal["field", "cluster_subset", "host_suffix", "sni_subset", "host_map
 FORMATS: tuple[str, ...] = tuple(_native.FORMATS)
 FLAG_NAMES: tuple[str, ...] = tuple(_native.FLAG_NAMES)
 CorePanic = _native.CorePanic
+#: State of one Envoy gRPC access-log stream (the node identity from its first message).
+AlsStream = _native.AlsStream
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,15 @@ class Aggregator:
         )
         return FeedResult(lines, accepted)
 
+    def feed_envoy_als(
+        self, data: bytes, stream: _native.AlsStream, *, now_ms: int | None = None
+    ) -> FeedResult:
+        """Fold gRPC-framed Envoy ``StreamAccessLogsMessage`` bytes of one ALS stream (see
+        :func:`grpc_frame`); every HTTP entry counts as a line. ``stream`` remembers the node
+        identity sent in the stream's first message (rust/src/als.rs)."""
+        entries, accepted = self._native.feed_als(data, stream, now_ms=now_ms)
+        return FeedResult(entries, accepted)
+
     def snapshot(
         self,
         window_s: float | None = None,
@@ -353,6 +364,16 @@ class Aggregator:
         per-row Python work. ``mapping`` names the columns (target, version, status,
         latency, latency_unit, timestamp, success)."""
         return self._native.ingest_arrow(data, dict(mapping) if mapping else None, now_ms)
+
+
+def grpc_frame(messages: Sequence[bytes]) -> bytes:
+    """Messages in gRPC's length-prefixed framing (flag 0, big-endian u32 length), the input
+    of :meth:`Aggregator.feed_envoy_als`."""
+    parts: list[bytes] = []
+    for m in messages:  # one copy of each message (the join)
+        parts.append(b"\0" + len(m).to_bytes(4, "big"))
+        parts.append(m)
+    return b"".join(parts)
 
 
 def detect_format(sample: bytes) -> str | None:

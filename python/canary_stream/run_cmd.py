@@ -2,9 +2,11 @@
 
 Sources (any combination, at least one): sidecar log files followed like ``tail -F`` (``--file GLOB``,
 repeatable), stdin (``--stdin``), the HTTP push endpoint (``--http [HOST:]PORT``), Kafka
-(``--kafka-topic``). A YAML file (``--config``) may hold the full ``kafka:`` and ``http:`` settings
+(``--kafka-topic``), the Envoy gRPC access-log service (``--als [HOST:]PORT``, Istio's ``envoyHttpAls``
+provider). A YAML file (``--config``) may hold the full ``kafka:``, ``http:`` and ``als:`` settings
 (every field of :class:`~canary_stream.sources.kafka.KafkaConfig` /
-:class:`~canary_stream.sources.http_push.HttpPushConfig`, e.g. TLS and SASL); flags given on the
+:class:`~canary_stream.sources.http_push.HttpPushConfig` /
+:class:`~canary_stream.sources.envoy_als.EnvoyAlsConfig`, e.g. TLS and SASL); flags given on the
 command line override its values.
 
 Every ``--stats-interval`` seconds one line per source goes to stderr (events/s, bytes/s over the
@@ -44,11 +46,11 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
-        help="run telemetry sources (files, stdin, HTTP push, Kafka) into the aggregator",
+        help="run telemetry sources (files, stdin, HTTP push, Kafka, Envoy ALS) into the aggregator",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="FILE", help="YAML file with `kafka:` and `http:` sections")
+    p.add_argument("--config", metavar="FILE", help="YAML file with `kafka:`, `http:` and `als:` sections")
     s = p.add_argument_group("sources")
     s.add_argument("--file", action="append", default=[], metavar="GLOB", help="follow files like tail -F")
     s.add_argument("--from-start", action="store_true", help="read existing files from their beginning")
@@ -57,6 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--http-envelope-key", metavar="KEY", help="JSON key holding the line (log, message)")
     s.add_argument("--http-max-body", type=int, metavar="BYTES", help="body size limit (default 8 MiB)")
     s.add_argument("--http-ack", choices=["folded", "queued"], help="answer 204 after fold (default)")
+    s.add_argument("--als", metavar="[HOST:]PORT", help="serve Envoy gRPC access logs (e.g. 0.0.0.0:9001)")
     s.add_argument("--kafka-bootstrap", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers")
     s.add_argument("--kafka-topic", action="append", default=[], metavar="TOPIC")
     s.add_argument("--kafka-group", metavar="GROUP", help="consumer group (default canary-stream)")
@@ -91,8 +94,8 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     for key in doc:
-        if key not in ("kafka", "http"):
-            raise ValueError(f"{path}: unknown section {key!r} (expected kafka, http)")
+        if key not in ("kafka", "http", "als"):
+            raise ValueError(f"{path}: unknown section {key!r} (expected kafka, http, als)")
     return doc
 
 
@@ -108,6 +111,17 @@ def _build(cls: Any, name: str, values: dict[str, Any]) -> Any:
         return cls(**values)
     except TypeError as exc:  # unknown field
         raise ValueError(f"{name}: {exc}") from None
+
+
+def _listen(flag: str, value: str) -> dict[str, Any]:
+    """``[HOST:]PORT`` as config values."""
+    host, sep, port = value.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"{flag}: expected [HOST:]PORT, got {value!r}")
+    out: dict[str, Any] = {"port": int(port)}
+    if sep and host:
+        out["host"] = host.strip("[]")
+    return out
 
 
 def build_sources(args: argparse.Namespace) -> list[TelemetrySource]:
@@ -139,6 +153,13 @@ def build_sources(args: argparse.Namespace) -> list[TelemetrySource]:
         from canary_stream.sources.http_push import HttpPushConfig, HttpPushSource
 
         sources.append(HttpPushSource(_build(HttpPushConfig, "http", http)))
+    als = _section(doc, "als")
+    if args.als:
+        als.update(_listen("--als", args.als))
+    if args.als or doc.get("als"):
+        from canary_stream.sources.envoy_als import EnvoyAlsConfig, EnvoyAlsSource
+
+        sources.append(EnvoyAlsSource(_build(EnvoyAlsConfig, "als", als)))
     kafka = _section(doc, "kafka")
     if args.kafka_bootstrap:
         kafka["bootstrap_servers"] = [s.strip() for s in args.kafka_bootstrap.split(",") if s.strip()]
@@ -157,7 +178,7 @@ def build_sources(args: argparse.Namespace) -> list[TelemetrySource]:
 
         sources.append(KafkaSource(_build(KafkaConfig, "kafka", kafka)))
     if not sources:
-        raise ValueError("no source: give --file, --stdin, --http or --kafka-topic (or a --config)")
+        raise ValueError("no source: give --file, --stdin, --http, --als or --kafka-topic (or a --config)")
     return sources
 
 
@@ -322,6 +343,10 @@ async def run_pipeline(
 async def _announce(src: TelemetrySource, ready: asyncio.Event, err: TextIO) -> None:
     await ready.wait()
     cfg = getattr(src, "config", None)
+    url = getattr(src, "url", None)
+    if isinstance(url, str):  # a gRPC service (Envoy ALS)
+        print(f"canary-stream run: {src.stats.name} listening on grpc://{url}", file=err, flush=True)
+        return
     host = getattr(cfg, "host", "?")
     path = getattr(cfg, "path", "/ingest")
     print(

@@ -9,6 +9,7 @@
 //! → [`aggregate`] (ring of 1 s buckets per key, [`sketch`] per bucket).
 
 pub mod aggregate;
+pub mod als;
 pub mod arrow_ingest;
 pub mod attribution;
 pub mod classify;

@@ -29,15 +29,20 @@ pub enum Reason {
     DroppedLate,
     /// The event time is too far ahead of the watermark to be trusted.
     FutureTimestamp,
+    /// A protobuf message or entry that does not decode (Envoy gRPC access-log service).
+    BadProtobuf,
     // --- skipped on purpose (not malformed) ---
     /// Empty or whitespace-only line.
     Blank,
-    /// A TCP (non-HTTP) entry: method `-` in Envoy's TEXT format.
+    /// A TCP (non-HTTP) entry: method `-` in Envoy's TEXT format, `tcp_logs` in ALS.
     NotHttp,
+    /// An ALS entry flushed periodically during a long stream (`intermediate_log_entry`):
+    /// the final entry of the stream is the one counted.
+    IntermediateEntry,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NotUtf8,
         Reason::Truncated,
         Reason::MissingField,
@@ -50,8 +55,10 @@ impl Reason {
         Reason::KeyLimit,
         Reason::DroppedLate,
         Reason::FutureTimestamp,
+        Reason::BadProtobuf,
         Reason::Blank,
         Reason::NotHttp,
+        Reason::IntermediateEntry,
     ];
     pub const COUNT: usize = Reason::ALL.len();
 
@@ -70,8 +77,10 @@ impl Reason {
             Reason::KeyLimit => "key_limit",
             Reason::DroppedLate => "dropped_late",
             Reason::FutureTimestamp => "future_timestamp",
+            Reason::BadProtobuf => "bad_protobuf",
             Reason::Blank => "blank",
             Reason::NotHttp => "not_http",
+            Reason::IntermediateEntry => "intermediate_entry",
         }
     }
 
@@ -79,7 +88,11 @@ impl Reason {
     pub fn is_malformed(self) -> bool {
         !matches!(
             self,
-            Reason::Blank | Reason::NotHttp | Reason::DroppedLate | Reason::KeyLimit
+            Reason::Blank
+                | Reason::NotHttp
+                | Reason::IntermediateEntry
+                | Reason::DroppedLate
+                | Reason::KeyLimit
         )
     }
 }

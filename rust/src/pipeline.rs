@@ -73,6 +73,8 @@ struct Scratch {
     target: String,
     version: String,
     keys: KeyCache,
+    /// Caches of [`Pipeline::fold_record`], one per source context a caller alternates between.
+    record_keys: [KeyCache; 2],
 }
 
 /// The attribution inputs of a line that decided its key: the fields in `used`
@@ -458,6 +460,7 @@ impl Pipeline {
             target,
             version,
             keys,
+            ..
         } = &mut self.scratch;
         // CRI `P` (partial) lines are parsed as they are: access-log lines are far below
         // the runtimes' 16 KiB split size, and a split line fails as `truncated`.
@@ -471,28 +474,111 @@ impl Pipeline {
         };
         let mut rec = Record::default();
         parse_line(format, &self.mapping, payload, &mut rec)?;
-        let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-        let key = match keys.get(&rec, stamp) {
+        Self::observe(
+            &mut self.attributor,
+            &mut self.aggregator,
+            &self.classifier,
+            (target, version, keys),
+            &rec,
+            ctx,
+            now_ms,
+        )
+    }
+
+    /// Attribute, classify and aggregate one record (shared by the line path and
+    /// [`Pipeline::fold_record`]).
+    #[inline(always)]
+    fn observe(
+        attributor: &mut Attributor,
+        aggregator: &mut Aggregator,
+        classifier: &Classifier,
+        (target, version, keys): (&mut String, &mut String, &mut KeyCache),
+        rec: &Record<'_>,
+        ctx: &SourceContext,
+        now_ms: i64,
+    ) -> Result<(), Reason> {
+        let stamp = (attributor.epoch(), aggregator.key_generation());
+        let key = match keys.get(rec, stamp) {
             Some(k) => k,
             None => {
-                let used = self
-                    .attributor
-                    .resolve_tracked(&rec, ctx, target, version)?;
-                let k = self.aggregator.key(target, version)?;
+                let used = attributor.resolve_tracked(rec, ctx, target, version)?;
+                let k = aggregator.key(target, version)?;
                 // Creating a key may evict others (a new generation): stamp after.
-                let stamp = (self.attributor.epoch(), self.aggregator.key_generation());
-                keys.put(&rec, used, stamp, k);
+                let stamp = (attributor.epoch(), aggregator.key_generation());
+                keys.put(rec, used, stamp, k);
                 k
             }
         };
         let ev = Event {
             ts_ms: rec.ts_ms.unwrap_or(now_ms),
             status: rec.status,
-            success: self.classifier.is_success(rec.status, rec.grpc_status),
+            success: classifier.is_success(rec.status, rec.grpc_status),
             latency_ms: rec.latency_ms,
             flags: rec.flags,
         };
-        self.aggregator.observe(key, &ev)
+        aggregator.observe(key, &ev)
+    }
+
+    /// Fold one record decoded elsewhere (the Envoy gRPC access-log service, [`crate::als`]):
+    /// counted as a line. Resolutions are cached per source context: `slot` (0 or 1) names the
+    /// cache of `ctx`, so a caller can alternate between two contexts; call
+    /// [`Pipeline::new_context`] when the context of a slot changes.
+    pub fn fold_record(
+        &mut self,
+        rec: &Record<'_>,
+        ctx: &SourceContext,
+        slot: usize,
+        now_ms: i64,
+    ) -> bool {
+        let Scratch {
+            target,
+            version,
+            record_keys,
+            ..
+        } = &mut self.scratch;
+        let keys = &mut record_keys[slot & 1];
+        let outcome = Self::observe(
+            &mut self.attributor,
+            &mut self.aggregator,
+            &self.classifier,
+            (target, version, keys),
+            rec,
+            ctx,
+            now_ms,
+        );
+        self.count(outcome)
+    }
+
+    /// Count one line or entry that was (`Ok`) or was not aggregated; true when it was.
+    pub fn count(&mut self, outcome: Result<(), Reason>) -> bool {
+        self.totals.lines += 1;
+        match outcome {
+            Ok(()) => {
+                self.totals.accepted += 1;
+                true
+            }
+            Err(r) => {
+                self.totals.reasons.add(r);
+                false
+            }
+        }
+    }
+
+    /// Count bytes taken in by a caller of [`Pipeline::fold_record`].
+    pub fn add_bytes(&mut self, n: usize) {
+        self.totals.bytes += n as u64;
+    }
+
+    /// The source contexts of the following [`Pipeline::fold_record`] calls differ from the
+    /// previous ones: forget the cached resolutions.
+    pub fn new_context(&mut self) {
+        for k in &mut self.scratch.record_keys {
+            k.clear();
+        }
+    }
+
+    pub fn attributor(&self) -> &Attributor {
+        &self.attributor
     }
 }
 

@@ -15,6 +15,7 @@ use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::ffi_stream::RecordBatchStreamReader;
 use arrow_array::{RecordBatch, StructArray};
 
+use crate::als::AlsStream;
 use crate::arrow_ingest::{ColumnMapping, IngestStats};
 
 use crate::aggregate::{self, KeySnapshot, WindowQuery};
@@ -663,6 +664,23 @@ impl PyPipeline {
         Ok((stats.lines, stats.accepted))
     }
 
+    /// Fold gRPC-framed Envoy `StreamAccessLogsMessage`s of one ALS stream (`stream` keeps the
+    /// node identity of its first message). Returns (entries, accepted). GIL released.
+    #[pyo3(signature = (data, stream, *, now_ms=None))]
+    fn feed_als(
+        &mut self,
+        py: Python<'_>,
+        data: &[u8],
+        mut stream: PyRefMut<'_, PyAlsStream>,
+        now_ms: Option<i64>,
+    ) -> PyResult<(u64, u64)> {
+        let now = now_ms.unwrap_or_else(wall_ms);
+        let inner = &mut self.inner;
+        let st = &mut stream.inner;
+        let stats = py.detach(|| guarded(|| st.feed_framed(inner, data, now)))?;
+        Ok((stats.lines, stats.accepted))
+    }
+
     /// End of stream: process a last line without a newline.
     #[pyo3(signature = (*, pod=String::new(), namespace=String::new(), target=String::new(), version=String::new(), now_ms=None))]
     fn finish(
@@ -959,9 +977,52 @@ fn _panic_for_test() -> PyResult<()> {
     guarded(|| panic!("deliberate test panic"))
 }
 
+/// State of one Envoy ALS stream: the node identity sent in its first message.
+#[pyclass(module = "canary_stream._native", name = "AlsStream")]
+#[derive(Default)]
+struct PyAlsStream {
+    inner: AlsStream,
+}
+
+#[pymethods]
+impl PyAlsStream {
+    #[new]
+    fn new() -> Self {
+        PyAlsStream::default()
+    }
+
+    /// The node identity (`None` before the identifier arrived): node_id, log_name, pod,
+    /// namespace, workload, version.
+    fn identity<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(id) = self.inner.identity() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("node_id", &id.node_id)?;
+        d.set_item("log_name", &id.log_name)?;
+        d.set_item("pod", &id.pod)?;
+        d.set_item("namespace", &id.namespace)?;
+        d.set_item("workload", &id.workload)?;
+        d.set_item("version", &id.version)?;
+        Ok(Some(d))
+    }
+
+    /// Messages and entries taken in so far.
+    #[getter]
+    fn messages(&self) -> u64 {
+        self.inner.messages
+    }
+
+    #[getter]
+    fn entries(&self) -> u64 {
+        self.inner.entries
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
+    m.add_class::<PyAlsStream>()?;
     crate::kafka::py::register(m)?;
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;
     m.add_function(wrap_pyfunction!(parse_lines, m)?)?;

@@ -40,6 +40,9 @@ class Batch:
     source: Source
     stats: SourceStats
     on_folded: Callable[[], Awaitable[None]] | None = None  # e.g. commit Kafka offsets
+    # How to fold `data` when it is not access-log lines (Envoy ALS: gRPC-framed protobuf messages);
+    # runs in the fold thread instead of `Aggregator.feed`.
+    fold: Callable[[Aggregator, bytes], FeedResult] | None = None
 
 
 class IngestQueue:
@@ -121,4 +124,6 @@ async def fold_forever(queue: IngestQueue, aggregator: Aggregator) -> None:
 
 
 def _feed_and_finish(aggregator: Aggregator, batch: Batch) -> tuple[FeedResult, FeedResult]:
+    if batch.fold is not None:
+        return batch.fold(aggregator, batch.data), FeedResult(0, 0)
     return aggregator.feed(batch.data, source=batch.source), aggregator.finish(source=batch.source)
