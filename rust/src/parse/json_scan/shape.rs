@@ -656,7 +656,7 @@ mod tests {
         // First walk: values read, and made templates where they fit.
         assert!(states(&shape).iter().all(|s| *s == State::Fresh));
         assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
-        use State::{Any, Num, Str, Template};
+        use State::{Num, Str, Template};
         assert_eq!(
             states(&shape),
             [Template, Template, Template, Template, Template, Str]
