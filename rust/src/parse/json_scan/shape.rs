@@ -354,7 +354,7 @@ impl<T: Copy> Shape<T> {
         };
         let walks = self.walks.wrapping_add(1);
         self.walks = walks;
-        if walks % RELEARN_WALKS == 0 {
+        if walks.is_multiple_of(RELEARN_WALKS) {
             self.relearn();
         }
         let entries = self.entries.get_mut(..self.n).unwrap_or(&mut []);
