@@ -22,6 +22,13 @@ def istio_json() -> bytes:
 
 
 @pytest.fixture(scope="session")
+def istio_json_mesh() -> bytes:
+    """The same traffic from in-mesh clients: service-to-service user agents (Go, gRPC,
+    Envoy health checks, curl, kube-probe, 1 in 8 browsers via the ingress gateway)."""
+    return generate("istio-json", lines=LINES, seed=1, clients="mesh")
+
+
+@pytest.fixture(scope="session")
 def istio_text() -> bytes:
     return generate("istio-text", lines=LINES, seed=1)
 

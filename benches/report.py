@@ -11,6 +11,11 @@ from typing import Any
 
 PAIRS = [
     ("istio-json", "test_ours_istio_json", ["test_polars_istio_json", "test_orjson_istio_json"]),
+    (
+        "istio-json-mesh",
+        "test_ours_istio_json_mesh",
+        ["test_polars_istio_json_mesh", "test_orjson_istio_json_mesh"],
+    ),
     ("istio-text", "test_ours_istio_text", ["test_python_split_istio_text"]),
     ("columnar", "test_ours_columnar", ["test_polars_columnar"]),
     ("columnar", "test_ours_columnar_pyarrow", ["test_polars_columnar"]),
@@ -30,6 +35,8 @@ def rate(b: dict[str, Any]) -> str:
         parts.append(f"{info['bytes'] / t / 1e9:.2f} GB/s")
     if "lines" in info:
         parts.append(f"{info['lines'] / t / 1e6:.2f} M lines/s")
+        if "bytes" in info:
+            parts.append(f"{info['bytes'] / info['lines']:.0f} B/line")
     if "rows" in info:
         parts.append(f"{info['rows'] / t / 1e6:.1f} M rows/s")
     return ", ".join(parts)
@@ -38,19 +45,19 @@ def rate(b: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     path = Path(argv[1] if len(argv) > 1 else ".benchmarks/latest.json")
     benches = load(path)
-    print(f"{'group':<12} {'benchmark':<32} {'median':>10}  throughput")
+    print(f"{'group':<16} {'benchmark':<32} {'median':>10}  throughput")
     for group, ours, peers in PAIRS:
         if ours not in benches:
             continue
         mine = benches[ours]
-        print(f"{group:<12} {ours:<32} {mine['stats']['median'] * 1e3:>8.1f}ms  {rate(mine)}")
+        print(f"{group:<16} {ours:<32} {mine['stats']['median'] * 1e3:>8.1f}ms  {rate(mine)}")
         for p in peers:
             if p not in benches:
                 continue
             b = benches[p]
             ratio = b["stats"]["median"] / mine["stats"]["median"]
             median_ms = b["stats"]["median"] * 1e3
-            print(f"{'':<12} {p:<32} {median_ms:>8.1f}ms  {rate(b)}  -> ours x{ratio:.1f} faster")
+            print(f"{'':<16} {p:<32} {median_ms:>8.1f}ms  {rate(b)}  -> ours x{ratio:.1f} faster")
     mem = benches.get("test_memory_per_key_60s")
     if mem:
         info = mem["extra_info"]

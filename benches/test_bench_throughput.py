@@ -104,6 +104,34 @@ def test_orjson_istio_json(benchmark: Any, istio_json: bytes) -> None:
     assert sum(v[0] for v in out.values()) == benchmark.extra_info["lines"]
 
 
+def _describe(benchmark: Any, data: bytes) -> None:
+    lines = data.count(b"\n")
+    benchmark.extra_info["bytes"] = len(data)
+    benchmark.extra_info["lines"] = lines
+    print(f"\n{benchmark.group}: {lines} lines, mean {len(data) / lines:.0f} B/line")
+
+
+@pytest.mark.benchmark(group="istio-json-mesh")
+def test_ours_istio_json_mesh(benchmark: Any, istio_json_mesh: bytes) -> None:
+    _describe(benchmark, istio_json_mesh)
+    accepted = benchmark(ours, istio_json_mesh, "istio-json")
+    assert accepted == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-json-mesh")
+def test_polars_istio_json_mesh(benchmark: Any, istio_json_mesh: bytes) -> None:
+    _describe(benchmark, istio_json_mesh)
+    out = benchmark(polars_ndjson, istio_json_mesh)
+    assert out["requests"].sum() == benchmark.extra_info["lines"]
+
+
+@pytest.mark.benchmark(group="istio-json-mesh")
+def test_orjson_istio_json_mesh(benchmark: Any, istio_json_mesh: bytes) -> None:
+    _describe(benchmark, istio_json_mesh)
+    out = benchmark.pedantic(orjson_dicts, args=(istio_json_mesh,), rounds=3, iterations=1)
+    assert sum(v[0] for v in out.values()) == benchmark.extra_info["lines"]
+
+
 @pytest.mark.benchmark(group="istio-text")
 def test_ours_istio_text(benchmark: Any, istio_text: bytes) -> None:
     benchmark.extra_info["bytes"] = len(istio_text)

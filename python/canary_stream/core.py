@@ -390,7 +390,8 @@ def generate(format: str, lines: int = 10_000, seed: int = 42, **overrides: Any)
     """Deterministic, realistic access-log lines in ``format`` (a canary rollout of
     ``podinfo.test`` unless ``services`` is given). Other keys: ``start_ms``, ``rps``,
     ``attribution`` (subset | host_suffix | sni), ``malformed_rate``, ``out_of_order_ms``,
-    ``json_all_strings``, ``tcp_rate``, ``services`` (see rust/src/generator)."""
+    ``json_all_strings``, ``tcp_rate``, ``clients`` (mixed: browsers and tools, the
+    default | mesh: service-to-service user agents), ``services`` (see rust/src/generator)."""
     return _native.generate({"format": format, "lines": lines, "seed": seed, **overrides})
 
 

@@ -626,7 +626,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{generate_vec, GenConfig};
+    use crate::generator::{generate_vec, Clients, GenConfig};
 
     fn pipeline(format: Format) -> Pipeline {
         Pipeline::new(Config {
@@ -737,7 +737,8 @@ mod tests {
 
     /// Fixed work for instruction counts: `PIPELINE_FORMAT=istio-text valgrind
     /// --tool=callgrind --toggle-collect='*Pipeline*feed*' <test binary>
-    /// --ignored --exact pipeline::tests::callgrind_pipeline` (20 000 lines).
+    /// --ignored --exact pipeline::tests::callgrind_pipeline` (20 000 lines;
+    /// `PIPELINE_CLIENTS=mesh` for the service-to-service user agents).
     #[test]
     #[ignore]
     fn callgrind_pipeline() {
@@ -745,6 +746,9 @@ mod tests {
         let format = Format::from_name(&name).expect("PIPELINE_FORMAT names a format");
         let mut cfg = GenConfig::demo(format);
         cfg.lines = 20_000;
+        if let Ok(name) = std::env::var("PIPELINE_CLIENTS") {
+            cfg.clients = Clients::from_name(&name).expect("PIPELINE_CLIENTS: mixed or mesh");
+        }
         let (bytes, _) = generate_vec(&cfg).unwrap();
         let mut p = pipeline(format);
         p.feed(&bytes, &SourceContext::default(), 0);

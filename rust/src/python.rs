@@ -22,7 +22,7 @@ use crate::aggregate::{self, KeySnapshot, WindowQuery};
 use crate::attribution::{self, Rule, SourceContext};
 use crate::classify::{Classifier, StatusSet};
 use crate::flags::FLAG_NAMES;
-use crate::generator::{self, GenConfig, Latency, ServiceSpec, Style, VersionSpec};
+use crate::generator::{self, Clients, GenConfig, Latency, ServiceSpec, Style, VersionSpec};
 use crate::malformed::{Reason, ReasonCounts};
 use crate::parse::ndjson::{Mapping, Unit};
 use crate::parse::unwrap::Wrapping;
@@ -475,6 +475,14 @@ fn gen_config_from(obj: &Bound<'_, PyAny>) -> PyResult<GenConfig> {
         json_all_strings: bool,
         tcp_rate: f64,
     );
+    if let Some(v) = f.get::<String>("clients")? {
+        c.clients = Clients::from_name(&v).ok_or_else(|| {
+            bad(
+                "clients".into(),
+                format!("unknown {v:?}; expected mixed or mesh"),
+            )
+        })?;
+    }
     if let Some(v) = f.get::<String>("attribution")? {
         c.attribution = match v.as_str() {
             "subset" => Style::Subset,

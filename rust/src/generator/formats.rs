@@ -5,7 +5,7 @@ use super::rng::Rng;
 use super::write::{
     push_addr, push_hex, push_ip, push_milli, push_padded, push_u64, push_uuid, Clock,
 };
-use super::{GenConfig, LineKind, Style, Truth};
+use super::{Clients, GenConfig, LineKind, Style, Truth};
 use crate::flags::Flags;
 use crate::parse::Format;
 
@@ -28,6 +28,28 @@ pub const USER_AGENTS: [&[u8]; 16] = [
     b"k6/0.55.0 (https://k6.io/)",
     b"Apache-HttpClient/4.5.14 (Java/17.0.12)",
     b"axios/1.7.7",
+];
+
+/// User agents of service-to-service traffic (the same uniform pick as [`USER_AGENTS`]):
+/// Go's and gRPC's default clients dominate; 2 of 16 are browsers whose requests came in
+/// through the ingress gateway.
+pub const MESH_USER_AGENTS: [&[u8]; 16] = [
+    b"Go-http-client/1.1",
+    b"Go-http-client/1.1",
+    b"Go-http-client/1.1",
+    b"Go-http-client/1.1",
+    b"Go-http-client/2.0",
+    b"grpc-go/1.68.0",
+    b"grpc-go/1.68.0",
+    b"grpc-java-netty/1.66.0",
+    b"Envoy/HC",
+    b"curl/8.5.0",
+    b"kube-probe/1.31",
+    b"python-requests/2.32.3",
+    b"okhttp/4.12.0",
+    b"ReactorNetty/1.1.22",
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
 ];
 
 /// Linkerd `client.id` of the callers (`-` = not meshed).
@@ -59,7 +81,7 @@ const GRPC_METHODS: [&[u8]; 4] = [
 /// Average line length guess, for reserving the output buffer.
 pub fn typical_line_len(cfg: &GenConfig) -> usize {
     match cfg.format {
-        Format::IstioJson => 720,
+        Format::IstioJson => 800,
         Format::IstioText => 440,
         Format::LinkerdJson => 460,
         Format::LinkerdApache => 160,
@@ -99,6 +121,27 @@ impl<'a> Writer<'a> {
             cfg,
             plan,
             clock: Clock::default(),
+        }
+    }
+
+    /// The request's `User-Agent` for the configured client population.
+    fn user_agent(&self, ev: &Event) -> &'static [u8] {
+        let table = match self.cfg.clients {
+            Clients::Mixed => &USER_AGENTS,
+            Clients::Mesh => &MESH_USER_AGENTS,
+        };
+        table[ev.user_agent % table.len()]
+    }
+
+    /// The request's `X-Forwarded-For`. In the mesh only requests relayed from the
+    /// ingress gateway (the browser ones) carry it, always with the public client address.
+    fn xff(&self, ev: &Event) -> Option<[u8; 4]> {
+        match self.cfg.clients {
+            Clients::Mixed => ev.xff,
+            Clients::Mesh if self.user_agent(ev).starts_with(b"Mozilla/") => {
+                Some(ev.xff.unwrap_or(ev.public_ip))
+            }
+            Clients::Mesh => None,
         }
     }
 
@@ -265,12 +308,12 @@ impl<'a> Writer<'a> {
             None => out.push(b'-'),
         }
         out.extend_from_slice(b" \"");
-        match ev.xff {
+        match self.xff(ev) {
             Some(ip) => push_ip(out, ip),
             None => out.push(b'-'),
         }
         out.extend_from_slice(b"\" \"");
-        out.extend_from_slice(USER_AGENTS[ev.user_agent % USER_AGENTS.len()]);
+        out.extend_from_slice(self.user_agent(ev));
         out.extend_from_slice(b"\" \"");
         push_uuid(out, ev.request_id.0, ev.request_id.1);
         out.extend_from_slice(b"\" \"");
@@ -382,7 +425,7 @@ impl<'a> Writer<'a> {
             None => out.extend_from_slice(absent),
         }
         out.extend_from_slice(b",\"x_forwarded_for\":");
-        match ev.xff {
+        match self.xff(ev) {
             Some(ip) => {
                 out.push(b'"');
                 push_ip(out, ip);
@@ -391,7 +434,7 @@ impl<'a> Writer<'a> {
             None => out.extend_from_slice(absent),
         }
         out.extend_from_slice(b",\"user_agent\":\"");
-        out.extend_from_slice(USER_AGENTS[ev.user_agent % USER_AGENTS.len()]);
+        out.extend_from_slice(self.user_agent(ev));
         out.extend_from_slice(b"\",\"request_id\":\"");
         push_uuid(out, ev.request_id.0, ev.request_id.1);
         out.extend_from_slice(b"\",\"authority\":\"");
@@ -480,7 +523,7 @@ impl<'a> Writer<'a> {
         out.extend_from_slice(b"\",\"uri\":\"");
         push_linkerd_uri(out, ev, key);
         out.extend_from_slice(b"\",\"user_agent\":\"");
-        out.extend_from_slice(USER_AGENTS[ev.user_agent % USER_AGENTS.len()]);
+        out.extend_from_slice(self.user_agent(ev));
         out.extend_from_slice(b"\",\"version\":\"");
         out.extend_from_slice(if ev.http2 { b"HTTP/2.0" } else { b"HTTP/1.1" });
         out.extend_from_slice(b"\"}");
@@ -549,7 +592,7 @@ impl<'a> Writer<'a> {
         out.extend_from_slice(b" \"");
         out.extend_from_slice(REFERERS[ev.referer % REFERERS.len()]);
         out.extend_from_slice(b"\" \"");
-        out.extend_from_slice(USER_AGENTS[ev.user_agent % USER_AGENTS.len()]);
+        out.extend_from_slice(self.user_agent(ev));
         out.extend_from_slice(b"\" ");
         push_u64(out, ev.request_length as u64 + request_bytes(ev));
         out.push(b' ');

@@ -70,6 +70,41 @@ pub struct GenConfig {
     pub json_all_strings: bool,
     /// Istio TEXT only: probability that a line is a TCP entry (`"- - -"`), 0..=1.
     pub tcp_rate: f64,
+    /// Who sends the requests: mostly browsers and tools, or in-mesh services.
+    pub clients: Clients,
+}
+
+/// The client population, which decides the `User-Agent` and `X-Forwarded-For` values
+/// (the traffic itself -- services, outcomes, latencies, timestamps -- is the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clients {
+    /// Edge-facing traffic: a third browsers with long user agents, the rest tools and
+    /// HTTP libraries; 20 % of requests carry an `X-Forwarded-For`.
+    #[default]
+    Mixed,
+    /// Service-to-service traffic inside the mesh: Go, gRPC, Envoy health checks, curl,
+    /// kube-probe and other library clients, plus 1 in 8 requests relayed from the ingress
+    /// gateway with a browser user agent -- only those carry an `X-Forwarded-For`.
+    Mesh,
+}
+
+impl Clients {
+    /// The name used in configs (`mixed`, `mesh`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Clients::Mixed => "mixed",
+            Clients::Mesh => "mesh",
+        }
+    }
+
+    /// The value for a config name.
+    pub fn from_name(name: &str) -> Option<Clients> {
+        match name {
+            "mixed" => Some(Clients::Mixed),
+            "mesh" => Some(Clients::Mesh),
+            _ => None,
+        }
+    }
 }
 
 /// One Kubernetes service with its versions.
@@ -238,6 +273,7 @@ impl GenConfig {
             out_of_order_ms: 0,
             json_all_strings: false,
             tcp_rate: 0.0,
+            clients: Clients::Mixed,
         }
     }
 

@@ -710,6 +710,54 @@ fn istio_json_is_typed_json_with_the_24_default_keys() {
 }
 
 #[test]
+fn mesh_clients_change_only_user_agents_and_forwarded_for() {
+    let mut cfg = mixed_config(Format::IstioJson, 4_000);
+    let (edge, edge_truth) = gen(&cfg);
+    cfg.clients = Clients::Mesh;
+    let (mesh, mesh_truth) = gen(&cfg);
+    // The same traffic: only the client population differs.
+    assert_eq!(edge_truth, mesh_truth);
+    let (mut browsers, mut with_xff) = (0usize, 0usize);
+    let mut agents = std::collections::BTreeSet::new();
+    for (e, m) in lines_of(&edge).into_iter().zip(lines_of(&mesh)) {
+        let e = json_object(e).expect("valid JSON");
+        let m = json_object(m).expect("valid JSON");
+        for ((ek, ev), (mk, mv)) in e.iter().zip(&m) {
+            assert_eq!(ek, mk);
+            if ek != "user_agent" && ek != "x_forwarded_for" {
+                assert_eq!(ev, mv, "{ek}");
+            }
+        }
+        let J::Str(ua) = get(&m, "user_agent") else {
+            panic!("user_agent")
+        };
+        assert!(formats::MESH_USER_AGENTS.contains(&ua.as_bytes()), "{ua}");
+        agents.insert(ua.clone());
+        let browser = ua.starts_with("Mozilla/");
+        browsers += browser as usize;
+        // Only requests relayed by the ingress gateway carry the public client address.
+        match get(&m, "x_forwarded_for") {
+            J::Str(ip) => {
+                assert!(browser, "{ua} with X-Forwarded-For {ip}");
+                assert!(!ip.starts_with("10."), "{ip}");
+                with_xff += 1;
+            }
+            J::Null => assert!(!browser, "{ua} without X-Forwarded-For"),
+            other => panic!("x_forwarded_for {other:?}"),
+        }
+    }
+    assert_eq!(browsers, with_xff);
+    // 2 of 16 user agents are browsers; every client of the table shows up.
+    assert!((350..650).contains(&browsers), "{browsers}");
+    let table: std::collections::BTreeSet<&[u8]> =
+        formats::MESH_USER_AGENTS.iter().copied().collect();
+    assert_eq!(agents.len(), table.len());
+    // Service traffic has shorter lines: shorter user agents, fewer forwarded-for.
+    let (edge_mean, mesh_mean) = (edge.len() / 4_000, mesh.len() / 4_000);
+    assert!(mesh_mean + 12 < edge_mean, "{mesh_mean} vs {edge_mean}");
+}
+
+#[test]
 fn istio_json_all_strings_quotes_everything_and_uses_dash() {
     let mut cfg = mixed_config(Format::IstioJson, 2_000);
     cfg.json_all_strings = true;
@@ -1090,6 +1138,7 @@ proptest! {
         err in 0.0f64..0.5,
         reset in 0.0f64..0.5,
         flag in any::<bool>(),
+        mesh in any::<bool>(),
     ) {
         let format = Format::ALL[fmt];
         let mut cfg = GenConfig::demo(format);
@@ -1101,6 +1150,7 @@ proptest! {
         cfg.attribution = [Style::Subset, Style::HostSuffix, Style::Sni][style];
         cfg.json_all_strings = flag && format == Format::IstioJson;
         cfg.tcp_rate = if flag && format == Format::IstioText { 0.3 } else { 0.0 };
+        cfg.clients = if mesh { Clients::Mesh } else { Clients::Mixed };
         for v in &mut cfg.services[0].versions {
             v.latency = lat;
             v.error_rate = err;

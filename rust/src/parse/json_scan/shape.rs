@@ -12,8 +12,12 @@
 //! Many values also repeat from line to line (route name, protocol, `null`s, response
 //! details, local addresses). So a member's compare also covers the value it had on the
 //! first line walked, when that fits in the 48 bytes: while the value stays the same,
-//! the member costs one compare and nothing else. The first line where it differs
-//! drops the value from the compare (keeping a string's opening quote), for good.
+//! the member costs one compare and nothing else. A line where it differs reads the value
+//! the slower way; only when that happens too often for the template to pay (see
+//! [`Entry::too_many_misses`]) is the value dropped from the compare (keeping a string's
+//! opening quote). Every [`RELEARN_WALKS`] walks, the members without a template learn one
+//! again from the next line: a value that was rare on the first line (a 201 among 200s)
+//! or a member whose values changed (a `null` that became the norm) gets its chance.
 //!
 //! Safety net: whatever `walk` accepts is a compact, escape-free JSON object whose members
 //! are exactly the learned keys, in order, with scalar or string values (every byte of
@@ -32,6 +36,9 @@ pub const MAX_MEMBERS: usize = 40;
 /// value (see [`State`]). A key longer than `KEY_CAP - 4` bytes makes the line's shape
 /// unlearnable.
 const KEY_CAP: usize = 48;
+
+/// Walks between two relearnings of the members without a template (a power of two).
+const RELEARN_WALKS: u32 = 1024;
 
 /// The line does not have the learned shape (or is not compact / escape-free JSON, or
 /// the caller refused a value). Nothing is wrong with the line yet: read it
@@ -96,6 +103,10 @@ struct Entry<T> {
     state: State,
     kind: Kind,
     tag: Option<T>,
+    /// The walk count when the template was learned, and the lines since then whose
+    /// value differed from it.
+    since: u32,
+    misses: u32,
 }
 
 impl<T> Entry<T> {
@@ -121,31 +132,61 @@ impl<T> Entry<T> {
         }
     }
 
-    /// After a value the learned state did not expect: settle for less next time.
-    fn demote(&mut self) {
+    /// After a value of `found` kind the template did not match: whether the template
+    /// has missed too often to pay. A hit saves ~10 instructions for a string or number
+    /// (the end search) and ~35 for a literal (`read_other`), a miss costs ~40 (this call)
+    /// over the state without template, so strings and numbers keep it below a miss rate
+    /// of 1 in 5, literals below 1 in 2; the first 16 lines are a grace period.
+    fn too_many_misses(&mut self, walks: u32) -> bool {
+        self.misses = self.misses.saturating_add(1);
+        let seen = walks.wrapping_sub(self.since).saturating_add(16);
+        let per_miss: u32 = match self.kind {
+            Kind::Str | Kind::Num => 5,
+            Kind::Null | Kind::True | Kind::False => 2,
+        };
+        self.misses.saturating_mul(per_miss) > seen
+    }
+
+    /// After a value the learned state did not expect (of `found` kind): settle for less
+    /// next time. A template gives way to what this value needs (a string's quote, a
+    /// number); a string (number) member holding something else stays as it is (the
+    /// slower path costs little more than `Any` would).
+    fn demote(&mut self, found: Kind) {
         let key = self.key_len as usize;
-        match (self.state, self.kind) {
+        match (self.state, found) {
             (State::Template, Kind::Str) => self.expect_string(),
             (State::Template, Kind::Num) => self.expect(key, key, State::Num),
-            // A string (number) member holding something else on this line: keep
-            // expecting strings (numbers); the slower path costs little more than
-            // `Any` would.
             (State::Str | State::Num, _) => {}
             _ => self.expect(key, key, State::Any),
+        }
+    }
+
+    /// Back to learning a template from the next line walked (members without one).
+    fn relearn(&mut self) {
+        if !matches!(self.state, State::Template | State::Fresh) {
+            let key = self.key_len as usize;
+            self.expect(key, key, State::Fresh);
         }
     }
 
     /// The member at `pos` (whose bytes compared as `eq`) when it is not a matching
     /// `Template` or `Str`, or a `Num` with a number: its end and kind, updating the
     /// state.
+    /// `walks` is the shape's walk count.
     #[inline(never)]
-    fn read_other(&mut self, s: &[u8], pos: usize, eq: u64) -> Result<(usize, Kind), Miss> {
+    fn read_other(
+        &mut self,
+        s: &[u8],
+        pos: usize,
+        eq: u64,
+        walks: u32,
+    ) -> Result<(usize, Kind), Miss> {
         let v = pos + self.key_len as usize;
         if eq & self.mask == self.mask {
             // `Fresh`, `Any`, or `Num` without a number: the key only was compared.
             let (end, kind) = value_end(s, v)?;
             if self.state == State::Fresh {
-                self.learn_value(s, pos, end, kind);
+                self.learn_value(s, pos, end, kind, walks);
             }
             return Ok((end, kind));
         }
@@ -154,15 +195,19 @@ impl<T> Entry<T> {
             return Err(Miss);
         }
         let found = value_end(s, v)?;
-        self.demote();
+        if self.state != State::Template || self.too_many_misses(walks) {
+            self.demote(found.1);
+        }
         Ok(found)
     }
 
     /// First line walked (`Fresh`): make the value just read (`s[v..end]`, of `kind`,
     /// the member starting at `pos`) the template when it fits.
     #[cold]
-    fn learn_value(&mut self, s: &[u8], pos: usize, end: usize, kind: Kind) {
+    fn learn_value(&mut self, s: &[u8], pos: usize, end: usize, kind: Kind, walks: u32) {
         let key = self.key_len as usize;
+        self.since = walks;
+        self.misses = 0;
         let total = end - pos;
         // A number is followed by `,` or `}`: compared too.
         let compared = total + (kind == Kind::Num) as usize;
@@ -201,6 +246,8 @@ pub struct Shape<T> {
     n: usize,
     /// A line is being recorded and still fits.
     learning: bool,
+    /// Lines walked (wrapping), for the template statistics and the relearning.
+    walks: u32,
 }
 
 impl<T: Copy> Shape<T> {
@@ -216,9 +263,12 @@ impl<T: Copy> Shape<T> {
             state: State::Fresh,
             kind: Kind::Str,
             tag: None,
+            since: 0,
+            misses: 0,
         }; MAX_MEMBERS],
         n: 0,
         learning: false,
+        walks: 0,
     };
 
     /// Forget the learned layout and record the keys of the line about to be read with
@@ -276,6 +326,15 @@ impl<T: Copy> Shape<T> {
         self.learning = false;
     }
 
+    /// Let the members without a template learn one from the next line walked.
+    #[cold]
+    #[inline(never)]
+    fn relearn(&mut self) {
+        for e in self.entries.iter_mut().take(self.n) {
+            e.relearn();
+        }
+    }
+
     /// Walk `s` as a line of the learned shape, calling `on_member` with (tag, value)
     /// for each member with a tag, in line order. `Ok` once the whole line has been
     /// checked (closing `}`, then only whitespace); [`Miss`] when the line does not
@@ -293,6 +352,11 @@ impl<T: Copy> Shape<T> {
         let Some(last_window) = s.len().checked_sub(KEY_CAP) else {
             return Err(Miss);
         };
+        let walks = self.walks.wrapping_add(1);
+        self.walks = walks;
+        if walks.is_multiple_of(RELEARN_WALKS) {
+            self.relearn();
+        }
         let entries = self.entries.get_mut(..self.n).unwrap_or(&mut []);
         if entries.is_empty() {
             return Err(Miss);
@@ -322,7 +386,7 @@ impl<T: Copy> Shape<T> {
                 let end = scan_number(s, pos + e.len as usize).map_err(|_| Miss)?;
                 (end, Kind::Num)
             } else {
-                e.read_other(s, pos, eq)?
+                e.read_other(s, pos, eq, walks)?
             };
             if let Some(tag) = e.tag {
                 on_member(tag, value_of(s, kind, pos + e.key_len as usize, end)?)?;
@@ -592,17 +656,25 @@ mod tests {
         // First walk: values read, and made templates where they fit.
         assert!(states(&shape).iter().all(|s| *s == State::Fresh));
         assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
-        use State::{Any, Num, Str, Template};
+        use State::{Num, Str, Template};
         assert_eq!(
             states(&shape),
             [Template, Template, Template, Template, Template, Str]
         );
         // Again, from the templates.
         assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
-        // Other values, same keys: walked, and the templates that failed give way.
+        // Other values, same keys: walked; the templates that failed stay for a while
+        // (a rare value), then give way when the misses keep coming.
         let other = LINE.replace("200", "503").replace("4.5", "12");
         assert_eq!(walked(&mut shape, &other).unwrap(), general_values(&other));
         assert_eq!(walked(&mut shape, &other).unwrap()[1], Value::Num(b"503"));
+        assert_eq!(
+            states(&shape),
+            [Template, Template, Template, Template, Template, Str]
+        );
+        for _ in 0..6 {
+            assert_eq!(walked(&mut shape, &other).unwrap(), general_values(&other));
+        }
         assert_eq!(
             states(&shape),
             [Template, Num, Template, Template, Num, Str]
@@ -643,9 +715,22 @@ mod tests {
             );
             assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
         }
+        // The `null` template missed on half of the lines: kept (a literal template
+        // pays up to that rate).
         assert_eq!(
             states(&shape),
-            [Template, Template, Any, Template, Template, Str]
+            [Template, Template, Template, Template, Template, Str]
+        );
+        // Strings from now on: it makes way for the string's quote.
+        for _ in 0..20 {
+            assert_eq!(
+                walked(&mut shape, &swapped).unwrap(),
+                general_values(&swapped)
+            );
+        }
+        assert_eq!(
+            states(&shape),
+            [Template, Template, Str, Template, Template, Str]
         );
         // Trailing whitespace is fine, anything else is not.
         for shape in [&mut learn(LINE), &mut shape] {
@@ -670,6 +755,34 @@ mod tests {
         // Lines shorter than `KEY_CAP` are not walked.
         let short = r#"{"a":1,"b":"x"}"#;
         assert_eq!(walked(&mut learn(short), short), Err(Miss));
+    }
+
+    #[test]
+    fn members_without_template_relearn_one() {
+        let mut shape = learn(LINE);
+        let other = LINE.replace(":200,", ":503,");
+        // Learned from a rare value, the template keeps missing and gives way.
+        assert_eq!(walked(&mut shape, &other).unwrap(), general_values(&other));
+        for _ in 0..30 {
+            assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        }
+        assert_eq!(states(&shape)[1], State::Num);
+        // Until the next relearning: then the common value becomes the template.
+        while shape.walks % RELEARN_WALKS != RELEARN_WALKS - 1 {
+            assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        }
+        assert_eq!(states(&shape)[1], State::Num);
+        assert_eq!(walked(&mut shape, LINE).unwrap(), general_values(LINE));
+        assert_eq!(states(&shape)[1], State::Template);
+        // Values still come out right on every kind of line after relearning.
+        for line in [&other, LINE, &other.replace(":503,", ":null,")] {
+            assert_eq!(walked(&mut shape, line).unwrap(), general_values(line));
+        }
+        // The walk counter wraps without harm.
+        shape.walks = u32::MAX - 1;
+        for _ in 0..3 {
+            assert_eq!(walked(&mut shape, &other).unwrap(), general_values(&other));
+        }
     }
 
     #[test]
@@ -823,6 +936,31 @@ mod tests {
                 }
                 let cut = cut.index(line.len());
                 prop_assert_eq!(walked(&mut shape, &line[..cut]), Err(Miss));
+            }
+        }
+
+        /// Long streams where each member takes one of a few values (templates hit,
+        /// miss, give way and are relearned, from any point of the walk counter): every
+        /// line walks as the general scanner reads it.
+        #[test]
+        fn walk_agrees_over_streams_of_repeating_values(
+            keys in proptest::collection::vec("[a-z_]{1,20}", 2..6),
+            choices in proptest::collection::vec(proptest::collection::vec(r#"("[ -!#-\[\]-~]{0,30}"|-?[1-9][0-9]{0,5}|0|true|null)"#, 3), 6),
+            picks in proptest::collection::vec(proptest::collection::vec(0usize..3, 6), 1..120),
+            start in any::<u32>(),
+        ) {
+            let lines: Vec<String> = picks.iter().map(|p| {
+                let body: Vec<String> = keys.iter().enumerate()
+                    .map(|(i, k)| format!("\"{k}\":{}", choices[i][p[i]]))
+                    .collect();
+                format!("{{\"pad\":\"{}\",{}}}", "p".repeat(KEY_CAP), body.join(","))
+            }).collect();
+            let mut shape = learn(&lines[0]);
+            shape.walks = start;
+            for _ in 0..3 {
+                for line in &lines {
+                    prop_assert_eq!(walked(&mut shape, line), Ok(general_values(line)));
+                }
             }
         }
 
