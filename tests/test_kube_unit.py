@@ -384,3 +384,15 @@ def test_controller_flags_and_environment(
     bad = build_parser().parse_args(["controller", "--lease-duration", "1", "--renew-deadline", "2"])
     assert bad.func(bad) == 2
     assert "lease: need leaseDuration > renewDeadline > retryPeriod" in capsys.readouterr().err
+
+
+def test_controller_builds_every_source_kind_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller reuses `run`'s source builders: every source flag `run` knows must exist on
+    `controller` too (a missing one is an AttributeError at start-up)."""
+    from canary_stream.cli import build_parser
+    from canary_stream.run_cmd import build_sources
+
+    monkeypatch.setenv("CANARY_STREAM_ALS", "127.0.0.1:0")
+    args = build_parser().parse_args(["controller", "--http", "127.0.0.1:0"])
+    names = sorted(type(s).__name__ for s in build_sources(args))
+    assert names == ["EnvoyAlsSource", "HttpPushSource"]

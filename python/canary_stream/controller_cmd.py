@@ -18,6 +18,7 @@ import socket
 import sys
 from typing import Any
 
+from canary_stream import eventloop
 from canary_stream.controller.scheduler import RolloutOptions
 
 log = logging.getLogger("canary_stream.controller")
@@ -97,12 +98,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = p.add_argument_group(
         "telemetry sources (as in `canary-stream run`; none: analysis by dwell time only)"
     )
-    s.add_argument("--config", default=_env("CONFIG"), metavar="FILE", help="YAML with `kafka:` / `http:`")
+    s.add_argument(
+        "--config", default=_env("CONFIG"), metavar="FILE", help="YAML with `kafka:` / `http:` / `als:`"
+    )
     s.add_argument("--file", action="append", default=[], metavar="GLOB")
     s.add_argument("--from-start", action="store_true")
     s.add_argument("--stdin", action="store_true")
     s.add_argument(
         "--http", default=_env("HTTP"), metavar="[HOST:]PORT", help="POST /ingest (e.g. 0.0.0.0:8087)"
+    )
+    s.add_argument(
+        "--als", default=_env("ALS"), metavar="[HOST:]PORT", help="Envoy gRPC access logs (e.g. 0.0.0.0:9001)"
     )
     s.add_argument("--http-envelope-key", default=None)
     s.add_argument("--http-max-body", type=int, default=None)
@@ -183,7 +189,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"canary-stream controller: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_main(args, config, sources, aggregator))
+    return eventloop.run(_main(args, config, sources, aggregator))
 
 
 async def _main(args: argparse.Namespace, config: Any, sources: list[Any], aggregator: Any) -> int:

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from canary_stream import eventloop
 from canary_stream.clock import WallClock
 from canary_stream.controller.events import MemoryEventSink
 from canary_stream.controller.phases import FINISHED
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     """Run both releases; exit 0 when the healthy one succeeded and the faulty one failed."""
     console = Console()
     live = not args.no_live and console.is_terminal
-    outcomes = asyncio.run(_demo(console, args.rps, args.seed, live, api=_api_options(args)))
+    outcomes = eventloop.run(_demo(console, args.rps, args.seed, live, api=_api_options(args)))
     ok = outcomes == ["Succeeded", "Failed"]
     console.print(
         f"[bold]{'As expected' if ok else 'Unexpected outcome'}:[/] healthy -> {outcomes[0]}, "
