@@ -354,6 +354,10 @@ async def test_a_broken_stream_loses_no_complete_message() -> None:
             future.cancel()  # the client goes away mid-stream
             release.set()
             await r.settle(4 * n)
+            deadline = time.monotonic() + 20
+            while r.src.streams_open:  # the handler has seen the break (not only a timed flush)
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
         assert by_version(r.agg)["canary"].requests == 4 * n
         assert r.src.stream_errors == 1
 

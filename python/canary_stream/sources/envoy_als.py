@@ -220,6 +220,10 @@ class EnvoyAlsSource:
                     read = asyncio.ensure_future(context.read())
                     await flush()
             await flush()
+            if context.cancelled():
+                # The client went away: depending on timing gRPC ends the reads with EOF rather
+                # than an error; it is a broken stream all the same.
+                self.stream_errors += 1
             return b""
         except BaseException as exc:
             # A broken stream (client gone, message too large) or stop(): the complete messages
