@@ -142,3 +142,55 @@ async def test_lease_single_leader_release_and_takeover(kube_api: Any, kube_name
     for t in (ta, tb):
         with contextlib.suppress(asyncio.CancelledError):
             await t
+
+
+class _FrozenInformer:
+    """A watch cache that never sees another event: the worst case of a watch running behind."""
+
+    namespace: str | None
+
+    def __init__(self, namespace: str, objects: list[dict[str, Any]]) -> None:
+        self.namespace = namespace
+        self.cache = {(namespace, o["metadata"]["name"]): o for o in objects}
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.cache.get((namespace, name))
+
+
+async def test_readiness_after_a_scale_up_never_judges_the_stale_cached_object(
+    kube_api: Any, kube_namespace: str
+) -> None:
+    """The skipAnalysis race: the cache still shows the target at 0 replicas ("nothing to wait
+    for") after the controller scaled it up; readiness must see its own write, not the cache."""
+    from canary_stream.controller.kube_controller import CacheReader
+    from canary_stream.kube.rest import DEPLOYMENTS
+    from canary_stream.spec.load import parse_canary
+    from canary_stream.workload.kubernetes import KubeWorkloads
+    from kube_controller_helpers import podinfo_deployment
+
+    kube = Kube(kube_api)
+    ns = kube_namespace
+    await kube.create(DEPLOYMENTS, ns, podinfo_deployment(replicas=0))
+    stale = await kube.get(DEPLOYMENTS, ns, "podinfo")
+    assert stale is not None
+    # what the cache would hold had the deployment controller finished the 0-replica rollout
+    stale["status"] = {"observedGeneration": stale["metadata"]["generation"]}
+    doc = canary_manifest()
+    doc["metadata"]["namespace"] = ns
+    canary, errors = parse_canary(doc)
+    assert not errors
+    reader = CacheReader(kube, {"deployments": [_FrozenInformer(ns, [stale])]})  # type: ignore[list-item]
+    owner = CanaryRef("canary-stream.dev", ns, "podinfo", "0000")
+    workloads = KubeWorkloads(kube, lambda c: owner, reader)
+
+    assert (await workloads.canary_ready(canary)).ready  # at 0 replicas: nothing to wait for
+    await workloads.scale_canary(canary, 2)
+    readiness = await workloads.canary_ready(canary)
+    assert not readiness.ready and readiness.retriable, readiness
+    assert reader.stale_reads == 1 and reader.fallbacks == 1
+    # once the cache shows the write, reads come from it again
+    fresh = await kube.get(DEPLOYMENTS, ns, "podinfo")
+    assert fresh is not None
+    reader.informers["deployments"][0].cache[(ns, "podinfo")] = fresh  # type: ignore[attr-defined]
+    await workloads.canary_ready(canary)
+    assert reader.fallbacks == 1

@@ -122,19 +122,39 @@ class Managed:
 
 class CacheReader:
     """ObjectReader over the watch caches; falls back to a GET when an object is not cached yet
-    (just created, or the cache is still listing)."""
+    (just created, or the cache is still listing), or when the cache still holds a generation older
+    than one this process wrote (the watch event of our own write has not arrived yet)."""
 
     def __init__(self, kube: Kube, informers: dict[str, list[Informer]]) -> None:
         self.kube = kube
         self.informers = informers
         self.fallbacks = 0
+        self.stale_reads = 0
+        # (kind, namespace, name) -> the generation of our last write the cache has not shown yet
+        self._floors: dict[tuple[str, str, str], int] = {}
+
+    def wrote(self, kind: str, namespace: str, written: dict[str, Any]) -> None:
+        meta = written.get("metadata") or {}
+        name, generation = meta.get("name"), meta.get("generation")
+        if isinstance(name, str) and isinstance(generation, int):
+            key = (kind, namespace, name)
+            self._floors[key] = max(generation, self._floors.get(key, 0))
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (kind, namespace, name)
+        floor = self._floors.get(key)
         for inf in self.informers.get(kind, []):
             if inf.namespace in (None, namespace):
                 obj = inf.get(namespace, name)
-                if obj is not None:
+                if obj is None:
+                    continue
+                if floor is None:
                     return obj
+                if int((obj.get("metadata") or {}).get("generation") or 0) >= floor:
+                    del self._floors[key]  # the cache has caught up with our write
+                    return obj
+                self.stale_reads += 1
+                break
         self.fallbacks += 1
         res = {"deployments": DEPLOYMENTS, "configmaps": CONFIGMAPS, "secrets": SECRETS}[kind]
         return await retry(lambda: self.kube.get(res, namespace, name), what=f"GET {kind} {namespace}/{name}")

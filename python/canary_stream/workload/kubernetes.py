@@ -39,9 +39,12 @@ ConfigKey = tuple[str, str]  # ("configmap" | "secret", name)
 
 class ObjectReader(Protocol):
     """Reads one object as a dict; None when it does not exist. `kind` is the plural resource:
-    deployments, configmaps or secrets."""
+    deployments, configmaps or secrets. `wrote` tells the reader of an object the caller just wrote,
+    so a later read never returns an older generation of it (read-your-writes over a cache)."""
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def wrote(self, kind: str, namespace: str, written: dict[str, Any]) -> None: ...
 
 
 class ApiReader:
@@ -53,6 +56,9 @@ class ApiReader:
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         res = RESOURCES[kind]
         return await retry(lambda: self.kube.get(res, namespace, name), what=f"GET {kind} {namespace}/{name}")
+
+    def wrote(self, kind: str, namespace: str, written: dict[str, Any]) -> None:
+        """Every read is a GET: nothing to remember."""
 
 
 # -- pure derivations (unit-tested) ------------------------------------------------------------------
@@ -339,7 +345,8 @@ class KubeWorkloads:
         await self._sync_configs(ns, configs, owner)
         body = primary_deployment(target, owner, set(configs), canary.spec.progress_deadline_seconds)
         try:
-            await retry(lambda: self.kube.create(DEPLOYMENTS, ns, body), what=f"create {ns}/{name}")
+            created = await retry(lambda: self.kube.create(DEPLOYMENTS, ns, body), what=f"create {ns}/{name}")
+            self.reader.wrote("deployments", ns, created)
         except Exception as exc:
             if status_of(exc) != 409:  # already there (a stale cache): fine
                 raise
@@ -353,8 +360,11 @@ class KubeWorkloads:
 
     async def _scale(self, namespace: str, name: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}
-        await retry(lambda: self.kube.patch(DEPLOYMENTS, namespace, name, body),
-                    what=f"scale {namespace}/{name} to {replicas}")  # fmt: skip
+        patched = await retry(lambda: self.kube.patch(DEPLOYMENTS, namespace, name, body),
+                              what=f"scale {namespace}/{name} to {replicas}")  # fmt: skip
+        # A readiness check right after must not judge the cached pre-scale object (replicas 0
+        # reads as "nothing to wait for" and would promote a revision that never came up).
+        self.reader.wrote("deployments", namespace, patched)
 
     async def promote(self, canary: Canary) -> None:
         ns = canary.namespace
@@ -380,8 +390,9 @@ class KubeWorkloads:
             primary.pop("status", None)
             return await self.kube.replace(DEPLOYMENTS, ns, name, primary)
 
-        await retry(copy_template, what=f"promote {ns}/{name}",
-                    retry_on=lambda e: status_of(e) == 409 or is_transient(e))  # fmt: skip
+        replaced = await retry(copy_template, what=f"promote {ns}/{name}",
+                               retry_on=lambda e: status_of(e) == 409 or is_transient(e))  # fmt: skip
+        self.reader.wrote("deployments", ns, replaced)
 
     async def revert(self, canary: Canary) -> None:
         ns = canary.namespace
