@@ -20,7 +20,6 @@ Run with ``-s`` for the figures.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import multiprocessing
 import os
@@ -28,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,33 +113,87 @@ def baseline() -> Server:
     return Server([sys.executable, str(HERE / "http_baseline_server.py"), str(port)], port)
 
 
-async def _push(url: str, bodies: list[bytes], gzipped: bool, concurrency: int) -> None:
-    """Send every body with `concurrency` requests in flight. A 429/503 (backpressure) is retried
-    after a short pause, as Vector and Fluent Bit do."""
-    headers = {"Content-Type": "application/x-ndjson"}
-    if gzipped:
-        headers["Content-Encoding"] = "gzip"
-    todo = iter(bodies)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+def _request(host: str, body: bytes, gzipped: bool) -> bytes:
+    head = (
+        f"POST /ingest HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-ndjson\r\n"
+        f"{'Content-Encoding: gzip' + chr(13) + chr(10) if gzipped else ''}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
-        async def worker() -> None:
-            for body in todo:
+
+def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
+    """One HTTP/1.1 response on a keep-alive connection: (status, body). `buf` keeps what was
+    read past it (nothing, with one request in flight per connection)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        rest += chunk
+    buf[:] = rest[length:]
+    return status, rest[:length]
+
+
+def _push(url: str, requests: list[bytes], concurrency: int) -> None:
+    """Send every body with `concurrency` keep-alive connections, one request in flight on each
+    (what Fluent Bit's `http` output and Vector's `http` sink do per worker). The requests are
+    built up front and written with one `sendall` each: a native agent spends next to no CPU per
+    body, and a Python HTTP client would (httpx took ~2x the CPU of our server), so the sender
+    must not be what is measured. A 429/503 (backpressure) is retried after a short pause, as
+    Vector and Fluent Bit do."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    todo = iter(requests)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with socket.create_connection((host, int(port))) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                buf = bytearray()
                 while True:
-                    r = await client.post("/ingest", content=body, headers=headers)
-                    if r.status_code == 204:
-                        break
-                    assert r.status_code in (429, 503), (r.status_code, r.text)
-                    await asyncio.sleep(0.01)
+                    with lock:
+                        request = next(todo, None)
+                    if request is None:
+                        return
+                    while True:
+                        sock.sendall(request)
+                        status, text = _read_response(sock, buf)
+                        if status == 204:
+                            break
+                        assert status in (429, 503), (status, text)
+                        time.sleep(0.01)
+        except BaseException as exc:
+            errors.append(exc)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _sender(url: str, bodies: list[bytes], gzipped: bool, go: Any, done: Any) -> None:
-    """One sender process (one agent): waits for `go`, pushes its bodies, reports."""
+    """One sender process (one agent): builds its requests, waits for `go`, pushes them, reports."""
+    requests = [_request(url.removeprefix("http://"), body, gzipped) for body in bodies]
     go.wait()
     try:
-        asyncio.run(_push(url, bodies, gzipped, max(1, CONCURRENCY // SENDERS)))
+        _push(url, requests, max(1, CONCURRENCY // SENDERS))
         done.put("ok")
     except BaseException as exc:  # reported to the parent, which fails the test
         done.put(repr(exc))
@@ -156,7 +210,7 @@ def _round(server: Server, bodies: list[bytes], gzipped: bool) -> tuple[float, f
     ]
     for p in procs:
         p.start()
-    time.sleep(0.2)  # forked and waiting on `go`
+    time.sleep(0.5)  # forked, requests built, waiting on `go`
     before, cpu0 = server.events(), server.cpu_s()
     started = time.perf_counter()
     go.set()

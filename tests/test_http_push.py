@@ -1,4 +1,4 @@
-"""HTTP push source against a real uvicorn server on 127.0.0.1 (httpx client): NDJSON, gzip, Fluent Bit
+"""HTTP push source against its real server on 127.0.0.1 (httpx client): NDJSON, gzip, Fluent Bit
 and Vector envelopes, limits and clear 4xx, backpressure (429 + Retry-After), nothing else lost."""
 
 from __future__ import annotations

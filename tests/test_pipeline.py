@@ -14,6 +14,7 @@ from canary_stream import (
     Windowing,
     _native,
     detect_format,
+    generate,
     parse_lines,
 )
 from conftest import (
@@ -227,3 +228,19 @@ def test_detect_and_parse_lines() -> None:
     [row] = parse_lines(ISTIO_TEXT_CANARY_503.encode(), "istio-text")
     assert row["ok"] and row["status"] == 503 and row["flags"] == ["UF", "URX"]
     assert row["upstream_cluster"] == "outbound|9080|canary|reviews.default.svc.cluster.local"
+
+
+def test_feed_reads_any_contiguous_byte_buffer_in_place() -> None:
+    data = generate("istio-json", lines=300, seed=5)
+    want = Aggregator()
+    want.feed(data)
+    for wrapped in (bytearray(data), memoryview(data), memoryview(bytearray(data))):
+        agg = Aggregator()
+        agg.feed(wrapped)  # type: ignore[arg-type]  # a memoryview too
+        assert agg.totals() == want.totals()
+    held = bytearray(data)
+    Aggregator().feed(held)
+    held += b"x"  # the export ended with the call: the buffer can be resized again
+    strided = memoryview(data)[::2]
+    with pytest.raises((ValueError, BufferError)):
+        Aggregator()._native.feed(strided)

@@ -12,7 +12,7 @@ class Pipeline:
     def __init__(self, config: Mapping[str, Any] | None = None) -> None: ...
     def feed(
         self,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         *,
         pod: str = "",
         namespace: str = "",

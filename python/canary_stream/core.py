@@ -271,9 +271,12 @@ class Aggregator:
         # Typed as the pipeline itself: the wrapper forwards every call unchanged.
         self._native = cast("_native.Pipeline", _Serialised(_native.Pipeline(self.config.to_native())))
 
-    def feed(self, data: bytes, *, source: Source | None = None, now_ms: int | None = None) -> FeedResult:
+    def feed(
+        self, data: bytes | bytearray, *, source: Source | None = None, now_ms: int | None = None
+    ) -> FeedResult:
         """Feed any number of lines; a trailing partial line waits for the next call.
-        ``now_ms`` (default: wall clock) stamps lines without a timestamp."""
+        ``now_ms`` (default: wall clock) stamps lines without a timestamp. A ``bytearray`` is
+        read in place, with the GIL released: nothing may change it until the call returns."""
         s = source or Source()
         lines, accepted = self._native.feed(
             data, pod=s.pod, namespace=s.namespace, target=s.target, version=s.version, now_ms=now_ms

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -625,6 +626,42 @@ struct PyPipeline {
     inner: Pipeline,
 }
 
+/// What `feed` reads: a `bytes` object, or any C-contiguous buffer of bytes (the HTTP source
+/// hands on the `bytearray` a request body was received into, so that it is not copied again).
+enum Input<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Buffer(PyBuffer<u8>),
+}
+
+impl<'py> Input<'py> {
+    fn of(data: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            return Ok(Input::Bytes(bytes.clone()));
+        }
+        let buffer = PyBuffer::<u8>::get(data)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyValueError::new_err(
+                "feed: data must be bytes or a contiguous buffer of bytes",
+            ));
+        }
+        Ok(Input::Buffer(buffer))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Bytes(b) => b.as_bytes(),
+            // SAFETY: the buffer stays exported while `self` lives (PyBuffer releases it on drop),
+            // so its owner cannot resize or free the memory (a bytearray refuses to resize while
+            // exported); it is C-contiguous (checked in `of`) and `len_bytes` long. Its contents
+            // could still be written by other Python code while the GIL is released: the callers
+            // (the sources) hand over buffers nothing else holds.
+            Input::Buffer(b) => unsafe {
+                std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes())
+            },
+        }
+    }
+}
+
 fn context(pod: String, namespace: String, target: String, version: String) -> SourceContext {
     SourceContext {
         pod,
@@ -658,7 +695,7 @@ impl PyPipeline {
     fn feed(
         &mut self,
         py: Python<'_>,
-        data: &[u8],
+        data: &Bound<'_, PyAny>,
         pod: String,
         namespace: String,
         target: String,
@@ -668,7 +705,9 @@ impl PyPipeline {
         let ctx = context(pod, namespace, target, version);
         let now = now_ms.unwrap_or_else(wall_ms);
         let inner = &mut self.inner;
-        let stats = py.detach(|| guarded(|| inner.feed(data, &ctx, now)))?;
+        let input = Input::of(data)?;
+        let bytes = input.bytes();
+        let stats = py.detach(|| guarded(|| inner.feed(bytes, &ctx, now)))?;
         Ok((stats.lines, stats.accepted))
     }
 

@@ -1,5 +1,6 @@
 """HTTP push source: an NDJSON ingest endpoint for Fluent Bit's ``http`` output and Vector's ``http``
-sink (Starlette app served by uvicorn inside the process's event loop).
+sink, served inside the process's event loop by :mod:`canary_stream.sources.http_wire` (request
+bodies received straight into one buffer; see there why not uvicorn).
 
 Endpoints:
 
@@ -57,25 +58,20 @@ request: the sender drops such bodies or retries them in vain) and in ``rejected
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import socket
 import zlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
-
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from urllib.parse import unquote
 
 from canary_stream.core import Source
 from canary_stream.sources.base import Batch, IngestQueue, SourceStats
+from canary_stream.sources.http_wire import ReadBody, WireRequest, WireResponse, WireServer
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +163,7 @@ class _Reject(Exception):
         self.message = message
 
 
-def envelope_rewriter(key: str) -> Callable[[bytes], bytes]:
+def envelope_rewriter(key: str) -> Callable[[bytes | bytearray], bytes]:
     """A function rewriting every line ``{...,"<key>":"<escaped line>",...}`` of a buffer to
     ``{"log":"<escaped line>",...}`` for the core's Docker unwrapper: one regex pass in C. The
     pattern starts with the literal ``\n{`` so the regex engine jumps between line starts with a
@@ -176,13 +172,13 @@ def envelope_rewriter(key: str) -> Callable[[bytes], bytes]:
     pattern = re.compile(rb'\n\{[^\n]*?"' + re.escape(key.encode()) + rb'"\s*:\s*"')
     replacement = b'\n{"log":"'
 
-    def rewrite(data: bytes) -> bytes:
+    def rewrite(data: bytes | bytearray) -> bytes:
         return pattern.sub(replacement, b"\n" + data)[1:]
 
     return rewrite
 
 
-def _inflate(data: bytes, limit: int, encoding: str) -> bytes:
+def _inflate(data: bytes | bytearray, limit: int, encoding: str) -> bytes:
     """Decompress gzip (all concatenated members) or zlib, stopping at `limit` output bytes."""
     out: list[bytes] = []
     total = 0
@@ -214,6 +210,9 @@ class HttpPushSource:
     """A :class:`~canary_stream.sources.base.TelemetrySource` serving the ingest endpoint (see the
     module docstring). ``port`` is the bound port once ``ready`` is set."""
 
+    #: A rejected body up to this size is read and dropped before the answer (http_wire).
+    drain_bytes = DRAIN_BYTES
+
     def __init__(self, config: HttpPushConfig | None = None, *, name: str = "http") -> None:
         self.config = config or HttpPushConfig()
         self.stats = SourceStats(name)
@@ -224,17 +223,8 @@ class HttpPushSource:
         self.rejected: dict[str, int] = {}
         self._rewrite = envelope_rewriter(self.config.envelope_key) if self.config.envelope_key else None
         self._queue: IngestQueue | None = None
-        self._server: _Server | None = None
+        self._server: WireServer | None = None
         self._stopping = False
-        path = self.config.path
-        self.app = Starlette(
-            routes=[
-                Route(path, self._ingest, methods=["POST"]),
-                Route(path + "/{target}/{version}", self._ingest, methods=["POST"]),
-                Route("/healthz", self._health, methods=["GET"]),
-                Route("/stats", self._stats, methods=["GET"]),
-            ]
-        )
 
     # --- the TelemetrySource protocol ------------------------------------------------------
 
@@ -242,7 +232,7 @@ class HttpPushSource:
         """Stop accepting; requests in flight are answered (they wait for their folds)."""
         self._stopping = True
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.stop()
 
     async def run(self, queue: IngestQueue) -> None:
         cfg = self.config
@@ -259,87 +249,140 @@ class HttpPushSource:
             sock.close()
             raise
         self.port = int(sock.getsockname()[1])
-        server = _Server(
-            uvicorn.Config(
-                self.app,
-                lifespan="off",
-                access_log=False,
-                log_level="warning",
-                timeout_graceful_shutdown=int(max(1, cfg.graceful_shutdown_s)),
-                server_header=False,
-            )
-        )
+        server = WireServer(self, grace_s=cfg.graceful_shutdown_s)
         self._server = server
         if self._stopping:
-            server.should_exit = True
+            server.stop()
         self.ready.set()
         try:
-            await server.serve(sockets=[sock])
+            await server.serve(sock)
         finally:
             sock.close()
             self._server = None
 
+    # --- the WireApp protocol: routing ------------------------------------------------------
+
+    def _route(self, path: str) -> tuple[str, Source]:
+        """("ingest" | "healthz" | "stats" | "", the attribution the path gives)."""
+        base = self.config.path
+        if path == base:
+            return "ingest", Source()
+        if path.startswith(base + "/"):
+            parts = path[len(base) + 1 :].split("/")
+            if len(parts) == 2 and all(parts):
+                return "ingest", Source(target=unquote(parts[0]), version=unquote(parts[1]))
+            return "", Source()
+        if path in ("/healthz", "/stats"):
+            return path[1:], Source()
+        return "", Source()
+
+    def check(self, request: WireRequest) -> WireResponse | ReadBody:
+        """A request head, before its body is read: route, method, content type and encoding,
+        announced length."""
+        route, _ = self._route(request.path)
+        if not route:
+            return WireResponse(404, b"not found\n")
+        method = "POST" if route == "ingest" else "GET"
+        if request.method != method:
+            return WireResponse(405, b"method not allowed\n", headers=(("allow", method),))
+        if route != "ingest":
+            return ReadBody(0, lambda r: WireResponse(413, b"a GET has no body\n"))
+        self.requests += 1
+        cfg = self.config
+        headers = request.headers
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in NDJSON_TYPES:
+            return self._reject(
+                415,
+                "unsupported_content_type",
+                f"unsupported content type {media!r}: send NDJSON as application/x-ndjson, "
+                "application/json or text/plain",
+            )
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ENCODINGS:
+            return self._reject(
+                415,
+                "unsupported_content_encoding",
+                f"unsupported content encoding {encoding!r}: use gzip, deflate or none",
+            )
+        length = headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > cfg.max_body_bytes:
+            return self._reject(
+                413, "body_too_large", f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}"
+            )
+        return ReadBody(cfg.max_body_bytes, self._too_large)
+
+    def _too_large(self, request: WireRequest) -> WireResponse:
+        limit = self.config.max_body_bytes
+        return self._reject(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+
+    def disconnected(self, request: WireRequest) -> None:
+        if self._route(request.path)[0] == "ingest":
+            self.rejected["disconnected"] = self.rejected.get("disconnected", 0) + 1
+
+    async def handle(self, request: WireRequest) -> WireResponse:
+        route, source = self._route(request.path)
+        if route == "healthz":
+            return WireResponse(200, b"ok")
+        if route == "stats":
+            return WireResponse(200, json.dumps(self.stats_doc()).encode(), "application/json")
+        response, queued = await self._ingest(request, source)
+        # The received buffer is free again unless a batch of it is still queued or folding
+        # (ack=queued, or a folded-ack timeout).
+        request.recycle = queued is not request.body
+        return response
+
     # --- requests --------------------------------------------------------------------------
 
-    async def _health(self, request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    async def _stats(self, request: Request) -> Response:
+    def stats_doc(self) -> dict[str, object]:
+        """This source's counters (``GET /stats``)."""
         s = self.stats
-        return JSONResponse(
-            {
-                "name": s.name,
-                "events": s.events,
-                "lines": s.lines,
-                "bytes": s.bytes,
-                "batches": s.batches,
-                "waits": s.waits,
-                "malformed": s.malformed,
-                "requests": self.requests,
-                "accepted": self.accepted,
-                "rejected": self.rejected,
-                **s.rates(),
-            }
-        )
+        return {
+            "name": s.name,
+            "events": s.events,
+            "lines": s.lines,
+            "bytes": s.bytes,
+            "batches": s.batches,
+            "waits": s.waits,
+            "malformed": s.malformed,
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            **s.rates(),
+        }
 
-    def _reject(self, status: int, reason: str, message: str) -> Response:
+    def _reject(self, status: int, reason: str, message: str) -> WireResponse:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if reason != "busy":
             key = f"http_{reason}"
             self.stats.malformed[key] = self.stats.malformed.get(key, 0) + 1
-        headers = {"Retry-After": str(self.config.retry_after_s)} if status in (429, 503) else None
-        return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+        headers = (("retry-after", str(self.config.retry_after_s)),) if status in (429, 503) else ()
+        return WireResponse(status, (message + "\n").encode(), headers=headers)
 
-    async def _ingest(self, request: Request) -> Response:
-        self.requests += 1
+    async def _ingest(
+        self, request: WireRequest, source: Source
+    ) -> tuple[WireResponse, bytes | bytearray | None]:
+        """The answer, and the data still held by a queued batch (None once folded)."""
         try:
             data = await self._decode(request)
         except _Reject as r:
-            return self._reject(r.status, r.reason, r.message)
-        except ClientDisconnect:
-            self.rejected["disconnected"] = self.rejected.get("disconnected", 0) + 1
-            return Response(status_code=400)
+            return self._reject(r.status, r.reason, r.message), None
         if not data:
             self.accepted += 1
-            return Response(status_code=204)
+            return WireResponse(204), None
         queue = self._queue
         if queue is None:  # pragma: no cover - the server runs only inside run()
-            return self._reject(503, "busy", "not running")
+            return self._reject(503, "busy", "not running"), None
         # While stopping, requests already being received are still taken in: the server accepts
         # no new connection, and the fold loop keeps running until every source has stopped.
         if queue.would_block(len(data)):
             self.stats.waits += 1
-            return self._reject(
-                self.config.busy_status,
-                "busy",
-                f"ingest queue full ({queue.queued_bytes} of {queue.max_bytes} bytes); retry later",
-            )
-        params = request.path_params
-        source = Source(target=params.get("target", ""), version=params.get("version", ""))
+            message = f"ingest queue full ({queue.queued_bytes} of {queue.max_bytes} bytes); retry later"
+            return self._reject(self.config.busy_status, "busy", message), None
         if self.config.ack == "queued":
             await queue.put(Batch(data, source, self.stats))
             self.accepted += 1
-            return Response(status_code=204)
+            return WireResponse(204), data
         folded = asyncio.get_running_loop().create_future()
 
         async def on_folded() -> None:
@@ -350,78 +393,40 @@ class HttpPushSource:
         try:
             await asyncio.wait_for(asyncio.shield(folded), self.config.ack_timeout_s)
         except TimeoutError:
-            return self._reject(503, "busy", f"not folded within {self.config.ack_timeout_s:g} s; retry")
+            timeout = self.config.ack_timeout_s
+            return self._reject(503, "busy", f"not folded within {timeout:g} s; retry"), data
         self.accepted += 1
-        return Response(status_code=204)
+        return WireResponse(204), None
 
-    async def _decode(self, request: Request) -> bytes:
+    async def _decode(self, request: WireRequest) -> bytes | bytearray:
         """The body as complete lines (ends with a newline), or a _Reject."""
-        cfg = self.config
-        headers = request.headers
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media not in NDJSON_TYPES:
-            raise _Reject(
-                415,
-                "unsupported_content_type",
-                f"unsupported content type {media!r}: send NDJSON as application/x-ndjson, "
-                "application/json or text/plain",
-            )
-        encoding = headers.get("content-encoding", "").strip().lower()
-        if encoding not in ENCODINGS:
-            raise _Reject(
-                415,
-                "unsupported_content_encoding",
-                f"unsupported content encoding {encoding!r}: use gzip, deflate or none",
-            )
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            await self._discard(request, int(length))
-            raise _Reject(
-                413, "body_too_large", f"body of {length} bytes exceeds the limit of {cfg.max_body_bytes}"
-            )
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cfg.max_body_bytes:
-                parts.clear()
-                await self._discard(request, None)
-                raise _Reject(413, "body_too_large", f"body exceeds the limit of {cfg.max_body_bytes} bytes")
-            parts.append(chunk)
-        body = b"".join(parts)
+        body = request.body or bytearray()
+        encoding = request.headers.get("content-encoding", "").strip().lower()
         # Only decompression and rewriting cost enough to be worth a thread hop; a plain body is
         # checked on the loop (a prefix match and its last byte).
         heavy = encoding not in ("", "identity") or self._rewrite is not None
-        if heavy and size > THREAD_DECODE_BYTES:
+        if heavy and len(body) > THREAD_DECODE_BYTES:
             return await asyncio.to_thread(self._transform, body, encoding)
         return self._transform(body, encoding)
 
-    async def _discard(self, request: Request, length: int | None) -> None:
-        """Read and drop the rest of a rejected body (up to DRAIN_BYTES), so that the sender, still
-        writing it, reads the 413 instead of a connection reset. Larger bodies are cut off."""
-        if length is not None and length > DRAIN_BYTES:
-            return
-        seen = 0
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > DRAIN_BYTES:
-                return
-
-    def _transform(self, body: bytes, encoding: str) -> bytes:
+    def _transform(self, body: bytearray, encoding: str) -> bytes | bytearray:
+        """Decoded, unwrapped lines. A plain body is handed on as the buffer it was received in
+        (the core reads any bytes-like object); nothing else holds it."""
         cfg = self.config
+        data: bytes | bytearray = body
         if encoding not in ("", "identity"):
-            body = _inflate(body, cfg.max_decoded_bytes, encoding)
+            data = _inflate(body, cfg.max_decoded_bytes, encoding)
         elif len(body) > cfg.max_decoded_bytes:  # pragma: no cover - max_decoded >= max_body
             raise _Reject(413, "decoded_too_large", "body too large")
-        if cfg.json_arrays and _ARRAY_START.match(body):
-            body = self._from_array(body)
+        if cfg.json_arrays and _ARRAY_START.match(data):
+            data = self._from_array(data)
         elif self._rewrite is not None:
-            body = self._rewrite(body)
-        if body and not body.endswith(b"\n"):
-            body += b"\n"
-        return body
+            data = self._rewrite(data)
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        return data
 
-    def _from_array(self, body: bytes) -> bytes:
+    def _from_array(self, body: bytes | bytearray) -> bytes:
         """A JSON array body: one line per element; with `envelope_key`, the key's string value."""
         try:
             items = json.loads(body)
@@ -441,12 +446,3 @@ class HttpPushSource:
         if not lines:
             return b""
         return ("\n".join(lines) + "\n").encode()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the process (``canary-stream run``) owns SIGINT/SIGTERM
-    and stops the source through :meth:`HttpPushSource.stop`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
