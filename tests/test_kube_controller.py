@@ -428,7 +428,9 @@ async def test_config_change_is_a_new_revision_and_is_copied_on_promotion(env: E
     )
     await deploy(env, config="podinfo-env")
     await env.start()
-    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    initialized = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    tracked = initialized["status"]["trackedConfigs"]  # Flagger's status field, shown as is
+    assert list(tracked) == ["configmap/podinfo-env"] and tracked["configmap/podinfo-env"]
     copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
     assert copy is not None and copy["data"] == {"COLOR": "blue"}
     primary = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")
@@ -436,7 +438,9 @@ async def test_config_change_is_a_new_revision_and_is_copied_on_promotion(env: E
     env_from = primary["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]
     assert env_from["configMapRef"]["name"] == "podinfo-env-primary"
     await env.admin.patch(CONFIGMAPS, env.namespace, "podinfo-env", {"data": {"COLOR": "green"}})
-    await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=10)
+    progressing = await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=10)
+    changed = progressing["status"]["trackedConfigs"]
+    assert list(changed) == ["configmap/podinfo-env"] and changed != tracked
     await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
     copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
     assert copy is not None and copy["data"] == {"COLOR": "green"}

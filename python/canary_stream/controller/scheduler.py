@@ -506,9 +506,15 @@ class Rollout:
         await self.router.reconcile(self.canary)
         await self.workloads.scale_canary(self.canary, 0)
         revision = await self.workloads.revision(self.canary)
+        configs = await self.workloads.config_checksums(self.canary)
         routes = await self.router.get_routes(self.canary)
         self.weights.append((self.clock.now(), routes.canary_weight))
-        self._set_phase(Phase.INITIALIZED, last_applied_spec=revision, last_promoted_spec=revision)
+        self._set_phase(
+            Phase.INITIALIZED,
+            last_applied_spec=revision,
+            last_promoted_spec=revision,
+            tracked_configs=configs,
+        )
         await self._event(f"Initialization done! {self.ident}")
 
     async def _new_revision(self) -> bool:
@@ -532,19 +538,31 @@ class Rollout:
             self._wake(self._gate_retry_at)
             return
         revision = await self.workloads.revision(self.canary)
+        configs = await self.workloads.config_checksums(self.canary)
         self.finished.clear()
         await self._event(f"New revision detected! Scaling up {self.ident}")
         await self.workloads.scale_canary(self.canary, None)
         self._set_phase(
-            Phase.PROGRESSING, canary_weight=0, failed_checks=0, iterations=0, last_applied_spec=revision
+            Phase.PROGRESSING,
+            canary_weight=0,
+            failed_checks=0,
+            iterations=0,
+            last_applied_spec=revision,
+            tracked_configs=configs,
         )
         self._reset_run()
 
     async def _restart(self, revision: str) -> None:
         """A newer revision mid-analysis: all traffic back to primary, counters reset, start over."""
         await self._route(Routes(100, 0))
+        configs = await self.workloads.config_checksums(self.canary)
         self._set_phase(
-            Phase.PROGRESSING, canary_weight=0, failed_checks=0, iterations=0, last_applied_spec=revision
+            Phase.PROGRESSING,
+            canary_weight=0,
+            failed_checks=0,
+            iterations=0,
+            last_applied_spec=revision,
+            tracked_configs=configs,
         )
         self._reset_run()
         await self._event(f"New revision detected! Restarting analysis for {self.ident}")

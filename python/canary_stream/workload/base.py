@@ -27,6 +27,10 @@ class Workloads(Protocol):
     async def revision(self, canary: Canary) -> str:
         """Hash of the target's pod template (plus tracked configs): a new value is a new revision."""
 
+    async def config_checksums(self, canary: Canary) -> dict[str, str]:
+        """Flagger's `status.trackedConfigs`: `configmap/<name>` / `secret/<name>` -> checksum of
+        the ConfigMaps and Secrets the target's pod template references (and that are tracked)."""
+
     async def primary_ready(self, canary: Canary) -> Readiness: ...
 
     async def canary_ready(self, canary: Canary) -> Readiness: ...

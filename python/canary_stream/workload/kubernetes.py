@@ -311,9 +311,15 @@ class KubeWorkloads:
 
     async def revision(self, canary: Canary) -> str:
         target = await self._target(canary)
-        configs = await self.tracked_configs(canary, target)
-        checksums = {f"{k}/{n}": config_checksum(obj) for (k, n), obj in configs.items()}
+        checksums = await self._checksums(canary, target)
         return revision_of((target.get("spec") or {}).get("template") or {}, checksums)
+
+    async def config_checksums(self, canary: Canary) -> dict[str, str]:
+        return await self._checksums(canary, await self._target(canary))
+
+    async def _checksums(self, canary: Canary, target: dict[str, Any]) -> dict[str, str]:
+        configs = await self.tracked_configs(canary, target)
+        return {f"{k}/{n}": config_checksum(obj) for (k, n), obj in configs.items()}
 
     async def primary_ready(self, canary: Canary) -> Readiness:
         name = primary_name(canary.spec.target_ref.name)

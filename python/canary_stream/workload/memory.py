@@ -103,6 +103,9 @@ class InMemoryWorkloads:
     async def revision(self, canary: Canary) -> str:
         return spec_hash(self._target(canary).canary.template)
 
+    async def config_checksums(self, canary: Canary) -> dict[str, str]:
+        return {}  # in-memory Deployments reference no configs
+
     async def primary_ready(self, canary: Canary) -> Readiness:
         t = self._target(canary)
         if t.primary is None:
