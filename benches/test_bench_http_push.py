@@ -1,15 +1,19 @@
 """HTTP push ingest → aggregator, against a per-record Python ingest service, in the same run.
 
-Both servers run as their own process on 127.0.0.1 (uvicorn, one event loop each), one after the
-other, and receive exactly the same request bodies from ``SENDERS`` sender processes (many agents
-pushing to one ingest; one Python sender alone cannot load our server), ``CONCURRENCY`` requests
-in flight in all, ``LINES_PER_BODY`` generated Istio JSON lines per body — what Fluent Bit's
-``http`` output with ``format json_lines`` or Vector's ``http`` sink send, minus the envelope):
+Both servers run as their own process on 127.0.0.1, one after the other, and receive exactly the
+same request bodies from ``SENDERS`` sender processes (many agents pushing to one ingest),
+``CONCURRENCY`` keep-alive connections in all, one request in flight on each, ``LINES_PER_BODY``
+generated Istio JSON lines per body — what Fluent Bit's ``http`` output with ``format
+json_lines`` or Vector's ``http`` sink send, minus the envelope. The senders write prebuilt
+requests with one ``sendall`` each over raw sockets, as a native agent costs next to nothing per
+body (an httpx sender cost twice the CPU of our server and was what the bench measured):
 
-* ours: ``canary-stream run --http`` — ``HttpPushSource`` → ``IngestQueue`` → ``fold_forever`` →
+* ours: ``canary-stream run --http`` — ``HttpPushSource`` on its own HTTP/1.1 server
+  (``sources/http_wire.py``: bodies received in place) → ``IngestQueue`` → ``fold_forever`` →
   ``Aggregator``, answering 204 once the body is folded (``ack="folded"``, the default);
-* baseline: ``benches/http_baseline_server.py`` — the same Starlette/uvicorn transport, with
-  ``orjson.loads`` per line and a Python dict per version, answering 204 once counted.
+* baseline: ``benches/http_baseline_server.py`` — a small Python ingest service as one would write
+  it (Starlette on uvicorn with httptools and uvloop), ``orjson.loads`` per line and a Python dict
+  per version, answering 204 once counted.
 
 The rate is lines / (first request sent → last 204 received); every line must then be counted
 (``GET /stats``). Shapes: identity bodies and gzip bodies (``Content-Encoding: gzip``, compressed
