@@ -43,12 +43,14 @@ py-test:
 	$(BIN)/pytest -q
 	BENCH_LINES=20000 BENCH_ROWS=200000 $(BIN)/pytest -q benches
 
-# Short fuzzing runs: atheris through the bindings (mutation from generated seeds), and
+# Short fuzzing runs: atheris through the bindings (mutation from generated seeds) and on the
+# HTTP ingest server's request parsing (tests/fuzz_http_wire.py), and
 # coverage-guided libFuzzer on the Rust parsers and pipeline with cargo-fuzz when a nightly
 # toolchain is present (cargo-fuzz needs one; it is installed from crates.io on first use).
 FUZZ_SECONDS ?= 30
 fuzz:
 	$(BIN)/python tests/fuzz_parsers.py -atheris_runs=20000
+	$(BIN)/python tests/fuzz_http_wire.py -atheris_runs=20000
 	@if rustup run nightly rustc --version >/dev/null 2>&1; then \
 		command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked; \
 		for t in parsers pipeline; do \

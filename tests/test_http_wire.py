@@ -96,15 +96,28 @@ async def test_recycled_buffers_never_mix_bodies_when_batches_stay_queued() -> N
     assert agg.totals().malformed_total == 0
 
 
-async def test_body_arriving_in_small_pieces_and_split_heads() -> None:
-    body = generate("istio-json", lines=200, seed=60)
-    raw = post(body)
+def chunked_post(body: bytes, size: int) -> bytes:
+    chunks = b"".join(
+        f"{len(body[i : i + size]):x}\r\n".encode() + body[i : i + size] + b"\r\n"
+        for i in range(0, len(body), size)
+    )
+    return b"POST /ingest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("piece", [1, 3, 997])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_requests_arriving_in_small_pieces(framing: str, piece: int) -> None:
+    """Heads, chunk lines and bodies cut anywhere (a chunk line cut in two once hung the server:
+    found by tests/fuzz_http_wire.py)."""
+    body = generate("istio-json", lines=200 if piece > 1 else 20, seed=60)
+    raw = post(body) if framing == "length" else chunked_post(body, 1000)
     async with serve() as (source, agg):
         reader, writer = await asyncio.open_connection("127.0.0.1", source.port)
-        for i in range(0, len(raw), 997):  # the head split across writes too
-            writer.write(raw[i : i + 997])
+        for i in range(0, len(raw), piece):
+            writer.write(raw[i : i + piece])
             await writer.drain()
-            await asyncio.sleep(0)
+            if i % (piece * 50) == 0:
+                await asyncio.sleep(0.001)  # let the server read what is there so far
         assert (await read_response(reader))[0] == 204
         writer.close()
         assert agg.totals().accepted == expected(body)

@@ -256,7 +256,10 @@ class WireProtocol(asyncio.BufferedProtocol):
                     if not self._read_head():
                         return
                 elif self._state == "chunked":
+                    before = len(self._pending)
                     self._read_chunked()
+                    if self._state == "chunked" and len(self._pending) == before:
+                        return  # an incomplete chunk line: wait for more
                 else:
                     take = min(self._discard_left, len(self._pending))
                     del self._pending[:take]
