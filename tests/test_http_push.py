@@ -296,6 +296,7 @@ def test_config_validation_names_the_field() -> None:
         ({"max_body_bytes": 0}, "http.max_body_bytes"),
         ({"max_body_bytes": 10, "max_decoded_bytes": 5}, "http.max_decoded_bytes"),
         ({"ack": "never"}, "http.ack"),
+        ({"read_timeout_s": 0}, "http.read_timeout_s"),
         ({"busy_status": 500}, "http.busy_status"),
         ({"envelope_key": 'a"b'}, "http.envelope_key"),
     ]:

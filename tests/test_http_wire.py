@@ -268,3 +268,18 @@ def test_chunked_decoder_never_fails_otherwise_than_bad_request(garbage: bytes) 
     except _BadRequest:
         return
     assert 0 <= used <= len(garbage)
+
+
+async def test_stalled_requests_and_idle_connections_are_closed() -> None:
+    body = generate("istio-json", lines=50, seed=65)
+    async with serve(read_timeout_s=0.3, keep_alive_s=0.5) as (source, agg):
+        reader, writer = await asyncio.open_connection("127.0.0.1", source.port)
+        writer.write(post(body)[:-100])  # the sender stalls 100 bytes short
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no answer
+        assert source.rejected == {"disconnected": 1}
+        assert source._server is not None and source._server.timeouts == 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", source.port)
+        writer.write(post(body))
+        assert (await read_response(reader))[0] == 204
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # idle keep-alive closed
+        assert agg.totals().accepted == expected(body)

@@ -34,6 +34,8 @@ Limits and answers:
   before reading, and while reading a chunked body), or when it decompresses to more than
   ``max_decoded_bytes`` (zip bombs: decompression stops at the limit).
 * **400** with the reason for a corrupt or truncated gzip/zlib stream or an invalid JSON array.
+* A request that stalls mid-way for ``read_timeout_s`` has its connection closed (counted in
+  ``rejected["disconnected"]``); an idle keep-alive connection is closed after ``keep_alive_s``.
 * **429** (or **503**, ``busy_status``) with ``Retry-After`` when the ingest queue is full: the body
   is not queued, the sender retries (Vector retries 429/503, Fluent Bit any non-2xx).
 * **204** once the batch has been *folded* into the aggregator (``ack="folded"``, the default) or
@@ -126,6 +128,8 @@ class HttpPushConfig:
     retry_after_s: int = 1
     json_arrays: bool = True  # accept a JSON array body (slow path)
     graceful_shutdown_s: float = 30.0  # stop(): how long in-flight requests may take
+    read_timeout_s: float = 60.0  # a request that stalls this long mid-way: connection closed
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
     backlog: int = 1024
 
     def __post_init__(self) -> None:
@@ -144,7 +148,7 @@ class HttpPushConfig:
                 fail(name, f"must be a positive integer, got {value!r}")
         if self.max_decoded_bytes < self.max_body_bytes:
             fail("max_decoded_bytes", "must be >= max_body_bytes")
-        for name in ("ack_timeout_s", "graceful_shutdown_s"):
+        for name in ("ack_timeout_s", "graceful_shutdown_s", "read_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 fail(name, f"must be > 0, got {getattr(self, name)!r}")
         if self.ack not in ("folded", "queued"):
@@ -249,7 +253,12 @@ class HttpPushSource:
             sock.close()
             raise
         self.port = int(sock.getsockname()[1])
-        server = WireServer(self, grace_s=cfg.graceful_shutdown_s)
+        server = WireServer(
+            self,
+            keep_alive_s=cfg.keep_alive_s,
+            read_timeout_s=cfg.read_timeout_s,
+            grace_s=cfg.graceful_shutdown_s,
+        )
         self._server = server
         if self._stopping:
             server.stop()

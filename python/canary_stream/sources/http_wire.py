@@ -214,7 +214,7 @@ class WireProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.server.connections.add(self)
-        self._arm_idle()
+        self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         was = self._state
@@ -231,14 +231,16 @@ class WireProtocol(asyncio.BufferedProtocol):
         return memoryview(self._scratch)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._cancel_idle()
         if self._state == "body":
             self._filled += nbytes
             if self._filled == len(self._body):
                 self._body_complete()
+            else:
+                self._arm_timer()
             return
         self._pending += memoryview(self._scratch)[:nbytes]
         self._advance()
+        self._arm_timer()
 
     def eof_received(self) -> bool | None:
         if self._state == "busy":  # the client half-closed after its request: still answer it
@@ -425,8 +427,7 @@ class WireProtocol(asyncio.BufferedProtocol):
             transport.close()
             return
         self._state = "head"
-        if not self._pending:
-            self._arm_idle()
+        self._arm_timer()
         self.server.idle_changed()
 
     def _fail(self, status: int, message: str) -> None:
@@ -445,10 +446,20 @@ class WireProtocol(asyncio.BufferedProtocol):
             self._state = "closed"
             self.transport.close()
 
-    def _arm_idle(self) -> None:
+    def _arm_timer(self) -> None:
+        """Idle between requests: close after `keep_alive_s`. Part of a request received: close
+        when nothing more comes for `read_timeout_s` (a stalled sender holds no buffer forever)."""
         self._cancel_idle()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.server.keep_alive_s, self.close_if_idle)
+        if self._state not in ("head", "body", "chunked", "discard"):
+            return  # busy (the handler has its own timeout) or closed
+        timeout = self.server.keep_alive_s if self.idle else self.server.read_timeout_s
+        self._idle = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._idle = None
+        if self._state in ("head", "body", "chunked", "discard") and self.transport is not None:
+            self.server.timeouts += 0 if self.idle else 1
+            self.transport.close()  # connection_lost reports a request cut short
 
     def _cancel_idle(self) -> None:
         if self._idle is not None:
@@ -463,7 +474,9 @@ class WireServer:
 
     app: WireApp
     keep_alive_s: float = 5.0
+    read_timeout_s: float = 60.0
     grace_s: float = 30.0
+    timeouts: int = 0  # connections closed because a request stalled
     connections: set[WireProtocol] = field(default_factory=set)
     stopping: bool = False
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
