@@ -17,7 +17,7 @@ from canary_stream.controller.kube_controller import FINALIZER, ControllerConfig
 from canary_stream.controller.scheduler import RolloutOptions
 from canary_stream.core import Aggregator
 from canary_stream.kube.lease import LeaseConfig
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, PODS, Kube
+from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, HPAS, PODS, Kube
 from canary_stream.registry import Registry
 from canary_stream.router.base import Routes
 from kube_controller_helpers import (
@@ -444,6 +444,78 @@ async def test_config_change_is_a_new_revision_and_is_copied_on_promotion(env: E
     await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
     copy = await env.admin.get(CONFIGMAPS, env.namespace, "podinfo-env-primary")
     assert copy is not None and copy["data"] == {"COLOR": "green"}
+
+
+def podinfo_hpa(cpu: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}},
+                }
+            ],
+        },
+    }
+
+
+def hpa_cpu(hpa: dict[str, Any] | None) -> int:
+    assert hpa is not None
+    return int(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"])
+
+
+async def test_hpa_is_cloned_for_the_primary_and_synced_on_promotion(env: Env) -> None:
+    """Flagger's e2e test-hpa: `autoscalerRef` gives a `podinfo-primary` HPA scaling the primary;
+    a change to the target's HPA reaches it with the next promotion."""
+    await env.admin.create(HPAS, env.namespace, podinfo_hpa(99))
+    ref = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "name": "podinfo",
+        "primaryScalerReplicas": {"minReplicas": 3, "maxReplicas": 6},
+    }
+    await deploy(env, canary_manifest(autoscalerRef=ref))
+    await env.start()
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    primary = await env.admin.get(HPAS, env.namespace, "podinfo-primary")
+    assert primary is not None
+    assert primary["spec"]["scaleTargetRef"]["name"] == "podinfo-primary"
+    assert (primary["spec"]["minReplicas"], primary["spec"]["maxReplicas"]) == (3, 6)
+    assert hpa_cpu(primary) == 99
+    owner = primary["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "Canary" and owner["uid"] == c["metadata"]["uid"]
+    target = await env.admin.get(HPAS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["scaleTargetRef"]["name"] == "podinfo"  # untouched
+    await env.admin.patch(
+        HPAS, env.namespace, "podinfo", {"spec": {"metrics": podinfo_hpa(50)["spec"]["metrics"]}}
+    )
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    primary = await env.admin.get(HPAS, env.namespace, "podinfo-primary")
+    assert hpa_cpu(primary) == 50
+    assert primary is not None and (primary["spec"]["minReplicas"], primary["spec"]["maxReplicas"]) == (3, 6)
+
+
+async def test_a_missing_hpa_is_reported_and_the_canary_waits_for_it(env: Env) -> None:
+    ref = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}
+    await deploy(env, canary_manifest(autoscalerRef=ref))
+    await env.start()
+    for _ in range(100):
+        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
+        if any("HorizontalPodAutoscaler podinfo" in n and "not found" in n for n in notes):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no event about the missing HPA: {notes}")
+    await env.admin.create(HPAS, env.namespace, podinfo_hpa(80))
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
+    assert await env.admin.get(HPAS, env.namespace, "podinfo-primary") is not None
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

@@ -48,6 +48,7 @@ PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 EVENTS = Resource("events.k8s.io", "v1", "events")
+HPAS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
 
 
 class Gone(ApiException):
