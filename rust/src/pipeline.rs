@@ -607,6 +607,7 @@ pub fn parse_each<F>(format: Format, mapping: &Mapping, buf: &[u8], mut f: F)
 where
     F: FnMut(&str, Result<&Record<'_>, Reason>),
 {
+    let text = TextParser::detect();
     let mut start = 0;
     let ends = memchr_iter(b'\n', buf).chain(std::iter::once(buf.len()));
     for end in ends {
@@ -621,7 +622,11 @@ where
             Ok(line) => {
                 let payload = unwrap_cri(line);
                 let mut rec = Record::default();
-                match parse_line(format, mapping, payload, &mut rec) {
+                let parsed = match format {
+                    Format::IstioText => text.parse(payload, &mut rec),
+                    _ => parse_line(format, mapping, payload, &mut rec),
+                };
+                match parsed {
                     Ok(()) => f(line, Ok(&rec)),
                     Err(r) => f(line, Err(r)),
                 }
