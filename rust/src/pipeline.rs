@@ -15,6 +15,7 @@ use crate::arrow_ingest::{self, ColumnMapping, IngestStats};
 use crate::attribution::{self, Attributor, Inputs, SourceContext};
 use crate::classify::Classifier;
 use crate::malformed::{Reason, ReasonCounts};
+use crate::parse::istio_json::JsonParser;
 use crate::parse::istio_text::TextParser;
 use crate::parse::ndjson::Mapping;
 use crate::parse::unwrap::{is_docker_envelope, unwrap_cri, unwrap_line, Unwrapped, Wrapping};
@@ -244,8 +245,9 @@ pub struct Pipeline {
     scratch: Scratch,
     /// Line ends of the block being processed (kept for its allocation).
     segment: Segment,
-    /// The TEXT parser compiled for this CPU (AVX2 or baseline), chosen once.
+    /// The TEXT and JSON parsers compiled for this CPU (AVX2 or baseline), chosen once.
     text_parser: TextParser,
+    json_parser: JsonParser,
 }
 
 impl Pipeline {
@@ -267,6 +269,7 @@ impl Pipeline {
             scratch: Scratch::default(),
             segment: Segment::new(),
             text_parser: TextParser::detect(),
+            json_parser: JsonParser::detect(),
         })
     }
 
@@ -478,6 +481,7 @@ impl Pipeline {
         };
         let mut rec = Record::default();
         match format {
+            Format::IstioJson => self.json_parser.parse(payload, &mut rec)?,
             Format::IstioText => self.text_parser.parse(payload, &mut rec)?,
             _ => parse_line(format, &self.mapping, payload, &mut rec)?,
         }
@@ -607,7 +611,7 @@ pub fn parse_each<F>(format: Format, mapping: &Mapping, buf: &[u8], mut f: F)
 where
     F: FnMut(&str, Result<&Record<'_>, Reason>),
 {
-    let text = TextParser::detect();
+    let (text, json) = (TextParser::detect(), JsonParser::detect());
     let mut start = 0;
     let ends = memchr_iter(b'\n', buf).chain(std::iter::once(buf.len()));
     for end in ends {
@@ -623,6 +627,7 @@ where
                 let payload = unwrap_cri(line);
                 let mut rec = Record::default();
                 let parsed = match format {
+                    Format::IstioJson => json.parse(payload, &mut rec),
                     Format::IstioText => text.parse(payload, &mut rec),
                     _ => parse_line(format, mapping, payload, &mut rec),
                 };
@@ -747,19 +752,30 @@ mod tests {
         assert_eq!(p.pending_bytes(), 0);
     }
 
-    /// The TEXT parser's two compilations (baseline, and AVX2 on a CPU that has it) give a
-    /// pipeline the same totals, reasons and aggregates, malformed lines included.
+    /// The TEXT and JSON parsers' two compilations (baseline, and AVX2 on a CPU that has
+    /// it) give a pipeline the same totals, reasons and aggregates, malformed lines included.
     #[test]
-    fn text_parser_compilations_aggregate_the_same() {
-        let mut cfg = GenConfig::demo(Format::IstioText);
+    fn parser_compilations_aggregate_the_same() {
+        for format in [Format::IstioText, Format::IstioJson] {
+            parser_compilations_aggregate_the_same_for(format);
+        }
+    }
+
+    fn parser_compilations_aggregate_the_same_for(format: Format) {
+        let mut cfg = GenConfig::demo(format);
         cfg.lines = 5000;
         cfg.malformed_rate = 0.1;
-        cfg.tcp_rate = 0.05;
+        if format == Format::IstioText {
+            cfg.tcp_rate = 0.05;
+        }
         let (bytes, _) = generate_vec(&cfg).unwrap();
         let ctx = SourceContext::default();
-        let run = |parser: TextParser| {
-            let mut p = pipeline(Format::IstioText);
-            p.text_parser = parser;
+        let run = |baseline: bool| {
+            let mut p = pipeline(format);
+            if baseline {
+                p.text_parser = TextParser::baseline();
+                p.json_parser = JsonParser::baseline();
+            }
             for chunk in bytes.chunks(4093) {
                 p.feed(chunk, &ctx, 0);
             }
@@ -772,8 +788,12 @@ mod tests {
             };
             (p.totals().clone(), p.aggregator().snapshot(&q))
         };
-        let (base, fast) = (run(TextParser::baseline()), run(TextParser::detect()));
-        assert!(base.0.accepted > 4000 && base.0.accepted < base.0.lines);
+        let (base, fast) = (run(true), run(false));
+        assert!(
+            base.0.accepted > 4000 && base.0.accepted < base.0.lines,
+            "{format:?} {:?}",
+            base.0
+        );
         assert!(!base.1.is_empty());
         assert_eq!(base, fast);
     }
