@@ -27,7 +27,10 @@ use std::cell::RefCell;
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
-use crate::parse::json_scan::shape::{Miss, Shape};
+#[cfg(target_arch = "x86_64")]
+use crate::parse::istio_text::masks::Avx2;
+use crate::parse::istio_text::masks::Baseline;
+use crate::parse::json_scan::shape::{Miss, Shape, StringEnds};
 use crate::parse::json_scan::{
     self, key_is, CompactScanner, Member, NotCompact, ObjectScanner, Value,
 };
@@ -43,6 +46,109 @@ thread_local! {
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
 #[inline]
 pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+    parse_with(Baseline, line, rec)
+}
+
+/// [`parse`] with the learned-layout path compiled with AVX2 (string ends searched 32
+/// bytes at a time).
+#[cfg(target_arch = "x86_64")]
+fn parse_avx2<'a>(simd: Avx2, line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+    parse_with(simd, line, rec)
+}
+
+/// How the learned-layout path is compiled: inlined (baseline), or as a call to a copy
+/// compiled with AVX2 (the thread-local access around it is a `std` function that does
+/// not inline into AVX2 code, which would leave the AVX2 search a call per string).
+trait ShapedPath: StringEnds {
+    fn parse_shaped<'a>(
+        self,
+        shape: &mut Shape<Field>,
+        line: &'a str,
+        rec: &mut Record<'a>,
+    ) -> Result<(), Miss>;
+}
+
+impl ShapedPath for Baseline {
+    #[inline(always)]
+    fn parse_shaped<'a>(
+        self,
+        shape: &mut Shape<Field>,
+        line: &'a str,
+        rec: &mut Record<'a>,
+    ) -> Result<(), Miss> {
+        parse_shaped(self, shape, line, rec)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ShapedPath for Avx2 {
+    #[inline(always)]
+    fn parse_shaped<'a>(
+        self,
+        shape: &mut Shape<Field>,
+        line: &'a str,
+        rec: &mut Record<'a>,
+    ) -> Result<(), Miss> {
+        // SAFETY: `self` exists, so `Avx2::detect` (a runtime
+        // `is_x86_feature_detected!("avx2")`) saw AVX2 on this CPU.
+        unsafe { parse_shaped_avx2(self, shape, line, rec) }
+    }
+}
+
+/// [`parse_shaped`] compiled with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn parse_shaped_avx2<'a>(
+    simd: Avx2,
+    shape: &mut Shape<Field>,
+    line: &'a str,
+    rec: &mut Record<'a>,
+) -> Result<(), Miss> {
+    parse_shaped(simd, shape, line, rec)
+}
+
+/// Which compilation of the parser to run: chosen once for the CPU (a pipeline keeps
+/// one), so each line pays a predictable branch instead of a feature check.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JsonParser {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<Avx2>,
+}
+
+impl JsonParser {
+    /// The fastest parser this CPU runs (AVX2 when it has it).
+    pub(crate) fn detect() -> Self {
+        JsonParser {
+            #[cfg(target_arch = "x86_64")]
+            avx2: Avx2::detect(),
+        }
+    }
+
+    /// The baseline parser (SSE2 on x86_64), whatever the CPU.
+    #[cfg(test)]
+    pub(crate) fn baseline() -> Self {
+        JsonParser::default()
+    }
+
+    /// [`parse`] with the chosen compilation; same results.
+    #[inline(always)]
+    pub(crate) fn parse<'a>(self, line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = self.avx2 {
+            return parse_avx2(simd, line, rec);
+        }
+        parse(line, rec)
+    }
+}
+
+/// The parser, searching string ends as `simd` does (inlined into [`parse`] and
+/// `parse_avx2`).
+#[inline(always)]
+fn parse_with<'a, S: ShapedPath>(
+    simd: S,
+    line: &'a str,
+    rec: &mut Record<'a>,
+) -> Result<(), Reason> {
     // Three readers, fastest first: the learned layout of the previous lines, the compact
     // scanner (which learns the layout anew), the general scanner. A faster reader gives
     // up on any line it does not handle, including every error, and the next one re-reads
@@ -53,7 +159,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     let fast = SHAPE
         .try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut shape) => {
-                parse_shaped(&mut shape, line, rec).is_ok()
+                simd.parse_shaped(&mut shape, line, rec).is_ok()
                     || parse_compact_learning(line, rec, &mut shape).is_ok()
             }
             Err(_) => false,
@@ -68,13 +174,15 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
 /// The fastest path: a line with the learned layout. [`Miss`] for any other line (`rec`
 /// then holds partial results).
 #[inline(always)]
-fn parse_shaped<'a>(
+fn parse_shaped<'a, S: StringEnds>(
+    simd: S,
     shape: &mut Shape<Field>,
     line: &'a str,
     rec: &mut Record<'a>,
 ) -> Result<(), Miss> {
     let mut duration: Option<f64> = None;
-    shape.walk(
+    shape.walk_with(
+        simd,
         line.as_bytes(),
         // Inlined: as a call, saving registers and passing the value through memory
         // cost more than most stores.
@@ -295,9 +403,29 @@ mod tests {
     /// The same request as the TEXT-encoded "JSON-looking" format writes it: all strings.
     const STRINGLY: &str = r#"{"start_time":"2026-11-26T05:06:07.130Z","route_name":"default","method":"GET","path":"/reviews/0","protocol":"HTTP/1.1","response_code":"200","response_flags":"-","response_code_details":"via_upstream","connection_termination_details":"-","bytes_received":"0","bytes_sent":"358","duration":"4","upstream_service_time":"3","x_forwarded_for":"-","user_agent":"Go-http-client/1.1","request_id":"9b1f3c2e-6d1a-9c4f-a1b2-3c4d5e6f7a8b","authority":"reviews:9080","upstream_host":"10.244.3.22:9080","upstream_cluster":"inbound|9080||","upstream_local_address":"127.0.0.6:46243","downstream_local_address":"10.244.3.22:9080","downstream_remote_address":"10.244.2.5:51234","requested_server_name":"outbound_.9080_.canary_.reviews.default.svc.cluster.local","upstream_transport_failure_reason":"-"}"#;
 
+    /// The record of `line`; the AVX2 compilation (on a CPU with AVX2) gives the same.
     fn run(line: &str) -> Result<Record<'_>, Reason> {
         let mut rec = Record::default();
-        parse(line, &mut rec).map(|()| rec)
+        let got = parse(line, &mut rec).map(|()| rec);
+        let mut fast = Record::default();
+        let fast = JsonParser::detect().parse(line, &mut fast).map(|()| fast);
+        assert_eq!(fast, got, "{line}");
+        got
+    }
+
+    #[test]
+    fn both_compilations_give_the_same_records() {
+        let lines = istio_lines(300_000);
+        let [base, fast] = [JsonParser::baseline(), JsonParser::detect()];
+        for line in lines
+            .iter()
+            .map(String::as_str)
+            .chain([EXAMPLE_C, STRINGLY])
+        {
+            let (mut a, mut b) = (Record::default(), Record::default());
+            assert_eq!(base.parse(line, &mut a), fast.parse(line, &mut b), "{line}");
+            assert_eq!(a, b, "{line}");
+        }
     }
 
     fn expected_c() -> Record<'static> {
@@ -458,7 +586,7 @@ mod tests {
     /// Whether `line` is read by the learned layout (the fastest path).
     fn takes_shape(line: &str) -> bool {
         let mut rec = Record::default();
-        SHAPE.with(|c| parse_shaped(&mut c.borrow_mut(), line, &mut rec).is_ok())
+        SHAPE.with(|c| parse_shaped(Baseline, &mut c.borrow_mut(), line, &mut rec).is_ok())
     }
 
     #[test]
@@ -585,11 +713,15 @@ mod tests {
             if let Ok(line) = std::str::from_utf8(&bytes) {
                 // Learn the base line's layout first, so that the edited line meets it.
                 prop_assert_eq!(run(base), Ok(expected_c()));
-                let (mut fast, mut general) = (Record::default(), Record::default());
-                let r_fast = parse(line, &mut fast);
+                let mut general = Record::default();
                 let r_general = parse_general(line, &mut general);
-                prop_assert_eq!(r_fast, r_general);
-                prop_assert_eq!(fast, general);
+                for parser in [JsonParser::baseline(), JsonParser::detect()] {
+                    prop_assert_eq!(run(base), Ok(expected_c()));
+                    let mut fast = Record::default();
+                    let r_fast = parser.parse(line, &mut fast);
+                    prop_assert_eq!(r_fast, r_general, "{:?}", parser);
+                    prop_assert_eq!(&fast, &general, "{:?}", parser);
+                }
             }
         }
 

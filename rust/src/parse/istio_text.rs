@@ -14,8 +14,10 @@
 //! fixed suffix right to left from the end of the line (route name back to `"AUTHORITY"`);
 //! the middle (`"XFF" "UA" "REQUEST_ID"`) is never scanned, which is also what makes the
 //! parser fast. Delimiters come from the quote and space bit masks of 64-byte blocks
-//! (`masks`, SSE2), each block computed once, so a field boundary costs a bit scan;
-//! nothing allocates. (`reference` holds the previous per-field-search parser, for tests.)
+//! (`masks`), each block computed once, so a field boundary costs a bit scan; nothing
+//! allocates. The parser is compiled twice: with the x86_64 baseline (SSE2 masks; [`parse`])
+//! and with AVX2 enabled (AVX2 masks inlined; used through [`TextParser`] when the CPU has
+//! it). (`reference` holds the previous per-field-search parser, for tests.)
 //!
 //! Variants, told apart by the token after `FLAGS` (no configuration needed):
 //! - digit → Envoy's own default (no Istio, e.g. Contour): `FLAGS BYTES_RX BYTES_TX DURATION
@@ -39,7 +41,9 @@ mod reference;
 pub(crate) mod scan;
 pub(crate) use scan::find;
 
-use masks::{Bwd, Fwd};
+#[cfg(target_arch = "x86_64")]
+use masks::Avx2;
+use masks::{Baseline, Bwd, Fwd, Simd};
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
@@ -49,6 +53,64 @@ use crate::record::Record;
 
 /// Parse one line; see the module docs of [`crate::parse`] for the contract.
 pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+    parse_with(Baseline, line, rec)
+}
+
+/// [`parse`] compiled with AVX2 enabled, so that the AVX2 block masks inline.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn parse_avx2<'a>(simd: Avx2, line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+    parse_with(simd, line, rec)
+}
+
+/// Which compilation of the parser to run: chosen once for the CPU (a pipeline keeps
+/// one), so each line pays a predictable branch instead of a feature check.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TextParser {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<Avx2>,
+}
+
+impl TextParser {
+    /// The fastest parser this CPU runs (AVX2 when it has it).
+    pub(crate) fn detect() -> Self {
+        TextParser {
+            #[cfg(target_arch = "x86_64")]
+            avx2: Avx2::detect(),
+        }
+    }
+
+    /// The baseline parser (SSE2 on x86_64), whatever the CPU.
+    #[cfg(test)]
+    pub(crate) fn baseline() -> Self {
+        TextParser::default()
+    }
+
+    /// Whether this runs the AVX2 compilation.
+    #[cfg(test)]
+    pub(crate) fn is_avx2(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.avx2.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// [`parse`] with the chosen compilation; same results.
+    #[inline(always)]
+    pub(crate) fn parse<'a>(self, line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = self.avx2 {
+            // SAFETY: an `Avx2` token exists only when `Avx2::detect` (a runtime
+            // `is_x86_feature_detected!("avx2")`) found AVX2 on this CPU.
+            return unsafe { parse_avx2(simd, line, rec) };
+        }
+        parse(line, rec)
+    }
+}
+
+/// The parser, for either [`Simd`] token (inlined into [`parse`] and `parse_avx2`).
+#[inline(always)]
+fn parse_with<'a, S: Simd>(simd: S, line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     let b = line.as_bytes();
 
     // [START_TIME]: 24 bytes with ms (`2026-11-26T05:06:07.123Z`), else search.
@@ -66,7 +128,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     let mut p = expect(b, ts_end + 1, b" \"")?;
     // From here to the upstream service time, every boundary comes from the quote and
     // space masks of 64-byte blocks, computed once per block.
-    let mut fwd = Fwd::new(b, p);
+    let mut fwd = Fwd::new(simd, b, p);
     let method_end = fwd.space(p).ok_or(Reason::Truncated)?;
     if b.get(p..method_end) == Some(b"-") {
         return Err(Reason::NotHttp);
@@ -139,7 +201,7 @@ pub fn parse<'a>(line: &'a str, rec: &mut Record<'a>) -> Result<(), Reason> {
     // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
 
     // Suffix, right to left.
-    let suffix = suffix(b, prefix_end, envoy_default)?;
+    let suffix = suffix(simd, b, prefix_end, envoy_default)?;
     let field = |r: Range| field_at(line, r);
     rec.upstream_cluster = field(suffix.cluster);
     rec.sni = field(suffix.sni);
@@ -160,8 +222,8 @@ fn number_error(s: &[u8]) -> Reason {
 
 /// [`token`] with the block masks of `fwd`.
 #[inline(always)]
-fn next_token<'b>(
-    fwd: &mut Fwd<'_>,
+fn next_token<'b, S: Simd>(
+    fwd: &mut Fwd<'_, S>,
     b: &'b [u8],
     from: usize,
 ) -> Result<(&'b [u8], usize), Reason> {
@@ -171,14 +233,14 @@ fn next_token<'b>(
 
 /// [`next_token`] for a token whose value is not needed: no slice, no bounds checks.
 #[inline(always)]
-fn skip_token(fwd: &mut Fwd<'_>, from: usize) -> Result<usize, Reason> {
+fn skip_token<S: Simd>(fwd: &mut Fwd<'_, S>, from: usize) -> Result<usize, Reason> {
     Ok(fwd.space(from).ok_or(Reason::Truncated)? + 1)
 }
 
 /// [`end_of_quoted`] with the block masks of `fwd`.
 #[inline(always)]
-fn quoted_end(
-    fwd: &mut Fwd<'_>,
+fn quoted_end<S: Simd>(
+    fwd: &mut Fwd<'_, S>,
     b: &[u8],
     from: usize,
     next_starts: fn(u8) -> bool,
@@ -274,9 +336,14 @@ struct Suffix {
 /// space-separated tokens after it are collected on the way) or its last byte (Envoy).
 /// Tells a cut line (`Truncated`) from a foreign shape (`BadSyntax`).
 #[inline(always)]
-fn suffix(b: &[u8], prefix_end: usize, envoy_default: bool) -> Result<Suffix, Reason> {
+fn suffix<S: Simd>(
+    simd: S,
+    b: &[u8],
+    prefix_end: usize,
+    envoy_default: bool,
+) -> Result<Suffix, Reason> {
     let lo = prefix_end + 1;
-    let mut bwd = Bwd::new(b, b.len());
+    let mut bwd = Bwd::new(simd, b, b.len());
     let mut cluster = (0, 0);
     let mut sni = (0, 0);
     let host_close = if envoy_default {
@@ -451,15 +518,31 @@ mod tests {
     /// istio.io access-log task shape (418, curl, `%UPSTREAM_CLUSTER%` era), server-side SNI.
     const LINE_TASK: &str = "[2020-11-25T21:26:18.409Z] \"GET /status/418 HTTP/1.1\" 418 - via_upstream - \"-\" 0 135 4 4 \"-\" \"curl/7.73.0-DEV\" \"84961386-6d84-929d-98bd-c5aee93b5c88\" \"httpbin:8000\" \"10.44.1.27:80\" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default";
 
+    /// The record of `line` (both compilations of the parser give the same).
     fn ok(line: &str) -> Record<'_> {
         let mut rec = Record::default();
         parse(line, &mut rec).unwrap_or_else(|e| panic!("{e:?} for {line}"));
+        let mut fast = Record::default();
+        assert_eq!(
+            TextParser::detect().parse(line, &mut fast),
+            Ok(()),
+            "{line}"
+        );
+        assert_eq!(fast, rec, "{line}");
         rec
     }
 
+    /// Why `line` is refused (both compilations of the parser agree).
     fn err(line: &str) -> Reason {
         let mut rec = Record::default();
-        parse(line, &mut rec).expect_err(line)
+        let why = parse(line, &mut rec).expect_err(line);
+        let mut fast = Record::default();
+        assert_eq!(
+            TextParser::detect().parse(line, &mut fast),
+            Err(why),
+            "{line}"
+        );
+        why
     }
 
     #[test]
@@ -733,10 +816,11 @@ mod tests {
     /// binary> --ignored --exact parse::istio_text::tests::callgrind_istio_text`.
     #[inline(never)]
     fn callgrind_parse_all(lines: &[&str]) -> u64 {
+        let parser = TextParser::detect();
         let mut sum = 0u64;
         for &line in lines {
             let mut rec = Record::default();
-            if parse(std::hint::black_box(line), &mut rec).is_ok() {
+            if parser.parse(std::hint::black_box(line), &mut rec).is_ok() {
                 sum += rec.status as u64 + rec.upstream_cluster.len() as u64;
             }
         }
@@ -765,11 +849,12 @@ mod tests {
         let mut best = f64::MAX;
         let mut checksum = 0u64;
         // Best of many passes: the machine is shared, the best pass is the parser's speed.
+        let parser = TextParser::detect();
         for _ in 0..15 {
             let t = std::time::Instant::now();
             for line in &lines {
                 let mut rec = Record::default();
-                if parse(line, &mut rec).is_ok() {
+                if parser.parse(line, &mut rec).is_ok() {
                     checksum = checksum
                         .wrapping_add(rec.status as u64)
                         .wrapping_add(rec.upstream_cluster.len() as u64);
@@ -778,7 +863,7 @@ mod tests {
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "speed_istio_text: {} lines, {:.0} B/line avg: {:.0} MB/s, {:.2} M lines/s, {:.0} ns/line (best of 15 passes; checksum {checksum})",
+            "speed_istio_text ({parser:?}): {} lines, {:.0} B/line avg: {:.0} MB/s, {:.2} M lines/s, {:.0} ns/line (best of 15 passes; checksum {checksum})",
             lines.len(),
             bytes / lines.len() as f64,
             bytes / best / 1e6,
@@ -789,15 +874,47 @@ mod tests {
 
     /// The parser and the previous one (`reference`) agree on `line`: same result, and
     /// the same record when it parses.
+    /// Both compilations of the parser (baseline and, on a CPU with AVX2, AVX2) agree
+    /// with it too.
     fn same_as_reference(line: &str) -> Result<(), TestCaseError> {
-        let (mut new, mut old) = (Record::default(), Record::default());
-        let got = parse(line, &mut new);
+        let mut old = Record::default();
         let want = reference::parse(line, &mut old);
-        prop_assert_eq!(got, want, "{}", line);
-        if got.is_ok() {
-            prop_assert_eq!(new, old, "{}", line);
+        for parser in parsers() {
+            let mut new = Record::default();
+            let got = parser.parse(line, &mut new);
+            prop_assert_eq!(got, want, "{:?}: {}", parser, line);
+            if got.is_ok() {
+                prop_assert_eq!(&new, &old, "{:?}: {}", parser, line);
+            }
         }
         Ok(())
+    }
+
+    /// The baseline parser and the one [`TextParser::detect`] picks (AVX2 on x86_64 CPUs
+    /// that have it).
+    fn parsers() -> [TextParser; 2] {
+        [TextParser::baseline(), TextParser::detect()]
+    }
+
+    #[test]
+    fn detect_picks_avx2_when_the_cpu_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            TextParser::detect().is_avx2(),
+            std::arch::is_x86_feature_detected!("avx2")
+        );
+        assert!(!TextParser::baseline().is_avx2());
+    }
+
+    #[test]
+    fn both_compilations_give_the_same_records() {
+        let text = varied_lines(200_000);
+        let [base, fast] = parsers();
+        for line in text.lines().chain([LINE_A, LINE_B, LINE_TASK]) {
+            let (mut a, mut b) = (Record::default(), Record::default());
+            assert_eq!(base.parse(line, &mut a), fast.parse(line, &mut b), "{line}");
+            assert_eq!(a, b, "{line}");
+        }
     }
 
     #[test]
@@ -865,8 +982,10 @@ mod tests {
 
         #[test]
         fn arbitrary_strings_never_panic(s in any::<String>()) {
-            let mut rec = Record::default();
-            let _ = parse(&s, &mut rec);
+            for parser in parsers() {
+                let mut rec = Record::default();
+                let _ = parser.parse(&s, &mut rec);
+            }
         }
 
         #[test]
@@ -890,8 +1009,10 @@ mod tests {
             if s.is_char_boundary(new_len) {
                 s.truncate(new_len);
             }
-            let mut rec = Record::default();
-            let _ = parse(&s, &mut rec);
+            for parser in parsers() {
+                let mut rec = Record::default();
+                let _ = parser.parse(&s, &mut rec);
+            }
         }
 
         #[test]
