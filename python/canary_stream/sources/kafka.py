@@ -616,10 +616,16 @@ class KafkaSource:
         return await self._queue_buffers(queue, tp, end, buffers)
 
     async def _queue_buffers(
-        self, queue: IngestQueue, tp: TopicPartition, end: int, buffers: list[tuple[Source, bytes]]
+        self,
+        queue: IngestQueue,
+        tp: TopicPartition,
+        end: int,
+        buffers: Sequence[tuple[Source, bytes | _native.KafkaLines]],
     ) -> bool:
         """Queue the buffers of one partition fetch; `end` is committed once all are folded (at
-        least one Batch, possibly empty, so that skipped records' offsets are committed too)."""
+        least one Batch, possibly empty, so that skipped records' offsets are committed too).
+        A buffer is joined record values (aiokafka path) or the Rust fetcher's lines, handed on
+        without a copy (`KafkaLines`: a read-only buffer the core reads in place)."""
         if not buffers:
             buffers = [(Source(), b"")]
         entry = _Inflight(end=end, remaining=len(buffers))

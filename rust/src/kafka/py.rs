@@ -1,10 +1,12 @@
 //! Python binding of the Kafka fetcher (`canary_stream._native.KafkaFetcher`).
 
+use std::os::raw::{c_int, c_void};
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::batch::DecodeOptions;
 use super::client::{FetchConfig, Fetcher, NodeRequest, PartitionRequest};
@@ -121,13 +123,9 @@ impl PyKafkaFetcher {
         let parts = PyList::empty(py);
         for r in results {
             let groups = PyList::empty(py);
-            for g in &r.lines.groups {
-                groups.append((
-                    g.target.as_str(),
-                    g.version.as_str(),
-                    PyBytes::new(py, &g.data),
-                    g.records,
-                ))?;
+            for g in r.lines.groups {
+                let lines = Bound::new(py, PyKafkaLines { data: g.data })?;
+                groups.append((g.target, g.version, lines, g.records))?;
             }
             let skipped = PyDict::new(py);
             for (why, n) in &r.lines.skipped {
@@ -166,7 +164,66 @@ impl PyKafkaFetcher {
     }
 }
 
-/// Add the class to the extension module.
+/// The lines of one `(target, version)` group of a partition fetch, handed to Python without a
+/// copy: a read-only bytes-like object (buffer protocol) that `Aggregator.feed` reads in place.
+/// Immutable: the bytes never change while the object lives, so an exported view stays valid.
+#[pyclass(module = "canary_stream._native", name = "KafkaLines", frozen)]
+pub struct PyKafkaLines {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl PyKafkaLines {
+    /// Export the lines read-only (a request for a writable buffer raises BufferError).
+    ///
+    /// # Safety
+    /// Called by Python with a valid `Py_buffer` to fill.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("KafkaLines: no buffer view to fill"));
+        }
+        let data = &slf.get().data;
+        let len = ffi::Py_ssize_t::try_from(data.len())
+            .map_err(|_| PyBufferError::new_err("KafkaLines: too large"))?;
+        // SAFETY: `view` is non-null and Python's to fill. PyBuffer_FillInfo takes a new reference
+        // to `slf` in `view.obj`, so the object (and the Vec it owns) outlives the export; the Vec
+        // is never modified or moved while the object lives (frozen class, no mutating method).
+        // readonly = 1: a PyBUF_WRITABLE request fails with BufferError. The format is a static
+        // string: nothing to free in __releasebuffer__.
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut c_void,
+                len,
+                1,
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(PyErr::take(slf.py())
+                .unwrap_or_else(|| PyBufferError::new_err("KafkaLines: export failed")))
+        }
+    }
+
+    /// Bytes of lines held.
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<KafkaLines of {} bytes>", self.data.len())
+    }
+}
+
+/// Add the classes to the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyKafkaFetcher>()
+    m.add_class::<PyKafkaFetcher>()?;
+    m.add_class::<PyKafkaLines>()
 }
