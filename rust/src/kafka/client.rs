@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use super::batch::{DecodeOptions, Decoder, PartitionLines};
+use super::batch::{BufferPool, DecodeOptions, Decoder, PartitionLines};
 
 /// The Fetch version asked for: the newest that still names topics (v13+ use topic ids).
 const FETCH_VERSION: i16 = 12;
@@ -102,6 +103,45 @@ struct Connection {
     stream: TcpStream,
     version: i16,
     correlation: i32,
+    frames: FrameBuffer,
+}
+
+/// A connection's response buffer, reused from one response to the next: a fresh buffer of
+/// many MB per response costs a page fault and a page clearing per 4 KiB. A response is handed
+/// out as `Bytes` owning the buffer ([`Frame`]); when the last of them (the decoded response's
+/// record slices) is dropped, the buffer comes back here.
+#[derive(Clone, Default)]
+struct FrameBuffer(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl FrameBuffer {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .unwrap_or_default()
+    }
+}
+
+/// The owner of a response's bytes: the first `len` bytes of `buf`.
+struct Frame {
+    buf: Vec<u8>,
+    len: usize,
+    home: FrameBuffer,
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.home.0.lock() {
+            *slot = Some(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// A Kafka fetcher: connections, settings and the record decoder.
@@ -125,6 +165,11 @@ impl Fetcher {
 
     pub fn config(&self) -> &FetchConfig {
         &self.cfg
+    }
+
+    /// The pool the decoded line buffers come from (give them back once used).
+    pub fn pool(&self) -> &BufferPool {
+        self.decoder.pool()
     }
 
     /// Drop every connection (the next fetch reconnects).
@@ -245,7 +290,7 @@ impl Fetcher {
             .get_mut(&(node.host.clone(), node.port))
             .ok_or_else(|| "no connection".to_string())?;
         let version = conn.version;
-        let mut body = read_frame(&mut conn.stream)
+        let mut body = read_frame(&mut conn.stream, &conn.frames)
             .map_err(|e| format!("read from {}:{}: {e}", node.host, node.port))?;
         let header = ResponseHeader::decode(&mut body, FetchResponse::header_version(version))
             .map_err(|e| format!("bad response header: {e}"))?;
@@ -323,23 +368,42 @@ fn encode<R: Encodable>(
     Ok(buf.to_vec())
 }
 
-fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+/// Read one size-prefixed response into the connection's reused buffer.
+fn read_frame(stream: &mut TcpStream, frames: &FrameBuffer) -> std::io::Result<Bytes> {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size)?;
     let n = u32::from_be_bytes(size) as usize;
     if n > MAX_RESPONSE {
         return Err(std::io::Error::other(format!("response of {n} bytes")));
     }
-    // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
-    let mut buf = Vec::with_capacity(n);
-    stream.take(n as u64).read_to_end(&mut buf)?;
-    if buf.len() != n {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("response cut short at {} of {n} bytes", buf.len()),
-        ));
+    let mut buf = frames.take();
+    if buf.len() < n {
+        // only what the buffer never held is zeroed; a reused buffer is overwritten in place
+        if buf.capacity() < n {
+            // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
+            buf = Vec::with_capacity(n);
+            stream.take(n as u64).read_to_end(&mut buf)?;
+            if buf.len() != n {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("response cut short at {} of {n} bytes", buf.len()),
+                ));
+            }
+            return Ok(frame(buf, n, frames));
+        }
+        buf.resize(n, 0);
     }
-    Ok(Bytes::from(buf))
+    let dst = buf.get_mut(..n).unwrap_or_default();
+    stream.read_exact(dst)?;
+    Ok(frame(buf, n, frames))
+}
+
+fn frame(buf: Vec<u8>, len: usize, frames: &FrameBuffer) -> Bytes {
+    Bytes::from_owner(Frame {
+        buf,
+        len,
+        home: frames.clone(),
+    })
 }
 
 /// Connect and pick the Fetch version (ApiVersions v0: understood by every broker).
@@ -378,7 +442,9 @@ fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failu
     stream
         .write_all(&frame)
         .map_err(|e| format!("send to {host}:{port}: {e}"))?;
-    let mut body = read_frame(&mut stream).map_err(|e| format!("read from {host}:{port}: {e}"))?;
+    let frames = FrameBuffer::default();
+    let mut body =
+        read_frame(&mut stream, &frames).map_err(|e| format!("read from {host}:{port}: {e}"))?;
     ResponseHeader::decode(&mut body, ApiVersionsResponse::header_version(0))
         .map_err(|e| format!("bad ApiVersions header: {e}"))?;
     let versions = ApiVersionsResponse::decode(&mut body, 0)
@@ -398,9 +464,11 @@ fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failu
             fetch.min_version, fetch.max_version
         ));
     }
+    drop(body);
     Ok(Connection {
         stream,
         version,
         correlation: 0,
+        frames,
     })
 }

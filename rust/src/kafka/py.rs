@@ -8,7 +8,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::batch::DecodeOptions;
+use super::batch::{BufferPool, DecodeOptions};
 use super::client::{FetchConfig, Fetcher, NodeRequest, PartitionRequest};
 use crate::python::guarded;
 
@@ -120,11 +120,18 @@ impl PyKafkaFetcher {
             .collect();
         let inner = &mut self.inner;
         let (results, errors) = py.detach(|| guarded(|| inner.fetch(&requests)))?;
+        let pool = self.inner.pool();
         let parts = PyList::empty(py);
         for r in results {
             let groups = PyList::empty(py);
             for g in r.lines.groups {
-                let lines = Bound::new(py, PyKafkaLines { data: g.data })?;
+                let lines = Bound::new(
+                    py,
+                    PyKafkaLines {
+                        data: g.data,
+                        pool: Some(pool.clone()),
+                    },
+                )?;
                 groups.append((g.target, g.version, lines, g.records))?;
             }
             let skipped = PyDict::new(py);
@@ -167,9 +174,20 @@ impl PyKafkaFetcher {
 /// The lines of one `(target, version)` group of a partition fetch, handed to Python without a
 /// copy: a read-only bytes-like object (buffer protocol) that `Aggregator.feed` reads in place.
 /// Immutable: the bytes never change while the object lives, so an exported view stays valid.
+/// Its buffer goes back to the fetcher's pool when Python drops it: an exported view holds a
+/// reference to the object, so no buffer still visible from Python is ever reused.
 #[pyclass(module = "canary_stream._native", name = "KafkaLines", frozen)]
 pub struct PyKafkaLines {
     data: Vec<u8>,
+    pool: Option<BufferPool>,
+}
+
+impl Drop for PyKafkaLines {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 #[pymethods]
