@@ -6,6 +6,7 @@ aiokafka path as well where the two could differ (parametrized ``fetch_path``)."
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import random
 import time
@@ -619,3 +620,151 @@ async def test_offset_out_of_range_resets_per_auto_offset_reset(kafka_broker: Ka
     assert p.source.fetch_errors >= 1
     assert p.agg.totals().accepted == len(lines)
     assert (await committed(kafka_broker, topic, group, 1))[0] == len(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The Rust fetcher on its own: zero-copy line buffers, their pool, pipelined fetches
+
+needs_rust = pytest.mark.skipif(not RUST_FETCHER_AVAILABLE, reason="extension without the Rust fetcher")
+
+
+def fetcher(**kwargs: Any) -> Any:
+    from canary_stream import _native
+
+    return _native.KafkaFetcher(**kwargs)
+
+
+def leader(broker: KafkaBroker) -> tuple[str, int]:
+    host, _, port = broker.bootstrap.rpartition(":")
+    return host, int(port)
+
+
+async def fetch_from(f: Any, broker: KafkaBroker, positions: Sequence[tuple[str, int, int]]) -> Any:
+    host, port = leader(broker)
+    parts, errors = await asyncio.to_thread(f.fetch, [(host, port, list(positions))])
+    assert errors == []
+    return parts
+
+
+async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
+
+
+def joined(values: Sequence[bytes]) -> bytes:
+    return b"".join(v + b"\n" for v in values)
+
+
+@needs_rust
+async def test_fetched_lines_are_a_read_only_buffer_the_core_reads(kafka_broker: KafkaBroker) -> None:
+    topic = unique("zerocopy")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(300, seed=21)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    f = fetcher()
+    parts = await fetch_from(f, kafka_broker, [(topic, 0, 0)])
+    [(_, _, fetch_offset, error, next_offset, *_rest, groups, skipped, _partial)] = parts
+    assert (fetch_offset, error, next_offset, skipped) == (0, 0, len(lines), {})
+    [(target, version, data, records)] = groups
+    assert (target, version, records) == ("", "", len(lines))
+    assert type(data).__name__ == "KafkaLines"
+    assert bytes(data) == joined(lines)
+    assert len(data) == len(joined(lines))
+    view = memoryview(data)
+    assert view.readonly and view.format == "B" and view.nbytes == len(data)
+    with pytest.raises(TypeError):
+        view[0] = 0
+    with pytest.raises((TypeError, BufferError)):
+        ctypes.c_char.from_buffer(data)  # asks for a writable buffer
+    view.release()
+    agg = aggregator()
+    assert agg.feed(data).lines == len(lines)  # read in place: no bytes() copy needed
+    assert agg.totals().accepted == len(lines)
+
+
+@needs_rust
+async def test_pooled_buffers_still_viewed_from_python_are_never_reused(kafka_broker: KafkaBroker) -> None:
+    """A dropped KafkaLines gives its buffer back to the pool; one still viewed from Python (a
+    memoryview holds the object) is not, so later fetches never write over it."""
+    topic = unique("pool")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(2000, seed=22)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    f = fetcher(partition_max_bytes=64 << 10, max_records=200)
+
+    async def lines_at(offset: int) -> tuple[Any, int]:
+        [part] = await fetch_from(f, kafka_broker, [(topic, 0, offset)])
+        [(_, _, data, _)] = part[9]
+        return data, part[4]
+
+    data, next_offset = await lines_at(0)
+    kept = memoryview(data)
+    expected = bytes(data)
+    assert expected == joined(lines[:next_offset])
+    idle = f.pooled_buffers
+    del data  # the memoryview still holds it: not pooled
+    assert f.pooled_buffers == idle
+    offset = next_offset
+    while offset < len(lines):  # fetch (and drop) everything else: the pool is used meanwhile
+        data, end = await lines_at(offset)
+        assert bytes(data) == joined(lines[offset:end])
+        del data
+        offset = end
+    # the executor's worker thread drops its reference to the last result a moment later
+    await until(lambda: f.pooled_buffers >= 1)
+    assert bytes(kept) == expected  # never written over
+    before = f.pooled_buffers
+    kept.release()  # the last reference: the buffer goes back
+    assert f.pooled_buffers == min(before + 1, 8)
+    again, _ = await lines_at(0)  # a pooled buffer, refilled
+    assert bytes(again) == expected
+
+
+@needs_rust
+async def test_pipelined_fetches_follow_the_callers_positions(kafka_broker: KafkaBroker) -> None:
+    """The next Fetch is sent before a response is decoded; it answers the next call only when that
+    asks for the same partitions at the same offsets (a seek or another partition set drops it)."""
+    topic = unique("pipeline")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    values = [Rec(v, partition=i % 2) for i, v in enumerate(lines_of(1200, seed=23))]
+    await produce(kafka_broker.bootstrap, topic, values, max_batch_size=4096)
+    by_partition = {p: [r.value for r in values if r.partition == p] for p in (0, 1)}
+    f = fetcher(partition_max_bytes=16 << 10)
+
+    async def read(positions: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+        parts = await fetch_from(f, kafka_broker, [(topic, p, off) for p, off in positions.items()])
+        out = {}
+        for _t, partition, fetch_offset, error, next_offset, *_r, groups, _s, _p in parts:
+            assert error == 0 and fetch_offset == positions[partition]
+            out[partition] = (next_offset, b"".join(bytes(g[2]) for g in groups))
+        return out
+
+    positions = {0: 0, 1: 0}
+    got = await read(positions)
+    assert f.pipelined == 0
+    steps = 0
+    while any(positions[p] < len(by_partition[p]) for p in positions):
+        for p, (end, data) in got.items():
+            assert data == joined(by_partition[p][positions[p] : end])
+            positions[p] = end
+        got = await read(positions)
+        steps += 1
+    assert steps >= 3
+    assert f.pipelined == steps and f.discarded == 0  # every next call was the request in flight
+    # a seek back: the request in flight is for other offsets, so its response is dropped
+    got = await read({0: 5, 1: positions[1]})
+    assert f.discarded == 1
+    end, data = got[0]
+    assert data == joined(by_partition[0][5:end])
+    # one partition only (the other revoked): dropped again, and the data is the caller's
+    got = await read({1: 7})
+    assert f.discarded == 2
+    end, data = got[1]
+    assert data == joined(by_partition[1][7:end])
+    # without pipelining: nothing in flight between calls
+    plain = fetcher(partition_max_bytes=16 << 10, pipeline=False)
+    host, port = leader(kafka_broker)
+    for _ in range(2):
+        await asyncio.to_thread(plain.fetch, [(host, port, [(topic, 0, 0)])])
+    assert (plain.pipelined, plain.discarded) == (0, 0)

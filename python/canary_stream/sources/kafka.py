@@ -367,6 +367,7 @@ class KafkaSource:
         self.fetch_path: FetchPath = "rust" if config.fetch_path == "rust" and refusal is None else "aiokafka"
         self._rust = self.fetch_path == "rust"
         self.fetches = 0  # rust path: fetch calls (tests, diagnostics)
+        self._rust_fetcher: Any = None  # rust path: the running fetcher (its counters: diagnostics)
         self.fetch_errors = 0  # rust path: broker or partition errors met (retried)
         self._failing: str | None = None  # the first error of an ongoing outage (logged once)
         self._progress = asyncio.Condition()
@@ -457,7 +458,7 @@ class KafkaSource:
         """Fetch with the Rust fetcher until stop(): one Fetch per leader per round, the
         decoded buffers queued per partition, offsets committed after folding as on the
         aiokafka path. Waiting for queue space is the flow control: no fetch meanwhile."""
-        fetcher = self._fetcher()
+        fetcher = self._rust_fetcher = self._fetcher()
         backoff = 0.0
         try:
             while not self._stopping.is_set():

@@ -489,6 +489,43 @@ fn append_value(out: &mut Vec<u8>, value: &[u8], envelope: Option<&Envelope>) {
     }
 }
 
+/// Where a full decode of `data` fetched from `fetch_offset` ends (the next offset to fetch), from
+/// the batch headers alone: nothing is decompressed or checked, so the next Fetch can be sent
+/// before this one's records are decoded. Equal to [`Decoder::decode`]'s `next_offset` when no
+/// record limit stops it and the records agree with their batch headers.
+pub fn next_offset_after(data: &[u8], fetch_offset: i64) -> i64 {
+    let mut next = fetch_offset;
+    let mut pos = 0usize;
+    while let Some(rest) = data.get(pos..) {
+        if rest.len() < 17 {
+            break; // the end, or a partial tail
+        }
+        let base_offset = be_i64(&rest[0..8]);
+        let batch_len = be_i32(&rest[8..12]);
+        if batch_len < 0 {
+            break;
+        }
+        let total = 12usize.saturating_add(batch_len as usize);
+        if total > rest.len() {
+            break;
+        }
+        pos += total;
+        let end = match rest.get(23..27) {
+            Some(delta) if total >= BATCH_HEADER_LEN && rest[16] as i8 == 2 => {
+                let last_delta = be_i32(delta);
+                if last_delta >= 0 {
+                    base_offset.saturating_add(last_delta as i64 + 1)
+                } else {
+                    base_offset.saturating_add(1)
+                }
+            }
+            _ => base_offset.saturating_add(1),
+        };
+        next = next.max(end);
+    }
+    next
+}
+
 /// Decompress a batch's records section into `out`.
 pub fn decompress(codec: i16, data: &[u8], out: &mut Vec<u8>) -> Result<(), Skip> {
     let ok = match codec {

@@ -40,7 +40,7 @@ impl PyKafkaFetcher {
         partition_max_bytes=4<<20, max_records=50_000, connect_timeout_ms=5_000,
         request_timeout_ms=30_000, check_crcs=true, max_record_bytes=4<<20,
         target_header="target".to_string(), version_header="version".to_string(),
-        key_attribution=true, envelope_key=None))]
+        key_attribution=true, envelope_key=None, pipeline=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         client_id: String,
@@ -56,6 +56,7 @@ impl PyKafkaFetcher {
         version_header: String,
         key_attribution: bool,
         envelope_key: Option<String>,
+        pipeline: bool,
     ) -> PyResult<Self> {
         if !(0..=i32::MAX as i64).contains(&max_wait_ms) {
             return Err(PyValueError::new_err(format!(
@@ -69,6 +70,7 @@ impl PyKafkaFetcher {
             max_bytes: positive("fetch_max_bytes", max_bytes)?.min(i32::MAX as i64) as i32,
             partition_max_bytes: positive("max_partition_fetch_bytes", partition_max_bytes)?
                 .min(i32::MAX as i64) as i32,
+            pipeline,
             max_records: positive("max_records", max_records)? as u64,
             connect_timeout: Duration::from_millis(positive(
                 "connect_timeout_ms",
@@ -96,7 +98,7 @@ impl PyKafkaFetcher {
     /// per leader. Returns ``(partitions, node_errors)``: per partition ``(topic, partition,
     /// fetch_offset, error_code, next_offset, high_watermark, log_start_offset, records,
     /// value_bytes, groups, skipped, partial_tail)`` with ``groups`` a list of ``(target,
-    /// version, lines: bytes, records)`` and ``skipped`` a dict of reason -> count; per broker that
+    /// version, lines: KafkaLines, records)`` and ``skipped`` a dict of reason -> count; per broker that
     /// failed ``(host, port, message)``.
     fn fetch<'py>(
         &mut self,
@@ -163,6 +165,24 @@ impl PyKafkaFetcher {
             errs.append((e.host, e.port, e.message))?;
         }
         PyTuple::new(py, [parts.into_any(), errs.into_any()])
+    }
+
+    /// Fetches answered by the pipelined request already in flight.
+    #[getter]
+    fn pipelined(&self) -> u64 {
+        self.inner.pipelined()
+    }
+
+    /// Pipelined requests whose responses were dropped (the next fetch asked for other offsets).
+    #[getter]
+    fn discarded(&self) -> u64 {
+        self.inner.discarded()
+    }
+
+    /// Idle line buffers in the pool (given back by dropped `KafkaLines`).
+    #[getter]
+    fn pooled_buffers(&self) -> usize {
+        self.inner.pool().idle()
     }
 
     /// Close every broker connection (the next fetch reconnects).
