@@ -212,6 +212,8 @@ def test_config_validation_names_the_field() -> None:
         KafkaConfig(topics=("a",), envelope_key='a"b')
     with pytest.raises(ValueError, match=r"kafka\.bootstrap_servers"):
         KafkaConfig(topics=("a",), bootstrap_servers="")
+    with pytest.raises(ValueError, match=r"kafka\.commit_interval_ms"):
+        KafkaConfig(topics=("a",), commit_interval_ms=-1)
     sasl = KafkaConfig(
         topics=("a",),
         security_protocol="SASL_PLAINTEXT",
@@ -620,6 +622,39 @@ async def test_offset_out_of_range_resets_per_auto_offset_reset(kafka_broker: Ka
     assert p.source.fetch_errors >= 1
     assert p.agg.totals().accepted == len(lines)
     assert (await committed(kafka_broker, topic, group, 1))[0] == len(lines)
+
+
+@pytest.mark.parametrize("interval_ms", [0, 1000])
+async def test_commits_are_spaced_by_commit_interval_ms(kafka_broker: KafkaBroker, interval_ms: int) -> None:
+    """Many small batches: with an interval, at most one commit per interval while folding (and
+    one at stop), and the folded offsets are all committed in the end; 0 commits after folds."""
+    topic, group = unique(f"spacing-{interval_ms}"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(3000, seed=24)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    p = Pipeline(
+        config(
+            kafka_broker,
+            topic,
+            group,
+            commit_interval_ms=interval_ms,
+            max_records=50,
+            max_partition_fetch_bytes=8 << 10,
+        ),
+        agg=SlowAggregator(0.005),
+    )
+    t0 = time.monotonic()
+    p.start()
+    await p.accepted(len(lines))
+    elapsed = time.monotonic() - t0
+    await p.stop()
+    batches = p.source.stats.batches
+    assert batches >= 40
+    if interval_ms:
+        assert p.source.commits <= elapsed / (interval_ms / 1000) + 2
+    else:
+        assert p.source.commits >= 10  # one per fold, coalesced only while one is in flight
+    assert await committed(kafka_broker, topic, group, 1) == await end_offsets(kafka_broker, topic, 1)
 
 
 # --------------------------------------------------------------------------------------------
