@@ -496,12 +496,14 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     assert sum(v or 0 for v in (await committed(broker, topic, group, 2)).values()) == produced
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
 async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
-    kafka_broker: KafkaBroker,
+    kafka_broker: KafkaBroker, pipelining: bool
 ) -> None:
     """A second member joins while the first is behind: the first waits for its in-flight batches
     of the revoked partitions to fold and commits them before giving them up, so the second starts
-    where the first stopped (duplicates at most one batch, nothing lost)."""
+    where the first stopped (duplicates at most one batch, nothing lost). With pipelined fetches,
+    a request in flight for revoked partitions is dropped, never handed over."""
     topic, group = unique("rebalance"), unique("group")
     await asyncio.to_thread(kafka_broker.create_topic, topic, 4)
     lines = lines_of(4000, seed=9)
@@ -514,6 +516,7 @@ async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
         max_records=max_records,
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
+        fetch_pipelining=pipelining,
     )
     slow = SlowAggregator(delay=0.2)  # the first member stays behind until the rebalance
     first = Pipeline(cfg, slow, max_bytes=128 * 1024)
@@ -533,6 +536,8 @@ async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
     assert b > 0, "the second member got no partition"
     assert len(lines) <= a + b <= len(lines) + max_records
     assert sum(v or 0 for v in (await committed(kafka_broker, topic, group, 4)).values()) == len(lines)
+    if pipelining:
+        assert first.source._rust_fetcher.pipelined > 0 and second.source._rust_fetcher.pipelined > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,7 +770,7 @@ async def test_pipelined_fetches_follow_the_callers_positions(kafka_broker: Kafk
     values = [Rec(v, partition=i % 2) for i, v in enumerate(lines_of(1200, seed=23))]
     await produce(kafka_broker.bootstrap, topic, values, max_batch_size=4096)
     by_partition = {p: [r.value for r in values if r.partition == p] for p in (0, 1)}
-    f = fetcher(partition_max_bytes=16 << 10)
+    f = fetcher(partition_max_bytes=16 << 10, pipeline=True)
 
     async def read(positions: dict[int, int]) -> dict[int, tuple[int, bytes]]:
         parts = await fetch_from(f, kafka_broker, [(topic, p, off) for p, off in positions.items()])
@@ -798,7 +803,7 @@ async def test_pipelined_fetches_follow_the_callers_positions(kafka_broker: Kafk
     end, data = got[1]
     assert data == joined(by_partition[1][7:end])
     # without pipelining: nothing in flight between calls
-    plain = fetcher(partition_max_bytes=16 << 10, pipeline=False)
+    plain = fetcher(partition_max_bytes=16 << 10)  # the default
     host, port = leader(kafka_broker)
     for _ in range(2):
         await asyncio.to_thread(plain.fetch, [(host, port, [(topic, 0, 0)])])

@@ -94,7 +94,7 @@ class KafkaFetcher:
         version_header: str = "version",
         key_attribution: bool = True,
         envelope_key: str | None = None,
-        pipeline: bool = True,
+        pipeline: bool = False,
     ) -> None: ...
     @property
     def pipelined(self) -> int: ...

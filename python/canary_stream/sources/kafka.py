@@ -10,8 +10,8 @@ Two fetch paths (``KafkaConfig.fetch_path``):
   released, checks and decompresses the record batches and joins the values into one buffer per
   ``(target, version)`` of a partition fetch: no per-record Python object. The buffer is handed
   over without a copy (``_native.KafkaLines``, a read-only buffer the core reads in place; its memory
-  goes back to the fetcher's pool once folded), and the next Fetch of a broker's partitions is
-  already in flight while a response is decoded and queued. Not for TLS / SASL or
+  goes back to the fetcher's pool once folded); optionally (``fetch_pipelining``) the next Fetch of
+  a broker's partitions is already in flight while a response is decoded and queued. Not for TLS / SASL or
   ``isolation_level=read_committed``: those configurations use the aiokafka path (logged).
 * ``aiokafka``: ``getmany`` and per-record ``ConsumerRecord`` objects (kept for comparison and for
   the configurations above).
@@ -114,8 +114,10 @@ class KafkaConfig:
     fetch_path: FetchPath = "rust" if RUST_FETCHER_AVAILABLE else "aiokafka"
     request_timeout_ms: int = 30_000  # rust path: connect + response wait on top of fetch_max_wait_ms
     # rust path: send a broker's next Fetch as soon as a response is read, before it is decoded
-    # (used only when the next fetch asks for exactly those offsets; see rust/src/kafka/client.rs)
-    fetch_pipelining: bool = True
+    # (used only when the next fetch asks for exactly those offsets; see rust/src/kafka/client.rs).
+    # Off: on 2 shared cores it did not pay (benches/README.md, Kafka: ±0 with 1-line records,
+    # -15 % with 100-line records); an option to measure where the cores are idle.
+    fetch_pipelining: bool = False
     # fetching / batching
     # Larger fetches and batches cost the source less per byte (measured in
     # benches/test_bench_kafka.py: 1 MiB / 10,000 → 4 MiB / 50,000 raised records of many lines

@@ -60,7 +60,7 @@ impl Default for FetchConfig {
             max_records: 50_000,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            pipeline: true,
+            pipeline: false,
             decode: DecodeOptions::default(),
         }
     }

@@ -40,7 +40,7 @@ impl PyKafkaFetcher {
         partition_max_bytes=4<<20, max_records=50_000, connect_timeout_ms=5_000,
         request_timeout_ms=30_000, check_crcs=true, max_record_bytes=4<<20,
         target_header="target".to_string(), version_header="version".to_string(),
-        key_attribution=true, envelope_key=None, pipeline=true))]
+        key_attribution=true, envelope_key=None, pipeline=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         client_id: String,
