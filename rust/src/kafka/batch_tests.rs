@@ -498,3 +498,48 @@ proptest! {
         prop_assert!(p.next_offset >= 7);
     }
 }
+
+/// `cargo test --release -- --ignored --nocapture speed_kafka`: decoding of uncompressed batches
+/// of 1 MiB (as the bench's producer writes them), 1 line and 100 lines per record, CRC checked.
+#[test]
+#[ignore]
+fn speed_kafka_decode() {
+    let line = [b'x'; 824];
+    for per_record in [1usize, 100] {
+        let value: Vec<u8> = (0..per_record)
+            .flat_map(|i| {
+                let mut l = line.to_vec();
+                if i + 1 < per_record {
+                    l.push(b'\n');
+                }
+                l
+            })
+            .collect();
+        let per_batch = ((1 << 20) / value.len()).max(1);
+        let mut data = Vec::new();
+        let mut base = 0i64;
+        while data.len() < 16 << 20 {
+            let recs: Vec<Rec> = (0..per_batch).map(|_| rec(&value)).collect();
+            data.extend(batch(base, &recs, 0));
+            base += per_batch as i64;
+        }
+        let mut d = Decoder::new(DecodeOptions::default());
+        let rounds = 20;
+        let t = std::time::Instant::now();
+        let mut lines = 0u64;
+        for _ in 0..rounds {
+            let p = d.decode(&data, 0, u64::MAX);
+            lines += p.groups.iter().map(|g| g.data.len() as u64).sum::<u64>() / 825;
+            for g in p.groups {
+                d.pool().give(g.data);
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "speed_kafka_decode {per_record} line(s)/record: {:.0} MB/s, {:.2} M records/s, {:.2} M lines/s",
+            (data.len() * rounds) as f64 / s / 1e6,
+            (base as f64 * rounds as f64) / s / 1e6,
+            lines as f64 / s / 1e6
+        );
+    }
+}
