@@ -6,6 +6,7 @@ aiokafka path as well where the two could differ (parametrized ``fetch_path``)."
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import random
 import time
@@ -211,6 +212,8 @@ def test_config_validation_names_the_field() -> None:
         KafkaConfig(topics=("a",), envelope_key='a"b')
     with pytest.raises(ValueError, match=r"kafka\.bootstrap_servers"):
         KafkaConfig(topics=("a",), bootstrap_servers="")
+    with pytest.raises(ValueError, match=r"kafka\.commit_interval_ms"):
+        KafkaConfig(topics=("a",), commit_interval_ms=-1)
     sasl = KafkaConfig(
         topics=("a",),
         security_protocol="SASL_PLAINTEXT",
@@ -493,12 +496,14 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     assert sum(v or 0 for v in (await committed(broker, topic, group, 2)).values()) == produced
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
 async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
-    kafka_broker: KafkaBroker,
+    kafka_broker: KafkaBroker, pipelining: bool
 ) -> None:
     """A second member joins while the first is behind: the first waits for its in-flight batches
     of the revoked partitions to fold and commits them before giving them up, so the second starts
-    where the first stopped (duplicates at most one batch, nothing lost)."""
+    where the first stopped (duplicates at most one batch, nothing lost). With pipelined fetches,
+    a request in flight for revoked partitions is dropped, never handed over."""
     topic, group = unique("rebalance"), unique("group")
     await asyncio.to_thread(kafka_broker.create_topic, topic, 4)
     lines = lines_of(4000, seed=9)
@@ -511,6 +516,7 @@ async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
         max_records=max_records,
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
+        fetch_pipelining=pipelining,
     )
     slow = SlowAggregator(delay=0.2)  # the first member stays behind until the rebalance
     first = Pipeline(cfg, slow, max_bytes=128 * 1024)
@@ -530,6 +536,8 @@ async def test_rebalance_commits_revoked_partitions_after_their_batches_fold(
     assert b > 0, "the second member got no partition"
     assert len(lines) <= a + b <= len(lines) + max_records
     assert sum(v or 0 for v in (await committed(kafka_broker, topic, group, 4)).values()) == len(lines)
+    if pipelining:
+        assert first.source._rust_fetcher.pipelined > 0 and second.source._rust_fetcher.pipelined > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,3 +627,184 @@ async def test_offset_out_of_range_resets_per_auto_offset_reset(kafka_broker: Ka
     assert p.source.fetch_errors >= 1
     assert p.agg.totals().accepted == len(lines)
     assert (await committed(kafka_broker, topic, group, 1))[0] == len(lines)
+
+
+@pytest.mark.parametrize("interval_ms", [0, 1000])
+async def test_commits_are_spaced_by_commit_interval_ms(kafka_broker: KafkaBroker, interval_ms: int) -> None:
+    """Many small batches: with an interval, at most one commit per interval while folding (and
+    one at stop), and the folded offsets are all committed in the end; 0 commits after folds."""
+    topic, group = unique(f"spacing-{interval_ms}"), unique("group")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(3000, seed=24)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    p = Pipeline(
+        config(
+            kafka_broker,
+            topic,
+            group,
+            commit_interval_ms=interval_ms,
+            max_records=50,
+            max_partition_fetch_bytes=8 << 10,
+        ),
+        agg=SlowAggregator(0.005),
+    )
+    t0 = time.monotonic()
+    p.start()
+    await p.accepted(len(lines))
+    elapsed = time.monotonic() - t0
+    await p.stop()
+    batches = p.source.stats.batches
+    assert batches >= 40
+    if interval_ms:
+        assert p.source.commits <= elapsed / (interval_ms / 1000) + 2
+    else:
+        assert p.source.commits >= 10  # one per fold, coalesced only while one is in flight
+    assert await committed(kafka_broker, topic, group, 1) == await end_offsets(kafka_broker, topic, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The Rust fetcher on its own: zero-copy line buffers, their pool, pipelined fetches
+
+needs_rust = pytest.mark.skipif(not RUST_FETCHER_AVAILABLE, reason="extension without the Rust fetcher")
+
+
+def fetcher(**kwargs: Any) -> Any:
+    from canary_stream import _native
+
+    return _native.KafkaFetcher(**kwargs)
+
+
+def leader(broker: KafkaBroker) -> tuple[str, int]:
+    host, _, port = broker.bootstrap.rpartition(":")
+    return host, int(port)
+
+
+async def fetch_from(f: Any, broker: KafkaBroker, positions: Sequence[tuple[str, int, int]]) -> Any:
+    host, port = leader(broker)
+    parts, errors = await asyncio.to_thread(f.fetch, [(host, port, list(positions))])
+    assert errors == []
+    return parts
+
+
+async def until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
+
+
+def joined(values: Sequence[bytes]) -> bytes:
+    return b"".join(v + b"\n" for v in values)
+
+
+@needs_rust
+async def test_fetched_lines_are_a_read_only_buffer_the_core_reads(kafka_broker: KafkaBroker) -> None:
+    topic = unique("zerocopy")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(300, seed=21)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    f = fetcher()
+    parts = await fetch_from(f, kafka_broker, [(topic, 0, 0)])
+    [(_, _, fetch_offset, error, next_offset, *_rest, groups, skipped, _partial)] = parts
+    assert (fetch_offset, error, next_offset, skipped) == (0, 0, len(lines), {})
+    [(target, version, data, records)] = groups
+    assert (target, version, records) == ("", "", len(lines))
+    assert type(data).__name__ == "KafkaLines"
+    assert bytes(data) == joined(lines)
+    assert len(data) == len(joined(lines))
+    view = memoryview(data)
+    assert view.readonly and view.format == "B" and view.nbytes == len(data)
+    with pytest.raises(TypeError):
+        view[0] = 0
+    with pytest.raises((TypeError, BufferError)):
+        ctypes.c_char.from_buffer(data)  # asks for a writable buffer
+    view.release()
+    agg = aggregator()
+    assert agg.feed(data).lines == len(lines)  # read in place: no bytes() copy needed
+    assert agg.totals().accepted == len(lines)
+
+
+@needs_rust
+async def test_pooled_buffers_still_viewed_from_python_are_never_reused(kafka_broker: KafkaBroker) -> None:
+    """A dropped KafkaLines gives its buffer back to the pool; one still viewed from Python (a
+    memoryview holds the object) is not, so later fetches never write over it."""
+    topic = unique("pool")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 1)
+    lines = lines_of(2000, seed=22)
+    await produce(kafka_broker.bootstrap, topic, lines)
+    f = fetcher(partition_max_bytes=64 << 10, max_records=200)
+
+    async def lines_at(offset: int) -> tuple[Any, int]:
+        [part] = await fetch_from(f, kafka_broker, [(topic, 0, offset)])
+        [(_, _, data, _)] = part[9]
+        return data, part[4]
+
+    data, next_offset = await lines_at(0)
+    kept = memoryview(data)
+    expected = bytes(data)
+    assert expected == joined(lines[:next_offset])
+    idle = f.pooled_buffers
+    del data  # the memoryview still holds it: not pooled
+    assert f.pooled_buffers == idle
+    offset = next_offset
+    while offset < len(lines):  # fetch (and drop) everything else: the pool is used meanwhile
+        data, end = await lines_at(offset)
+        assert bytes(data) == joined(lines[offset:end])
+        del data
+        offset = end
+    # the executor's worker thread drops its reference to the last result a moment later
+    await until(lambda: f.pooled_buffers >= 1)
+    assert bytes(kept) == expected  # never written over
+    before = f.pooled_buffers
+    kept.release()  # the last reference: the buffer goes back
+    assert f.pooled_buffers == min(before + 1, 8)
+    again, _ = await lines_at(0)  # a pooled buffer, refilled
+    assert bytes(again) == expected
+
+
+@needs_rust
+async def test_pipelined_fetches_follow_the_callers_positions(kafka_broker: KafkaBroker) -> None:
+    """The next Fetch is sent before a response is decoded; it answers the next call only when that
+    asks for the same partitions at the same offsets (a seek or another partition set drops it)."""
+    topic = unique("pipeline")
+    await asyncio.to_thread(kafka_broker.create_topic, topic, 2)
+    values = [Rec(v, partition=i % 2) for i, v in enumerate(lines_of(1200, seed=23))]
+    await produce(kafka_broker.bootstrap, topic, values, max_batch_size=4096)
+    by_partition = {p: [r.value for r in values if r.partition == p] for p in (0, 1)}
+    f = fetcher(partition_max_bytes=16 << 10, pipeline=True)
+
+    async def read(positions: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+        parts = await fetch_from(f, kafka_broker, [(topic, p, off) for p, off in positions.items()])
+        out = {}
+        for _t, partition, fetch_offset, error, next_offset, *_r, groups, _s, _p in parts:
+            assert error == 0 and fetch_offset == positions[partition]
+            out[partition] = (next_offset, b"".join(bytes(g[2]) for g in groups))
+        return out
+
+    positions = {0: 0, 1: 0}
+    got = await read(positions)
+    assert f.pipelined == 0
+    steps = 0
+    while any(positions[p] < len(by_partition[p]) for p in positions):
+        for p, (end, data) in got.items():
+            assert data == joined(by_partition[p][positions[p] : end])
+            positions[p] = end
+        got = await read(positions)
+        steps += 1
+    assert steps >= 3
+    assert f.pipelined == steps and f.discarded == 0  # every next call was the request in flight
+    # a seek back: the request in flight is for other offsets, so its response is dropped
+    got = await read({0: 5, 1: positions[1]})
+    assert f.discarded == 1
+    end, data = got[0]
+    assert data == joined(by_partition[0][5:end])
+    # one partition only (the other revoked): dropped again, and the data is the caller's
+    got = await read({1: 7})
+    assert f.discarded == 2
+    end, data = got[1]
+    assert data == joined(by_partition[1][7:end])
+    # without pipelining: nothing in flight between calls
+    plain = fetcher(partition_max_bytes=16 << 10)  # the default
+    host, port = leader(kafka_broker)
+    for _ in range(2):
+        await asyncio.to_thread(plain.fetch, [(host, port, [(topic, 0, 0)])])
+    assert (plain.pipelined, plain.discarded) == (0, 0)

@@ -64,10 +64,17 @@ class AlsStream:
     @property
     def entries(self) -> int: ...
 
+class KafkaLines:
+    """Lines decoded by KafkaFetcher (one (target, version) group of a partition fetch): a
+    read-only bytes-like object (buffer protocol), read in place by Pipeline.feed."""
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
 # (topic, partition, fetch_offset, error_code, next_offset, high_watermark, log_start_offset,
 #  records, value_bytes, [(target, version, lines, records)], {skip reason: count}, partial_tail)
 FetchedPartition = tuple[
-    str, int, int, int, int, int, int, int, int, list[tuple[str, str, bytes, int]], dict[str, int], bool
+    str, int, int, int, int, int, int, int, int, list[tuple[str, str, KafkaLines, int]], dict[str, int], bool
 ]
 
 class KafkaFetcher:
@@ -87,7 +94,14 @@ class KafkaFetcher:
         version_header: str = "version",
         key_attribution: bool = True,
         envelope_key: str | None = None,
+        pipeline: bool = False,
     ) -> None: ...
+    @property
+    def pipelined(self) -> int: ...
+    @property
+    def discarded(self) -> int: ...
+    @property
+    def pooled_buffers(self) -> int: ...
     def fetch(
         self, nodes: list[tuple[str, int, list[tuple[str, int, int]]]]
     ) -> tuple[list[FetchedPartition], list[tuple[str, int, str]]]: ...

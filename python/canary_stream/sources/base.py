@@ -7,9 +7,17 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from canary_stream.core import Aggregator, FeedResult, Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    class SizedBuffer(Buffer, Protocol):
+        """A read-only buffer of bytes that knows its length (e.g. `_native.KafkaLines`)."""
+
+        def __len__(self) -> int: ...
 
 
 @dataclass
@@ -36,7 +44,9 @@ class SourceStats:
 class Batch:
     """A buffer of complete access-log lines from one origin, and what to do once it is folded."""
 
-    data: bytes | bytearray  # a bytearray: a received HTTP body, handed on without a copy
+    # a bytearray: a received HTTP body, handed on without a copy; any other read-only buffer
+    # (e.g. `_native.KafkaLines`: lines decoded by the Rust Kafka fetcher, not copied)
+    data: bytes | bytearray | SizedBuffer
     source: Source
     stats: SourceStats
     on_folded: Callable[[], Awaitable[None]] | None = None  # e.g. commit Kafka offsets
@@ -126,4 +136,7 @@ async def fold_forever(queue: IngestQueue, aggregator: Aggregator) -> None:
 def _feed_and_finish(aggregator: Aggregator, batch: Batch) -> tuple[FeedResult, FeedResult]:
     if batch.fold is not None:
         return batch.fold(aggregator, bytes(batch.data)), FeedResult(0, 0)
-    return aggregator.feed(batch.data, source=batch.source), aggregator.finish(source=batch.source)
+    # Aggregator.feed reads any C-contiguous buffer in place (rust/src/python.rs `Input`); its
+    # annotation names bytes | bytearray only
+    data = cast("bytes", batch.data)
+    return aggregator.feed(data, source=batch.source), aggregator.finish(source=batch.source)

@@ -8,7 +8,10 @@ Two fetch paths (``KafkaConfig.fetch_path``):
   stays paused for aiokafka's own fetcher. The Rust fetcher (``_native.KafkaFetcher``,
   rust/src/kafka/) sends Fetch requests to the partition leaders over plain TCP with the GIL
   released, checks and decompresses the record batches and joins the values into one buffer per
-  ``(target, version)`` of a partition fetch: no per-record Python object. Not for TLS / SASL or
+  ``(target, version)`` of a partition fetch: no per-record Python object. The buffer is handed
+  over without a copy (``_native.KafkaLines``, a read-only buffer the core reads in place; its memory
+  goes back to the fetcher's pool once folded); optionally (``fetch_pipelining``) the next Fetch of
+  a broker's partitions is already in flight while a response is decoded and queued. Not for TLS / SASL or
   ``isolation_level=read_committed``: those configurations use the aiokafka path (logged).
 * ``aiokafka``: ``getmany`` and per-record ``ConsumerRecord`` objects (kept for comparison and for
   the configurations above).
@@ -110,6 +113,11 @@ class KafkaConfig:
     # "aiokafka": getmany. TLS / SASL / read_committed always use aiokafka (see rust_fetch_refusal).
     fetch_path: FetchPath = "rust" if RUST_FETCHER_AVAILABLE else "aiokafka"
     request_timeout_ms: int = 30_000  # rust path: connect + response wait on top of fetch_max_wait_ms
+    # rust path: send a broker's next Fetch as soon as a response is read, before it is decoded
+    # (used only when the next fetch asks for exactly those offsets; see rust/src/kafka/client.rs).
+    # Off: on 2 shared cores it did not pay (benches/README.md, Kafka: ±0 with 1-line records,
+    # -15 % with 100-line records); an option to measure where the cores are idle.
+    fetch_pipelining: bool = False
     # fetching / batching
     # Larger fetches and batches cost the source less per byte (measured in
     # benches/test_bench_kafka.py: 1 MiB / 10,000 → 4 MiB / 50,000 raised records of many lines
@@ -135,6 +143,11 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     drain_timeout_s: float = 30.0  # revoke / stop: how long to wait for in-flight batches to fold
+    # At most one offset commit per interval while batches fold (what folds meanwhile goes into the
+    # next one; revoke and stop commit at once). A commit after every fold cost the broker as much
+    # CPU as the fetches themselves (~190 OffsetCommits per 1 M lines in benches/test_bench_kafka.py).
+    # 0: commit after every folded batch. A crash re-reads at most this long's worth of batches more.
+    commit_interval_ms: int = 100
     lag_interval_s: float = 1.0
     # TLS
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -194,8 +207,10 @@ class KafkaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 fail(name, f"must be a positive integer, got {value!r}")
-        if not isinstance(self.fetch_max_wait_ms, int) or self.fetch_max_wait_ms < 0:
-            fail("fetch_max_wait_ms", f"must be >= 0, got {self.fetch_max_wait_ms!r}")
+        for name in ("fetch_max_wait_ms", "commit_interval_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(name, f"must be an integer >= 0, got {value!r}")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             fail("heartbeat_interval_ms", "must be lower than session_timeout_ms")
         for name in ("drain_timeout_s", "lag_interval_s"):
@@ -367,6 +382,7 @@ class KafkaSource:
         self.fetch_path: FetchPath = "rust" if config.fetch_path == "rust" and refusal is None else "aiokafka"
         self._rust = self.fetch_path == "rust"
         self.fetches = 0  # rust path: fetch calls (tests, diagnostics)
+        self._rust_fetcher: Any = None  # rust path: the running fetcher (its counters: diagnostics)
         self.fetch_errors = 0  # rust path: broker or partition errors met (retried)
         self._failing: str | None = None  # the first error of an ongoing outage (logged once)
         self._progress = asyncio.Condition()
@@ -451,13 +467,14 @@ class KafkaSource:
             version_header=cfg.version_header,
             key_attribution=cfg.key_attribution,
             envelope_key=cfg.envelope_key,
+            pipeline=cfg.fetch_pipelining,
         )
 
     async def _fetch_loop(self, consumer: AIOKafkaConsumer, queue: IngestQueue) -> None:
         """Fetch with the Rust fetcher until stop(): one Fetch per leader per round, the
         decoded buffers queued per partition, offsets committed after folding as on the
         aiokafka path. Waiting for queue space is the flow control: no fetch meanwhile."""
-        fetcher = self._fetcher()
+        fetcher = self._rust_fetcher = self._fetcher()
         backoff = 0.0
         try:
             while not self._stopping.is_set():
@@ -492,6 +509,8 @@ class KafkaSource:
                 fetcher.close()
 
     async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
         try:
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
@@ -616,10 +635,16 @@ class KafkaSource:
         return await self._queue_buffers(queue, tp, end, buffers)
 
     async def _queue_buffers(
-        self, queue: IngestQueue, tp: TopicPartition, end: int, buffers: list[tuple[Source, bytes]]
+        self,
+        queue: IngestQueue,
+        tp: TopicPartition,
+        end: int,
+        buffers: Sequence[tuple[Source, bytes | _native.KafkaLines]],
     ) -> bool:
         """Queue the buffers of one partition fetch; `end` is committed once all are folded (at
-        least one Batch, possibly empty, so that skipped records' offsets are committed too)."""
+        least one Batch, possibly empty, so that skipped records' offsets are committed too).
+        A buffer is joined record values (aiokafka path) or the Rust fetcher's lines, handed on
+        without a copy (`KafkaLines`: a read-only buffer the core reads in place)."""
         if not buffers:
             buffers = [(Source(), b"")]
         entry = _Inflight(end=end, remaining=len(buffers))
@@ -745,18 +770,23 @@ class KafkaSource:
 
     def _kick_commit(self) -> None:
         """Commit folded offsets in the background, coalescing: the fold loop does not wait for a
-        commit round trip, and while one commit is in flight the next takes everything folded
-        meanwhile. Uncommitted at any time: the batches in flight plus those folded during one
-        commit round trip."""
+        commit round trip, and while one commit is in flight or within ``commit_interval_ms`` of the
+        last, the next takes everything folded meanwhile. Uncommitted at any time: the batches in
+        flight plus those folded during one commit round trip and interval."""
         if self._commit_task is None or self._commit_task.done():
             self._commit_task = asyncio.create_task(self._commit_loop())
         else:
             self._commit_again = True
 
     async def _commit_loop(self) -> None:
+        interval = self.config.commit_interval_ms / 1000
         while True:
             self._commit_again = False
+            started = time.monotonic()
             await self._commit(None)
+            if interval:
+                # stop() ends the wait: the drain commits what is left at once
+                await self._sleep(interval - (time.monotonic() - started))
             if not self._commit_again:
                 return
 

@@ -7,6 +7,7 @@
 //! holds complete lines. Nothing here panics on any input: a bad batch is counted and skipped.
 
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use memchr::memmem;
 
@@ -73,6 +74,64 @@ impl Default for DecodeOptions {
     }
 }
 
+/// A bounded pool of line buffers. The buffers handed to Python come back when Python drops them,
+/// so the next fetch writes into memory already mapped: fresh multi-MB allocations are mmapped
+/// and cost a page fault and a page clearing per 4 KiB on first write.
+#[derive(Debug, Clone)]
+pub struct BufferPool {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+    max_capacity: usize,
+}
+
+impl BufferPool {
+    /// Keep at most `keep` idle buffers of at most `max_capacity` bytes each.
+    pub fn new(keep: usize, max_capacity: usize) -> Self {
+        BufferPool {
+            free: Arc::new(Mutex::new(Vec::with_capacity(keep))),
+            keep,
+            max_capacity,
+        }
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes (a pooled one when there is one).
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let pooled = self.free.lock().ok().and_then(|mut free| free.pop());
+        match pooled {
+            Some(mut buf) => {
+                buf.reserve(capacity);
+                buf
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Return a buffer nobody uses any more (dropped instead when the pool is full or it is
+    /// larger than `max_capacity`).
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > self.max_capacity {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
+    }
+
+    /// Idle buffers held.
+    pub fn idle(&self) -> usize {
+        self.free.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool::new(8, 64 << 20)
+    }
+}
+
 /// Precomputed searchers for the envelope key.
 struct Envelope {
     compact: memmem::Finder<'static>,
@@ -117,7 +176,13 @@ impl PartitionLines {
         }
     }
 
-    fn group(&mut self, target: &str, version: &str, reserve: usize) -> &mut Group {
+    fn group(
+        &mut self,
+        target: &str,
+        version: &str,
+        reserve: usize,
+        pool: &BufferPool,
+    ) -> &mut Group {
         let i = match self
             .groups
             .iter()
@@ -127,11 +192,7 @@ impl PartitionLines {
             None => {
                 // the first group usually takes every record: room for all of them up front
                 // spares the copies of a growing buffer
-                let data = if self.groups.is_empty() {
-                    Vec::with_capacity(reserve)
-                } else {
-                    Vec::new()
-                };
+                let data = pool.take(if self.groups.is_empty() { reserve } else { 0 });
                 self.groups.push(Group {
                     target: target.to_string(),
                     version: version.to_string(),
@@ -151,6 +212,7 @@ pub struct Decoder {
     envelope: Option<Envelope>,
     scratch: Vec<u8>,
     reserve: usize, // capacity of the first group's buffer in the current decode
+    pool: BufferPool,
 }
 
 impl Decoder {
@@ -164,11 +226,17 @@ impl Decoder {
             envelope,
             scratch: Vec::new(),
             reserve: 0,
+            pool: BufferPool::default(),
         }
     }
 
     pub fn options(&self) -> &DecodeOptions {
         &self.opts
+    }
+
+    /// Where the groups' buffers come from (give them back here once used).
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
     }
 
     /// Decode the record batches of one partition fetched from `fetch_offset`, taking at most
@@ -365,7 +433,7 @@ impl Decoder {
             }
             out.value_bytes += value.len() as u64;
             let envelope = self.envelope.as_ref();
-            let group = out.group(&target, &version, self.reserve);
+            let group = out.group(&target, &version, self.reserve, &self.pool);
             group.records += 1;
             append_value(&mut group.data, value, envelope);
         }
@@ -419,6 +487,43 @@ fn append_value(out: &mut Vec<u8>, value: &[u8], envelope: Option<&Envelope>) {
     if !value.ends_with(b"\n") {
         out.push(b'\n');
     }
+}
+
+/// Where a full decode of `data` fetched from `fetch_offset` ends (the next offset to fetch), from
+/// the batch headers alone: nothing is decompressed or checked, so the next Fetch can be sent
+/// before this one's records are decoded. Equal to [`Decoder::decode`]'s `next_offset` when no
+/// record limit stops it and the records agree with their batch headers.
+pub fn next_offset_after(data: &[u8], fetch_offset: i64) -> i64 {
+    let mut next = fetch_offset;
+    let mut pos = 0usize;
+    while let Some(rest) = data.get(pos..) {
+        if rest.len() < 17 {
+            break; // the end, or a partial tail
+        }
+        let base_offset = be_i64(&rest[0..8]);
+        let batch_len = be_i32(&rest[8..12]);
+        if batch_len < 0 {
+            break;
+        }
+        let total = 12usize.saturating_add(batch_len as usize);
+        if total > rest.len() {
+            break;
+        }
+        pos += total;
+        let end = match rest.get(23..27) {
+            Some(delta) if total >= BATCH_HEADER_LEN && rest[16] as i8 == 2 => {
+                let last_delta = be_i32(delta);
+                if last_delta >= 0 {
+                    base_offset.saturating_add(last_delta as i64 + 1)
+                } else {
+                    base_offset.saturating_add(1)
+                }
+            }
+            _ => base_offset.saturating_add(1),
+        };
+        next = next.max(end);
+    }
+    next
 }
 
 /// Decompress a batch's records section into `out`.

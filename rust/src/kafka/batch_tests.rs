@@ -377,8 +377,100 @@ fn control_batches_and_old_magic_advance_the_offset() {
     assert_eq!(p.next_offset, 3);
 }
 
+#[test]
+fn the_pool_hands_back_given_buffers_up_to_its_bounds() {
+    let pool = BufferPool::new(2, 1 << 20);
+    let a = pool.take(1000);
+    assert!(a.capacity() >= 1000 && a.is_empty());
+    let a_ptr = a.as_ptr();
+    let mut b = pool.take(10);
+    b.extend_from_slice(b"old lines");
+    let c = pool.take(10);
+    pool.give(a);
+    pool.give(b);
+    pool.give(c); // over `keep`: dropped
+    assert_eq!(pool.idle(), 2);
+    let again = pool.take(0);
+    assert!(again.is_empty(), "a given buffer comes back cleared");
+    let other = pool.take(0);
+    assert!(again.as_ptr() == a_ptr || other.as_ptr() == a_ptr);
+    assert_eq!(pool.idle(), 0);
+    pool.give(Vec::with_capacity(2 << 20)); // over `max_capacity`: dropped
+    pool.give(Vec::new());
+    assert_eq!(pool.idle(), 0);
+}
+
+#[test]
+fn decoded_groups_use_pooled_buffers() {
+    let mut d = Decoder::new(DecodeOptions::default());
+    let data = batch(0, &[rec(b"a"), rec(b"b")], 0);
+    let first = d.decode(&data, 0, u64::MAX);
+    let buf = first
+        .groups
+        .into_iter()
+        .next()
+        .map(|g| g.data)
+        .unwrap_or_default();
+    let ptr = buf.as_ptr();
+    d.pool().give(buf);
+    let second = d.decode(&data, 0, u64::MAX);
+    assert_eq!(second.groups[0].data, b"a\nb\n");
+    assert_eq!(second.groups[0].data.as_ptr(), ptr);
+}
+
+#[test]
+fn next_offset_from_headers_matches_the_decode() {
+    let mut control = batch(3, &[rec(b"marker")], 0);
+    control[22] |= 0x20;
+    let mut bad_crc = batch(4, &[rec(b"x"), rec(b"y")], 0);
+    bad_crc[30] ^= 1;
+    let mut legacy = batch(6, &[rec(b"old")], 0);
+    legacy[16] = 1;
+    let full = [
+        batch(0, &[rec(b"a"), rec(b"b"), rec(b"c")], 0),
+        control,
+        bad_crc,
+        legacy,
+        batch(7, &[rec(b"d"), rec(b"e")], 3),
+    ]
+    .concat();
+    for from in [0, 1, 3, 5, 7, 8, 9, 20] {
+        for cut in [full.len(), full.len() - 5, 40, 0] {
+            let data = &full[..cut];
+            assert_eq!(
+                next_offset_after(data, from),
+                decode(data, from).next_offset,
+                "from {from}, {cut} bytes"
+            );
+        }
+    }
+    assert_eq!(next_offset_after(&full, 0), 9);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn next_offset_after_agrees_with_decode_on_wellformed_batches(
+        batches in proptest::collection::vec((1usize..6, 0i16..5, 0u8..4), 1..6),
+        from in 0i64..40,
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let mut data = Vec::new();
+        let mut base = 0i64;
+        for (n, codec, gap) in batches {
+            let recs: Vec<Rec> = (0..n).map(|i| rec(format!("line {base} {i}").as_bytes())).collect();
+            data.extend(batch(base, &recs, codec));
+            base += n as i64 + gap as i64; // compaction leaves gaps
+        }
+        let data = &data[..cut.index(data.len() + 1)];
+        prop_assert_eq!(next_offset_after(data, from), decode(data, from).next_offset);
+    }
+
+    #[test]
+    fn next_offset_after_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600), from in -2i64..50) {
+        prop_assert!(next_offset_after(&data, from) >= from);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), from in -2i64..50) {
@@ -404,5 +496,50 @@ proptest! {
         let mut d = Decoder::new(DecodeOptions { check_crcs: false, ..DecodeOptions::default() });
         let p = d.decode(&data, 7, 1000);
         prop_assert!(p.next_offset >= 7);
+    }
+}
+
+/// `cargo test --release -- --ignored --nocapture speed_kafka`: decoding of uncompressed batches
+/// of 1 MiB (as the bench's producer writes them), 1 line and 100 lines per record, CRC checked.
+#[test]
+#[ignore]
+fn speed_kafka_decode() {
+    let line = [b'x'; 824];
+    for per_record in [1usize, 100] {
+        let value: Vec<u8> = (0..per_record)
+            .flat_map(|i| {
+                let mut l = line.to_vec();
+                if i + 1 < per_record {
+                    l.push(b'\n');
+                }
+                l
+            })
+            .collect();
+        let per_batch = ((1 << 20) / value.len()).max(1);
+        let mut data = Vec::new();
+        let mut base = 0i64;
+        while data.len() < 16 << 20 {
+            let recs: Vec<Rec> = (0..per_batch).map(|_| rec(&value)).collect();
+            data.extend(batch(base, &recs, 0));
+            base += per_batch as i64;
+        }
+        let mut d = Decoder::new(DecodeOptions::default());
+        let rounds = 20;
+        let t = std::time::Instant::now();
+        let mut lines = 0u64;
+        for _ in 0..rounds {
+            let p = d.decode(&data, 0, u64::MAX);
+            lines += p.groups.iter().map(|g| g.data.len() as u64).sum::<u64>() / 825;
+            for g in p.groups {
+                d.pool().give(g.data);
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "speed_kafka_decode {per_record} line(s)/record: {:.0} MB/s, {:.2} M records/s, {:.2} M lines/s",
+            (data.len() * rounds) as f64 / s / 1e6,
+            (base as f64 * rounds as f64) / s / 1e6,
+            lines as f64 / s / 1e6
+        );
     }
 }

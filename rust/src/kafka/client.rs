@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use super::batch::{DecodeOptions, Decoder, PartitionLines};
+use super::batch::{next_offset_after, BufferPool, DecodeOptions, Decoder, PartitionLines};
 
 /// The Fetch version asked for: the newest that still names topics (v13+ use topic ids).
 const FETCH_VERSION: i16 = 12;
@@ -42,6 +43,9 @@ pub struct FetchConfig {
     pub connect_timeout: Duration,
     /// On top of `max_wait_ms` for reading a response.
     pub request_timeout: Duration,
+    /// Send the next Fetch of a broker's partitions as soon as a response is read (see
+    /// [`Fetcher::fetch`]).
+    pub pipeline: bool,
     pub decode: DecodeOptions,
 }
 
@@ -56,6 +60,7 @@ impl Default for FetchConfig {
             max_records: 50_000,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            pipeline: false,
             decode: DecodeOptions::default(),
         }
     }
@@ -102,6 +107,53 @@ struct Connection {
     stream: TcpStream,
     version: i16,
     correlation: i32,
+    frames: FrameBuffer,
+    /// A pipelined Fetch sent and not read yet.
+    inflight: Option<Inflight>,
+}
+
+/// A Fetch request whose response has not been read.
+struct Inflight {
+    correlation: i32,
+    partitions: Vec<PartitionRequest>,
+}
+
+/// A connection's response buffer, reused from one response to the next: a fresh buffer of
+/// many MB per response costs a page fault and a page clearing per 4 KiB. A response is handed
+/// out as `Bytes` owning the buffer ([`Frame`]); when the last of them (the decoded response's
+/// record slices) is dropped, the buffer comes back here.
+#[derive(Clone, Default)]
+struct FrameBuffer(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl FrameBuffer {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .unwrap_or_default()
+    }
+}
+
+/// The owner of a response's bytes: the first `len` bytes of `buf`.
+struct Frame {
+    buf: Vec<u8>,
+    len: usize,
+    home: FrameBuffer,
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.home.0.lock() {
+            *slot = Some(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// A Kafka fetcher: connections, settings and the record decoder.
@@ -109,6 +161,8 @@ pub struct Fetcher {
     cfg: FetchConfig,
     decoder: Decoder,
     conns: HashMap<(String, u16), Connection>,
+    pipelined: u64,
+    discarded: u64,
 }
 
 type Failure = String;
@@ -120,11 +174,18 @@ impl Fetcher {
             cfg,
             decoder,
             conns: HashMap::new(),
+            pipelined: 0,
+            discarded: 0,
         }
     }
 
     pub fn config(&self) -> &FetchConfig {
         &self.cfg
+    }
+
+    /// The pool the decoded line buffers come from (give them back once used).
+    pub fn pool(&self) -> &BufferPool {
+        self.decoder.pool()
     }
 
     /// Drop every connection (the next fetch reconnects).
@@ -133,38 +194,73 @@ impl Fetcher {
     }
 
     /// Fetch once from every node: all requests are sent, then the responses read and decoded.
+    ///
+    /// Pipelined (`FetchConfig::pipeline`): as soon as a response is read, the next Fetch of the
+    /// same partitions is sent, from the offsets its batch headers end at, before its records are
+    /// decoded; the broker prepares that response while this one is decoded and handed over. The
+    /// next call uses the request in flight only when it asks for exactly those partitions and
+    /// offsets (otherwise — a seek, a rebalance, an error, a record limit — its response is read
+    /// and dropped, and a fresh request sent), so the positions are always the caller's.
     pub fn fetch(&mut self, nodes: &[NodeRequest]) -> (Vec<PartitionResult>, Vec<NodeError>) {
         let mut results = Vec::new();
         let mut errors = Vec::new();
+        let nodes: Vec<&NodeRequest> = nodes.iter().filter(|n| !n.partitions.is_empty()).collect();
+        // a request in flight to a broker not asked now: its connection is dropped unread
+        self.conns.retain(|(host, port), conn| {
+            conn.inflight.is_none() || nodes.iter().any(|n| &n.host == host && n.port == *port)
+        });
         let mut sent: Vec<(&NodeRequest, i32)> = Vec::new();
-        for node in nodes.iter().filter(|n| !n.partitions.is_empty()) {
-            match self.send(node) {
+        for node in nodes {
+            match self.reuse_or_send(node) {
                 Ok(correlation) => sent.push((node, correlation)),
-                Err(message) => {
-                    self.conns.remove(&(node.host.clone(), node.port));
-                    errors.push(NodeError {
-                        host: node.host.clone(),
-                        port: node.port,
-                        message,
-                    })
-                }
+                Err(message) => self.failed(node, message, &mut errors),
             }
         }
         let mut budget = self.cfg.max_records;
         for (node, correlation) in sent {
-            match self.receive(node, correlation, &mut budget, &mut results) {
-                Ok(()) => {}
-                Err(message) => {
-                    self.conns.remove(&(node.host.clone(), node.port));
-                    errors.push(NodeError {
-                        host: node.host.clone(),
-                        port: node.port,
-                        message,
-                    })
-                }
+            if let Err(message) = self.receive(node, correlation, &mut budget, &mut results) {
+                self.failed(node, message, &mut errors);
             }
         }
         (results, errors)
+    }
+
+    /// Fetches answered by the request already in flight (counters for tests and diagnostics).
+    pub fn pipelined(&self) -> u64 {
+        self.pipelined
+    }
+
+    /// Requests in flight whose responses were dropped: the caller asked for other offsets.
+    pub fn discarded(&self) -> u64 {
+        self.discarded
+    }
+
+    fn failed(&mut self, node: &NodeRequest, message: Failure, errors: &mut Vec<NodeError>) {
+        self.conns.remove(&(node.host.clone(), node.port));
+        errors.push(NodeError {
+            host: node.host.clone(),
+            port: node.port,
+            message,
+        });
+    }
+
+    /// The correlation id of a request for `node`: the one in flight when it asks for exactly
+    /// these partitions and offsets, else a new one (the one in flight read and dropped first).
+    fn reuse_or_send(&mut self, node: &NodeRequest) -> Result<i32, Failure> {
+        let key = (node.host.clone(), node.port);
+        if let Some(conn) = self.conns.get_mut(&key) {
+            if let Some(inflight) = conn.inflight.take() {
+                if same_partitions(&inflight.partitions, &node.partitions) {
+                    self.pipelined += 1;
+                    return Ok(inflight.correlation);
+                }
+                self.discarded += 1;
+                let body = read_frame(&mut conn.stream, &conn.frames)
+                    .map_err(|e| format!("read from {}:{}: {e}", node.host, node.port))?;
+                drop(body);
+            }
+        }
+        self.send(node)
     }
 
     fn connection(&mut self, host: &str, port: u16) -> Result<&mut Connection, Failure> {
@@ -245,7 +341,7 @@ impl Fetcher {
             .get_mut(&(node.host.clone(), node.port))
             .ok_or_else(|| "no connection".to_string())?;
         let version = conn.version;
-        let mut body = read_frame(&mut conn.stream)
+        let mut body = read_frame(&mut conn.stream, &conn.frames)
             .map_err(|e| format!("read from {}:{}: {e}", node.host, node.port))?;
         let header = ResponseHeader::decode(&mut body, FetchResponse::header_version(version))
             .map_err(|e| format!("bad response header: {e}"))?;
@@ -257,6 +353,7 @@ impl Fetcher {
         }
         let response = FetchResponse::decode(&mut body, version)
             .map_err(|e| format!("bad fetch response: {e}"))?;
+        drop(body); // the records are slices of the frame: it comes back once they are dropped
         if response.error_code != 0 {
             return Err(format!("fetch error code {}", response.error_code));
         }
@@ -265,6 +362,25 @@ impl Fetcher {
             .iter()
             .map(|p| ((p.topic.as_str(), p.partition), p.offset))
             .collect();
+        if self.cfg.pipeline {
+            if let Some(next) = next_request(node, &response, &offsets) {
+                let key = (node.host.clone(), node.port);
+                match self.send(&next) {
+                    Ok(correlation) => {
+                        if let Some(conn) = self.conns.get_mut(&key) {
+                            conn.inflight = Some(Inflight {
+                                correlation,
+                                partitions: next.partitions,
+                            });
+                        }
+                    }
+                    // this response is read whole: decode it; the next call reconnects
+                    Err(_) => {
+                        self.conns.remove(&key);
+                    }
+                }
+            }
+        }
         for topic in response.responses {
             let name = topic.topic.0.as_str().to_string();
             for part in topic.partitions {
@@ -297,6 +413,59 @@ impl Fetcher {
     }
 }
 
+/// The same partitions from where this response's batches end, when every partition of the
+/// request answered without an error (after an error the caller decides what comes next).
+fn next_request(
+    node: &NodeRequest,
+    response: &FetchResponse,
+    offsets: &HashMap<(&str, i32), i64>,
+) -> Option<NodeRequest> {
+    let mut next: HashMap<(&str, i32), i64> = HashMap::with_capacity(offsets.len());
+    for topic in &response.responses {
+        for part in &topic.partitions {
+            let key = (topic.topic.0.as_str(), part.partition_index);
+            let Some(&from) = offsets.get(&key) else {
+                continue;
+            };
+            if part.error_code != 0 {
+                return None;
+            }
+            let end = part
+                .records
+                .as_ref()
+                .map_or(from, |r| next_offset_after(r, from));
+            next.insert(key, end);
+        }
+    }
+    let partitions = node
+        .partitions
+        .iter()
+        .map(|p| {
+            next.get(&(p.topic.as_str(), p.partition))
+                .map(|&offset| PartitionRequest {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset,
+                })
+        })
+        .collect::<Option<Vec<_>>>()?; // a partition missing from the response: no guess
+    Some(NodeRequest {
+        host: node.host.clone(),
+        port: node.port,
+        partitions,
+    })
+}
+
+/// The same partitions at the same offsets, in any order.
+fn same_partitions(a: &[PartitionRequest], b: &[PartitionRequest]) -> bool {
+    let key = |p: &PartitionRequest| (p.topic.clone(), p.partition, p.offset);
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
 fn encode<R: Encodable>(
     key: ApiKey,
     version: i16,
@@ -323,23 +492,42 @@ fn encode<R: Encodable>(
     Ok(buf.to_vec())
 }
 
-fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+/// Read one size-prefixed response into the connection's reused buffer.
+fn read_frame(stream: &mut TcpStream, frames: &FrameBuffer) -> std::io::Result<Bytes> {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size)?;
     let n = u32::from_be_bytes(size) as usize;
     if n > MAX_RESPONSE {
         return Err(std::io::Error::other(format!("response of {n} bytes")));
     }
-    // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
-    let mut buf = Vec::with_capacity(n);
-    stream.take(n as u64).read_to_end(&mut buf)?;
-    if buf.len() != n {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("response cut short at {} of {n} bytes", buf.len()),
-        ));
+    let mut buf = frames.take();
+    if buf.len() < n {
+        // only what the buffer never held is zeroed; a reused buffer is overwritten in place
+        if buf.capacity() < n {
+            // not zeroed first: read_to_end fills the spare capacity (a pass over the data saved)
+            buf = Vec::with_capacity(n);
+            stream.take(n as u64).read_to_end(&mut buf)?;
+            if buf.len() != n {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("response cut short at {} of {n} bytes", buf.len()),
+                ));
+            }
+            return Ok(frame(buf, n, frames));
+        }
+        buf.resize(n, 0);
     }
-    Ok(Bytes::from(buf))
+    let dst = buf.get_mut(..n).unwrap_or_default();
+    stream.read_exact(dst)?;
+    Ok(frame(buf, n, frames))
+}
+
+fn frame(buf: Vec<u8>, len: usize, frames: &FrameBuffer) -> Bytes {
+    Bytes::from_owner(Frame {
+        buf,
+        len,
+        home: frames.clone(),
+    })
 }
 
 /// Connect and pick the Fetch version (ApiVersions v0: understood by every broker).
@@ -378,7 +566,9 @@ fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failu
     stream
         .write_all(&frame)
         .map_err(|e| format!("send to {host}:{port}: {e}"))?;
-    let mut body = read_frame(&mut stream).map_err(|e| format!("read from {host}:{port}: {e}"))?;
+    let frames = FrameBuffer::default();
+    let mut body =
+        read_frame(&mut stream, &frames).map_err(|e| format!("read from {host}:{port}: {e}"))?;
     ResponseHeader::decode(&mut body, ApiVersionsResponse::header_version(0))
         .map_err(|e| format!("bad ApiVersions header: {e}"))?;
     let versions = ApiVersionsResponse::decode(&mut body, 0)
@@ -398,9 +588,93 @@ fn connect(host: &str, port: u16, cfg: &FetchConfig) -> Result<Connection, Failu
             fetch.min_version, fetch.max_version
         ));
     }
+    drop(body);
     Ok(Connection {
         stream,
         version,
         correlation: 0,
+        frames,
+        inflight: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair of loopback sockets.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, server)
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_response_buffer_is_reused_once_its_bytes_are_dropped() {
+        let (mut client, mut server) = pair();
+        let frames = FrameBuffer::default();
+        let big = vec![7u8; 100_000];
+        let small = vec![9u8; 1_000];
+        for body in [&big, &small, &small, &big] {
+            server.write_all(&framed(body)).expect("write");
+        }
+        let first = read_frame(&mut client, &frames).expect("first");
+        assert_eq!(first.as_ref(), big.as_slice());
+        let first_ptr = first.as_ptr();
+        // still held: the next response needs another buffer
+        let second = read_frame(&mut client, &frames).expect("second");
+        assert_eq!(second.as_ref(), small.as_slice());
+        assert_ne!(second.as_ptr(), first_ptr);
+        let slice = first.slice(10..20); // a decoded response keeps slices of the frame
+        drop(first);
+        drop(second); // the small buffer comes home
+        let third = read_frame(&mut client, &frames).expect("third");
+        assert_eq!(third.as_ref(), small.as_slice());
+        assert_eq!(
+            slice.as_ref(),
+            &big[10..20],
+            "a live slice is never written over"
+        );
+        drop(third);
+        drop(slice); // the big one comes home (the last owner returns it)
+        let fourth = read_frame(&mut client, &frames).expect("fourth");
+        assert_eq!(fourth.as_ref(), big.as_slice());
+        assert_eq!(fourth.as_ptr(), first_ptr);
+    }
+
+    #[test]
+    fn a_short_response_is_an_error() {
+        let (mut client, mut server) = pair();
+        server.write_all(&[0, 0, 0, 10, 1, 2, 3]).expect("write");
+        drop(server);
+        let frames = FrameBuffer::default();
+        assert!(read_frame(&mut client, &frames).is_err());
+    }
+
+    #[test]
+    fn in_flight_requests_match_on_partitions_and_offsets_in_any_order() {
+        let p = |topic: &str, partition, offset| PartitionRequest {
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        let a = [p("t", 0, 5), p("t", 1, 9), p("u", 0, 1)];
+        let b = [p("u", 0, 1), p("t", 0, 5), p("t", 1, 9)];
+        assert!(same_partitions(&a, &b));
+        assert!(!same_partitions(&a, &[p("t", 0, 5), p("t", 1, 9)]));
+        assert!(!same_partitions(
+            &a,
+            &[p("t", 0, 5), p("t", 1, 8), p("u", 0, 1)]
+        ));
+    }
 }
