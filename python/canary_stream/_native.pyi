@@ -3,6 +3,8 @@
 from collections.abc import Mapping
 from typing import Any
 
+from typing_extensions import Buffer
+
 FLAG_NAMES: list[str]
 FORMATS: list[str]
 
@@ -12,7 +14,7 @@ class Pipeline:
     def __init__(self, config: Mapping[str, Any] | None = None) -> None: ...
     def feed(
         self,
-        data: bytes | bytearray | memoryview,
+        data: Buffer,
         *,
         pod: str = "",
         namespace: str = "",

@@ -11,9 +11,12 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from canary_stream import _native
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 Format = Literal["auto", "istio-json", "istio-text", "linkerd-json", "linkerd-apache", "nginx", "ndjson"]
 Unit = Literal["ns", "us", "ms", "s"]
@@ -271,12 +274,12 @@ class Aggregator:
         # Typed as the pipeline itself: the wrapper forwards every call unchanged.
         self._native = cast("_native.Pipeline", _Serialised(_native.Pipeline(self.config.to_native())))
 
-    def feed(
-        self, data: bytes | bytearray, *, source: Source | None = None, now_ms: int | None = None
-    ) -> FeedResult:
+    def feed(self, data: Buffer, *, source: Source | None = None, now_ms: int | None = None) -> FeedResult:
         """Feed any number of lines; a trailing partial line waits for the next call.
-        ``now_ms`` (default: wall clock) stamps lines without a timestamp. A ``bytearray`` is
-        read in place, with the GIL released: nothing may change it until the call returns."""
+        ``now_ms`` (default: wall clock) stamps lines without a timestamp. ``data`` is ``bytes``
+        or any C-contiguous buffer of bytes (a ``bytearray``, a ``memoryview``, the Kafka
+        fetcher's ``KafkaLines``), read in place with the GIL released: nothing may change it
+        until the call returns."""
         s = source or Source()
         lines, accepted = self._native.feed(
             data, pod=s.pod, namespace=s.namespace, target=s.target, version=s.version, now_ms=now_ms

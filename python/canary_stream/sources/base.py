@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 from canary_stream.core import Aggregator, FeedResult, Source
 
@@ -136,7 +136,5 @@ async def fold_forever(queue: IngestQueue, aggregator: Aggregator) -> None:
 def _feed_and_finish(aggregator: Aggregator, batch: Batch) -> tuple[FeedResult, FeedResult]:
     if batch.fold is not None:
         return batch.fold(aggregator, bytes(batch.data)), FeedResult(0, 0)
-    # Aggregator.feed reads any C-contiguous buffer in place (rust/src/python.rs `Input`); its
-    # annotation names bytes | bytearray only
-    data = cast("bytes", batch.data)
-    return aggregator.feed(data, source=batch.source), aggregator.finish(source=batch.source)
+    # Aggregator.feed reads any C-contiguous buffer in place (rust/src/python.rs `Input`)
+    return aggregator.feed(batch.data, source=batch.source), aggregator.finish(source=batch.source)
