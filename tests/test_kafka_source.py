@@ -446,10 +446,11 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
     await asyncio.to_thread(broker.create_topic, topic, 2)
     max_records = 200
     chunks = [lines_of(500, seed=100 + i) for i in range(8)]
-    # a slow core (10 ms per batch) and a small queue: the consumer is behind, with batches in
-    # flight and folded-but-uncommitted offsets, when the broker dies
+    # a slow core (50 ms per batch of at most 200 records; at 10 ms the Rust fetch path caught up
+    # before the kill in ~1 CI run of 10) and a small queue: the consumer is behind, with batches
+    # in flight and folded-but-uncommitted offsets, when the broker dies
     p = Pipeline(
-        config(broker, topic, group, max_records=max_records), SlowAggregator(), max_bytes=256 * 1024
+        config(broker, topic, group, max_records=max_records), SlowAggregator(0.05), max_bytes=256 * 1024
     )
     p.start()
 
@@ -463,7 +464,7 @@ async def test_broker_restart_mid_stream_loses_nothing(private_kafka_broker: Kaf
 
         for chunk in chunks[:3]:
             await send(chunk)
-        await p.accepted(1000)  # mid-stream: the consumer is still working through the topic
+        await p.accepted(600)  # mid-stream: the consumer is still working through the topic
         # behind = produced but not folded yet. Not stats.lag: while the source is paused (full
         # queue) the fetcher does not fetch, so the high watermark is stale and the lag read 0 in
         # ~1 run of 4 although the consumer was behind
