@@ -67,6 +67,8 @@ SEEDS = [
     b"POST /reject HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /x HTTP/1.0\r\n\r\n",
     b"POST /ingest HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
     b"POST /ingest HTTP/1.1\r\nContent-Length: 9000\r\n\r\n",
+    b"CONNECT host:443 HTTP/1.1\r\nHost: host:443\r\n\r\n",
+    b"GET http://a/healthz?x=1 HTTP/1.1\r\n\r\n",
 ]
 
 loop = asyncio.new_event_loop()
@@ -93,6 +95,7 @@ async def deliver(data: bytes) -> None:
     proto.connection_lost(None)
     out = bytes(transport.out)
     assert not out or out.startswith(b"HTTP/1.1 "), out[:80]
+    assert b"HTTP/1.1 500" not in out, out[:200]  # an internal error caught by the server is a finding too
     for head in out.split(b"HTTP/1.1 ")[1:]:
         assert head[:3].isdigit(), head[:80]
 

@@ -184,6 +184,7 @@ async def test_rejected_heads_answer_without_reading_what_they_need_not() -> Non
         (b"POST /ingest HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
         (b"POST /ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"CONNECT host:443 HTTP/1.1\r\nHost: host:443\r\n\r\n", 400),
     ],
 )
 async def test_broken_requests_get_a_clear_4xx_and_the_server_goes_on(raw: bytes, status: int) -> None:

@@ -270,6 +270,9 @@ class WireProtocol(asyncio.BufferedProtocol):
                         self._answer_rejection()
         except _BadRequest as exc:
             self._fail(400, str(exc))
+        except Exception:  # a bug here must cost one connection, never the server
+            log.exception("http: request handling failed")
+            self._fail(500, "internal error")
 
     def _read_head(self) -> bool:
         end = self._pending.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
@@ -289,7 +292,10 @@ class WireProtocol(asyncio.BufferedProtocol):
             raise _BadRequest(f"malformed request: {exc}") from None
         if not head.complete:
             raise _BadRequest("malformed request head")
-        url = httptools.parse_url(head.url)
+        try:
+            url = httptools.parse_url(head.url)
+        except httptools.HttpParserError:  # e.g. CONNECT's authority form `host:443`
+            raise _BadRequest(f"unsupported request target {head.url[:100]!r}") from None
         request = WireRequest(
             method=parser.get_method().decode("latin-1"),
             path=(url.path or b"/").decode("latin-1"),
