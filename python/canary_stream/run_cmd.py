@@ -402,18 +402,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     baselines = list(BASELINE_VERSIONS)
     if args.json:
         out = report_json(stats, totals, aggregator.format, baselines)
-        out["sources"] = {
-            s.stats.name: {
-                "events": s.stats.events,
-                "lines": s.stats.lines,
-                "bytes": s.stats.bytes,
-                "batches": s.stats.batches,
-                "malformed": dict(s.stats.malformed),
-                "waits": s.stats.waits,
-                "lag": s.stats.lag,
-            }
-            for s in sources
-        }
+        out["sources"] = {s.stats.name: s.stats.to_dict() for s in sources}
         print(json.dumps(out), flush=True)
     else:
         console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)

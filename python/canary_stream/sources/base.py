@@ -34,6 +34,19 @@ class SourceStats:
     malformed: dict[str, int] = field(default_factory=dict)  # per reason, incl. dropped_late
     started_at: float = field(default_factory=time.monotonic)
 
+    def to_dict(self) -> dict[str, object]:
+        """The counters as one JSON-able mapping (each source adds its own)."""
+        return {
+            "name": self.name,
+            "events": self.events,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "batches": self.batches,
+            "waits": self.waits,
+            "lag": self.lag,
+            "malformed": dict(self.malformed),
+        }
+
     def rates(self, now: float | None = None) -> dict[str, float]:
         """Events/s and bytes/s since the source started."""
         elapsed = max(1e-9, (now if now is not None else time.monotonic()) - self.started_at)

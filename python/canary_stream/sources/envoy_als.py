@@ -251,13 +251,7 @@ def stats_dict(source: EnvoyAlsSource) -> dict[str, Any]:
     """The source's counters as one JSON-able mapping."""
     s = source.stats
     return {
-        "name": s.name,
-        "events": s.events,
-        "lines": s.lines,
-        "bytes": s.bytes,
-        "batches": s.batches,
-        "waits": s.waits,
-        "malformed": dict(s.malformed),
+        **s.to_dict(),
         "messages": source.messages,
         "streams_open": source.streams_open,
         "streams_total": source.streams_total,

@@ -347,13 +347,7 @@ class HttpPushSource:
         """This source's counters (``GET /stats``)."""
         s = self.stats
         return {
-            "name": s.name,
-            "events": s.events,
-            "lines": s.lines,
-            "bytes": s.bytes,
-            "batches": s.batches,
-            "waits": s.waits,
-            "malformed": s.malformed,
+            **s.to_dict(),
             "requests": self.requests,
             "accepted": self.accepted,
             "rejected": self.rejected,

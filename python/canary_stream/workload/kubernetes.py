@@ -490,13 +490,9 @@ class KubeWorkloads:
         if current is None:
             await self.kube.create(res, namespace, body)
             return
-        delta: dict[str, Any] = {}
-        for key in ("data", "binaryData"):
-            old = current.get(key) or {}
-            new = body.get(key) or {}
-            section: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-            section.update({k: None for k in old if k not in new})
-            if section:
-                delta[key] = section
+        sections = ("data", "binaryData")
+        delta = merge_diff(
+            {k: current.get(k) or {} for k in sections}, {k: body.get(k) or {} for k in sections}
+        )
         if delta:
             await self.kube.patch(res, namespace, pname, delta)
