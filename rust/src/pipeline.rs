@@ -645,6 +645,26 @@ mod tests {
     use super::*;
     use crate::generator::{generate_vec, Clients, GenConfig};
 
+    proptest::proptest! {
+        /// The word and SSE2 compares agree with `==` on every length, with the slices
+        /// equal but for one byte anywhere (the tail overlap included).
+        #[test]
+        fn same_bytes_is_equality(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            change in 0u8..3,
+        ) {
+            let mut b = a.clone();
+            if change == 1 && !b.is_empty() {
+                let i = flip.index(b.len());
+                b[i] ^= 0x20;
+            } else if change == 2 {
+                b.push(b'x');
+            }
+            proptest::prop_assert_eq!(same_bytes(&a, &b), a == b);
+        }
+    }
+
     fn pipeline(format: Format) -> Pipeline {
         Pipeline::new(Config {
             format: Some(format),

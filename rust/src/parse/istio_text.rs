@@ -420,14 +420,19 @@ fn istio_tail(
 /// slicing: one compare instead of a string comparison after a checked slice.
 #[inline(always)]
 fn field_at(line: &str, (s, e): Range) -> &str {
-    if e == s + 1 && line.as_bytes().get(s) == Some(&b'-') {
+    let b = line.as_bytes();
+    if e == s + 1 && b.get(s) == Some(&b'-') {
         return "";
     }
-    // `split_at_checked` inlines (a `str::get` with a range is a call here).
-    match line.split_at_checked(e) {
-        Some((head, _)) => head.split_at_checked(s).map_or("", |(_, f)| f),
-        None => "",
+    if s > e || e > b.len() {
+        return "";
     }
+    debug_assert!(line.is_char_boundary(s) && line.is_char_boundary(e));
+    // SAFETY: in bounds (checked above), and both ends are char boundaries: `s` follows an
+    // ASCII delimiter (a quote or a space) and `e` is one or the end of the line, and an
+    // ASCII byte is never part of a multi-byte UTF-8 sequence, so the byte after it starts
+    // a character. (The checked slice tested both boundaries again: ~35 instructions a line.)
+    unsafe { line.get_unchecked(s..e) }
 }
 
 /// Envoy writes `-` for an absent value.
