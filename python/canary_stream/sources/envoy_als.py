@@ -39,6 +39,7 @@ import grpc.aio
 
 from canary_stream.core import Aggregator, AlsStream, FeedResult, Source, grpc_frame
 from canary_stream.sources.base import Batch, IngestQueue, SourceStats
+from canary_stream.sources.checks import FieldChecks
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +64,13 @@ class EnvoyAlsConfig:
     max_concurrent_streams: int | None = None  # per HTTP/2 connection (gRPC default: unlimited)
 
     def __post_init__(self) -> None:
-        def fail(name: str, why: str) -> None:
-            raise ValueError(f"als.{name}: {why}")
-
-        if not self.host:
-            fail("host", "an address to listen on is required")
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
-            fail("port", f"must be 0..65535, got {self.port!r}")
-        for name in ("max_message_bytes", "batch_bytes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                fail(name, f"must be a positive integer, got {value!r}")
-        if self.max_concurrent_streams is not None and (
-            not isinstance(self.max_concurrent_streams, int) or self.max_concurrent_streams <= 0
-        ):
-            fail("max_concurrent_streams", f"must be a positive integer, got {self.max_concurrent_streams!r}")
-        if (
-            not isinstance(self.flush_ms, (int, float))
-            or isinstance(self.flush_ms, bool)
-            or self.flush_ms <= 0
-        ):
-            fail("flush_ms", f"must be > 0, got {self.flush_ms!r}")
+        check = FieldChecks("als", self)
+        fail = check.fail
+        check.listen_address()
+        check.positive_ints("max_message_bytes", "batch_bytes")
+        if self.max_concurrent_streams is not None:
+            check.positive_ints("max_concurrent_streams")
+        check.positive_numbers("flush_ms")
         if (self.tls_cert is None) != (self.tls_key is None):
             fail("tls_cert" if self.tls_cert is None else "tls_key", "tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:

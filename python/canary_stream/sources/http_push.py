@@ -73,6 +73,7 @@ from urllib.parse import unquote
 
 from canary_stream.core import Source
 from canary_stream.sources.base import Batch, IngestQueue, SourceStats
+from canary_stream.sources.checks import FieldChecks
 from canary_stream.sources.http_wire import ReadBody, WireRequest, WireResponse, WireServer
 
 log = logging.getLogger(__name__)
@@ -133,24 +134,15 @@ class HttpPushConfig:
     backlog: int = 1024
 
     def __post_init__(self) -> None:
-        def fail(name: str, why: str) -> None:
-            raise ValueError(f"http.{name}: {why}")
-
-        if not self.host:
-            fail("host", "an address to listen on is required")
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
-            fail("port", f"must be 0..65535, got {self.port!r}")
+        check = FieldChecks("http", self)
+        fail = check.fail
+        check.listen_address()
         if not self.path.startswith("/") or self.path.endswith("/") or "{" in self.path:
             fail("path", f"an absolute path without a trailing slash, got {self.path!r}")
-        for name in ("max_body_bytes", "max_decoded_bytes", "retry_after_s", "backlog"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                fail(name, f"must be a positive integer, got {value!r}")
+        check.positive_ints("max_body_bytes", "max_decoded_bytes", "retry_after_s", "backlog")
         if self.max_decoded_bytes < self.max_body_bytes:
             fail("max_decoded_bytes", "must be >= max_body_bytes")
-        for name in ("ack_timeout_s", "graceful_shutdown_s", "read_timeout_s", "keep_alive_s"):
-            if getattr(self, name) <= 0:
-                fail(name, f"must be > 0, got {getattr(self, name)!r}")
+        check.positive_numbers("ack_timeout_s", "graceful_shutdown_s", "read_timeout_s", "keep_alive_s")
         if self.ack not in ("folded", "queued"):
             fail("ack", f"expected folded or queued, got {self.ack!r}")
         if self.busy_status not in (429, 503):

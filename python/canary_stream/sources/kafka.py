@@ -71,6 +71,7 @@ from aiokafka.errors import (
 from canary_stream import _native
 from canary_stream.core import Source
 from canary_stream.sources.base import Batch, IngestQueue, SourceStats
+from canary_stream.sources.checks import FieldChecks
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ class KafkaConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        def fail(name: str, why: str) -> None:
-            raise ValueError(f"kafka.{name}: {why}")
+        check = FieldChecks("kafka", self)
+        fail = check.fail
 
         servers = (
             [self.bootstrap_servers] if isinstance(self.bootstrap_servers, str) else self.bootstrap_servers
@@ -193,7 +194,7 @@ class KafkaConfig:
             fail("fetch_path", "this build of the extension has no Rust Kafka fetcher")
         if self.auto_offset_reset not in ("latest", "earliest"):
             fail("auto_offset_reset", f"expected latest or earliest, got {self.auto_offset_reset!r}")
-        for name in (
+        check.positive_ints(
             "max_records",
             "poll_timeout_ms",
             "max_partition_fetch_bytes",
@@ -203,14 +204,8 @@ class KafkaConfig:
             "heartbeat_interval_ms",
             "max_poll_interval_ms",
             "request_timeout_ms",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                fail(name, f"must be a positive integer, got {value!r}")
-        for name in ("fetch_max_wait_ms", "commit_interval_ms"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                fail(name, f"must be an integer >= 0, got {value!r}")
+        )
+        check.non_negative_ints("fetch_max_wait_ms", "commit_interval_ms")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             fail("heartbeat_interval_ms", "must be lower than session_timeout_ms")
         for name in ("drain_timeout_s", "lag_interval_s"):
