@@ -586,6 +586,45 @@ async def test_traffic_split_reads_quantity_weights_written_by_others(
     assert await router.get_routes(canary) == Routes(99, 0)
 
 
+async def test_traffic_split_taken_over_is_restored_on_finalize(
+    kube_api: ApiClient, kube_namespace: str
+) -> None:
+    """A TrafficSplit that existed before (a Linkerd user's own split) keeps its weights while the
+    Canary runs and gets its own spec back with revertOnDeletion, as VirtualServices and HTTPRoutes do."""
+    ns = kube_namespace
+    await deploy_target(kube_api, ns)
+    original = {
+        "service": "podinfo",
+        "backends": [
+            {"service": "podinfo-primary", "weight": 90},
+            {"service": "podinfo-canary", "weight": 10},
+        ],
+    }
+    ts = CustomResource(kube_api, "split.smi-spec.io", "v1alpha2", "trafficsplits")
+    await ts.create(
+        ns,
+        {
+            "apiVersion": "split.smi-spec.io/v1alpha2",
+            "kind": "TrafficSplit",
+            "metadata": {"name": "podinfo"},
+            "spec": original,
+        },
+    )
+    canary = await create_canary(kube_api, ns, provider="smi:v1alpha2", revertOnDeletion=True)
+    router = router_for(canary, kube_api)
+    await router.reconcile(canary)
+    assert await router.get_routes(canary) == Routes(90, 10)  # the split it had is kept
+    taken = await ts.get(ns, "podinfo")
+    assert taken is not None
+    assert json.loads(taken["metadata"]["annotations"][ORIGINAL_CONFIG_ANNOTATION]) == original
+    await router.set_routes(canary, Routes(40, 60))
+    await router.finalize(canary)
+    restored = await ts.get(ns, "podinfo")
+    assert restored is not None
+    assert restored["spec"] == original
+    assert ORIGINAL_CONFIG_ANNOTATION not in (restored["metadata"].get("annotations") or {})
+
+
 # --------------------------------------------------------------------------------------------- kubernetes
 
 

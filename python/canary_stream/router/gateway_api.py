@@ -11,27 +11,21 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from canary_stream.router.apex_object import INITIAL, ApexObjectRouter
 from canary_stream.router.base import Routes
 from canary_stream.router.kube_common import (
     CustomResource,
     JsonObject,
     RouterNotReady,
     ServiceNames,
-    apex_metadata,
-    check_routes,
-    is_owned_by,
-    restore_original,
     service_names,
-    stored_original_spec,
-    upsert_spec,
 )
-from canary_stream.router.session import Cookies, cookie_regex, next_cookies, set_cookie, sticky
+from canary_stream.router.session import Cookies, cookie_regex, set_cookie, sticky
 from canary_stream.spec.duration import parse_duration
 from canary_stream.spec.model import Canary
 
 GROUP = "gateway.networking.k8s.io"
 DEFAULT_VERSION = "v1"
-INITIAL = Routes(100, 0)
 _DEFAULT_MATCH: JsonObject = {"path": {"type": "PathPrefix", "value": "/"}}
 
 
@@ -376,73 +370,31 @@ def _parent_key(ref: JsonObject, namespace: str | None) -> tuple[Any, ...]:
     )
 
 
-class GatewayAPIRouter:
-    """Implements `Router` with one HTTPRoute."""
+class GatewayAPIRouter(ApexObjectRouter):
+    """Implements `Router` with one HTTPRoute (`get_routes` raises RouterNotReady until its parents
+    accepted it)."""
+
+    kind = "HTTPRoute"
 
     def __init__(self, api: ApiClient, version: str = DEFAULT_VERSION) -> None:
         self.http_routes = CustomResource(api, GROUP, version, "httproutes")
+        super().__init__(self.http_routes)
 
-    async def reconcile(self, canary: Canary) -> None:
-        """Create or update the HTTPRoute, keeping the weights and mirror it has; annotations other
-        controllers set stay."""
-        names = service_names(canary)
-        existing = await self.http_routes.get(canary.namespace, names.apex)
-        routes = INITIAL
-        if existing is not None:
-            try:
-                routes = routes_from_http_route({**existing, "status": {}}, names)
-            except LookupError:
-                routes = INITIAL
-        labels, annotations = apex_metadata(canary)
-        cookies: Cookies | None = None
-        if sticky(canary):
-            cookies = next_cookies(canary, Cookies.of(existing), routes.canary_weight)
-            annotations.update({k: v for k, v in cookies.annotations().items() if v is not None})
-        await upsert_spec(
-            self.http_routes,
-            canary,
-            "HTTPRoute",
-            names.apex,
-            http_route_spec(canary, routes, cookies),
-            labels,
-            annotations,
-            existing,
-        )
+    def routes_of(self, obj: JsonObject, canary: Canary, names: ServiceNames) -> Routes:
+        return routes_from_http_route(obj, names)
 
-    async def get_routes(self, canary: Canary) -> Routes:
-        """The split as the HTTPRoute has it (RouterNotReady until its parents accepted it)."""
-        names = service_names(canary)
-        route = await self.http_routes.get(canary.namespace, names.apex)
-        if route is None:
-            raise LookupError(f"HTTPRoute {names.apex}.{canary.namespace} not found; reconcile first")
-        return routes_from_http_route(route, names)
+    def routes_kept(self, existing: JsonObject, canary: Canary, names: ServiceNames) -> Routes:
+        # The weights it has, whether or not its parents accepted it yet.
+        return super().routes_kept({**existing, "status": {}}, canary, names)
 
-    async def set_routes(self, canary: Canary, routes: Routes) -> None:
-        """One merge patch of parentRefs, hostnames and rules, no read first; with session affinity
-        the cookies recorded on the HTTPRoute are read first (GET + merge patch)."""
-        check_routes(routes)
-        apex = service_names(canary).apex
-        cookies: Cookies | None = None
-        if sticky(canary):
-            cookies = next_cookies(
-                canary, Cookies.of(await self.http_routes.get(canary.namespace, apex)), routes.canary_weight
-            )
+    def spec_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        return http_route_spec(canary, routes, cookies)
+
+    def patch_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        """parentRefs, hostnames and rules (and the cookies when there are any)."""
         spec = http_route_spec(canary, routes, cookies)
         spec.setdefault("hostnames", None)  # merge patch: null removes hosts no longer listed
         patch: JsonObject = {"spec": spec}
         if cookies is not None:
             patch["metadata"] = {"annotations": cookies.annotations()}
-        await self.http_routes.merge_patch(canary.namespace, apex, patch)
-
-    async def finalize(self, canary: Canary) -> None:
-        """revertOnDeletion: an HTTPRoute taken over gets its saved spec back; one canary-stream
-        created routes everything to the primary (Kubernetes GC deletes it with the Canary)."""
-        names = service_names(canary)
-        route = await self.http_routes.get(canary.namespace, names.apex)
-        if route is None:
-            return
-        original = stored_original_spec(route)
-        if original is not None and not is_owned_by(route, canary):
-            await restore_original(self.http_routes, route, original)
-            return
-        await self.set_routes(canary, INITIAL)
+        return patch

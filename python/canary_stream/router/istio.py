@@ -11,27 +11,22 @@ import copy
 
 from kubernetes_asyncio.client import ApiClient
 
+from canary_stream.router.apex_object import INITIAL, ApexObjectRouter
 from canary_stream.router.base import Routes
 from canary_stream.router.kube_common import (
     CustomResource,
     JsonObject,
     ServiceNames,
-    apex_metadata,
-    check_routes,
     flux_safe,
-    is_owned_by,
-    restore_original,
     service_names,
-    stored_original_spec,
     upsert_spec,
 )
-from canary_stream.router.session import Cookies, cookie_regex, next_cookies, set_cookie, sticky
+from canary_stream.router.session import Cookies, cookie_regex, set_cookie, sticky
 from canary_stream.spec.model import Canary
 
 GROUP = "networking.istio.io"
 DEFAULT_VERSION = "v1"
 MESH_GATEWAY = "mesh"
-INITIAL = Routes(100, 0)
 
 
 def is_tcp(canary: Canary) -> bool:
@@ -271,12 +266,27 @@ def routes_from_virtual_service(vs: JsonObject, names: ServiceNames, tcp: bool =
     return Routes(primary, canary_w, mirrored=mirrored, mirror_weight=mirror_weight)
 
 
-class IstioRouter:
+class IstioRouter(ApexObjectRouter):
     """Implements `Router` with a VirtualService and two DestinationRules."""
+
+    kind = "VirtualService"
 
     def __init__(self, api: ApiClient, version: str = DEFAULT_VERSION) -> None:
         self.virtual_services = CustomResource(api, GROUP, version, "virtualservices")
         self.destination_rules = CustomResource(api, GROUP, version, "destinationrules")
+        super().__init__(self.virtual_services)
+
+    def routes_of(self, obj: JsonObject, canary: Canary, names: ServiceNames) -> Routes:
+        return routes_from_virtual_service(obj, names, is_tcp(canary))
+
+    def spec_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        return virtual_service_spec(canary, routes, cookies)
+
+    def patch_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        return routes_patch(canary, routes, cookies)
+
+    def sticky(self, canary: Canary) -> bool:
+        return _sticky(canary)
 
     async def reconcile(self, canary: Canary) -> None:
         """DestinationRules first (the VirtualService names their hosts), then the VirtualService with
@@ -294,59 +304,4 @@ class IstioRouter:
                 flux_safe({}),
                 existing,
             )
-        vs = await self.virtual_services.get(canary.namespace, names.apex)
-        routes = INITIAL
-        if vs is not None:
-            try:
-                routes = routes_from_virtual_service(vs, names, is_tcp(canary))
-            except LookupError:
-                routes = INITIAL
-        labels, annotations = apex_metadata(canary)
-        cookies: Cookies | None = None
-        if _sticky(canary):
-            # the recorded cookies (drawn now if session affinity was added while weighted)
-            cookies = next_cookies(canary, Cookies.of(vs), routes.canary_weight)
-            annotations.update({k: v for k, v in cookies.annotations().items() if v is not None})
-        await upsert_spec(
-            self.virtual_services,
-            canary,
-            "VirtualService",
-            names.apex,
-            virtual_service_spec(canary, routes, cookies),
-            labels,
-            annotations,
-            vs,
-        )
-
-    async def get_routes(self, canary: Canary) -> Routes:
-        """The split as the VirtualService has it now."""
-        names = service_names(canary)
-        vs = await self.virtual_services.get(canary.namespace, names.apex)
-        if vs is None:
-            raise LookupError(f"VirtualService {names.apex}.{canary.namespace} not found; reconcile first")
-        return routes_from_virtual_service(vs, names, is_tcp(canary))
-
-    async def set_routes(self, canary: Canary, routes: Routes) -> None:
-        """One merge patch of the route list, no read first; with session affinity the cookies
-        recorded on the VirtualService are read first (GET + merge patch)."""
-        check_routes(routes)
-        apex = service_names(canary).apex
-        cookies: Cookies | None = None
-        if _sticky(canary):
-            vs = await self.virtual_services.get(canary.namespace, apex)
-            cookies = next_cookies(canary, Cookies.of(vs), routes.canary_weight)
-        await self.virtual_services.merge_patch(canary.namespace, apex, routes_patch(canary, routes, cookies))
-
-    async def finalize(self, canary: Canary) -> None:
-        """revertOnDeletion: a VirtualService that existed before canary-stream gets its saved spec
-        back; one canary-stream created routes everything to the primary (Kubernetes GC deletes it
-        with the Canary)."""
-        names = service_names(canary)
-        vs = await self.virtual_services.get(canary.namespace, names.apex)
-        if vs is None:
-            return
-        original = stored_original_spec(vs)
-        if original is not None and not is_owned_by(vs, canary):
-            await restore_original(self.virtual_services, vs, original)
-            return
-        await self.set_routes(canary, INITIAL)
+        await super().reconcile(canary)

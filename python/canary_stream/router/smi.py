@@ -10,21 +10,20 @@ from decimal import Decimal
 
 from kubernetes_asyncio.client import ApiClient
 
+from canary_stream.router.apex_object import INITIAL, ApexObjectRouter
 from canary_stream.router.base import Routes
 from canary_stream.router.kube_common import (
     CustomResource,
     JsonObject,
     ServiceNames,
-    check_routes,
     flux_safe,
     service_names,
-    upsert_spec,
 )
+from canary_stream.router.session import Cookies
 from canary_stream.spec.model import Canary
 
 GROUP = "split.smi-spec.io"
 DEFAULT_VERSION = "v1alpha1"
-INITIAL = Routes(100, 0)
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)(m|k|)$")
 
 
@@ -74,55 +73,35 @@ def routes_from_traffic_split(ts: JsonObject, names: ServiceNames) -> Routes:
     return Routes(primary, canary_w)
 
 
-class SmiRouter:
-    """Implements `Router` with one TrafficSplit."""
+class SmiRouter(ApexObjectRouter):
+    """Implements `Router` with one TrafficSplit (no session affinity, no mirroring)."""
+
+    kind = "TrafficSplit"
 
     def __init__(self, api: ApiClient, version: str = DEFAULT_VERSION) -> None:
         self.traffic_splits = CustomResource(api, GROUP, version, "trafficsplits")
+        super().__init__(self.traffic_splits)
 
-    async def reconcile(self, canary: Canary) -> None:
-        """Create or update the TrafficSplit, keeping its weights."""
-        names = service_names(canary)
-        existing = await self.traffic_splits.get(canary.namespace, names.apex)
-        routes = INITIAL
-        if existing is not None:
-            try:
-                routes = routes_from_traffic_split(existing, names)
-            except (LookupError, ValueError):
-                routes = INITIAL
-        await upsert_spec(
-            self.traffic_splits,
-            canary,
-            "TrafficSplit",
-            names.apex,
-            traffic_split_spec(canary, routes),
-            {},
-            flux_safe({}),
-            existing,
-        )
+    def routes_of(self, obj: JsonObject, canary: Canary, names: ServiceNames) -> Routes:
+        return routes_from_traffic_split(obj, names)
 
-    async def get_routes(self, canary: Canary) -> Routes:
-        """The split as the TrafficSplit has it."""
-        names = service_names(canary)
-        ts = await self.traffic_splits.get(canary.namespace, names.apex)
-        if ts is None:
-            raise LookupError(f"TrafficSplit {names.apex}.{canary.namespace} not found; reconcile first")
-        return routes_from_traffic_split(ts, names)
+    def spec_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        return traffic_split_spec(canary, routes)
 
-    async def set_routes(self, canary: Canary, routes: Routes) -> None:
-        """One merge patch of the backends. SMI cannot mirror: a mirrored request is refused."""
-        check_routes(routes)
+    def patch_of(self, canary: Canary, routes: Routes, cookies: Cookies | None) -> JsonObject:
+        """The backends only."""
+        return {"spec": {"backends": backends(service_names(canary), routes)}}
+
+    def sticky(self, canary: Canary) -> bool:
+        return False  # a TrafficSplit has no header matches to pin a session with
+
+    def metadata(self, canary: Canary) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, flux_safe({})
+
+    def check(self, routes: Routes) -> None:
+        """SMI cannot mirror: a mirrored split is refused."""
+        super().check(routes)
         if routes.mirrored:
             raise ValueError(
                 "SMI TrafficSplit cannot mirror traffic (spec.analysis.mirror needs Istio or Gateway API)"
             )
-        names = service_names(canary)
-        await self.traffic_splits.merge_patch(
-            canary.namespace, names.apex, {"spec": {"backends": backends(names, routes)}}
-        )
-
-    async def finalize(self, canary: Canary) -> None:
-        """revertOnDeletion: everything to the primary (the split is GC'd with the Canary)."""
-        names = service_names(canary)
-        if await self.traffic_splits.get(canary.namespace, names.apex) is not None:
-            await self.set_routes(canary, INITIAL)
