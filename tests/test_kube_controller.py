@@ -17,7 +17,7 @@ from canary_stream.controller.kube_controller import FINALIZER, ControllerConfig
 from canary_stream.controller.scheduler import RolloutOptions
 from canary_stream.core import Aggregator
 from canary_stream.kube.lease import LeaseConfig
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, HPAS, PODS, Kube
+from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, HPAS, PODS, SCALED_OBJECTS, Kube
 from canary_stream.registry import Registry
 from canary_stream.router.base import Routes
 from kube_controller_helpers import (
@@ -516,6 +516,92 @@ async def test_a_missing_hpa_is_reported_and_the_canary_waits_for_it(env: Env) -
     await env.admin.create(HPAS, env.namespace, podinfo_hpa(80))
     await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
     assert await env.admin.get(HPAS, env.namespace, "podinfo-primary") is not None
+
+
+PAUSED = "autoscaling.keda.sh/paused-replicas"
+KEDA_REF = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
+
+
+def podinfo_scaled_object(threshold: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "podinfo-so"},
+        "spec": {
+            "scaleTargetRef": {"name": "podinfo"},
+            "minReplicaCount": 1,
+            "maxReplicaCount": 4,
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "name": "requests",
+                    "metadata": {
+                        "serverAddress": "http://prometheus.monitoring:9090",
+                        "query": 'sum(rate(http_requests_total{app="podinfo"}[1m]))',
+                        "threshold": threshold,
+                    },
+                }
+            ],
+        },
+    }
+
+
+async def paused_replicas(env: Env) -> str | None:
+    so = await env.admin.get(SCALED_OBJECTS, env.namespace, "podinfo-so")
+    assert so is not None
+    return ((so["metadata"].get("annotations")) or {}).get(PAUSED)
+
+
+async def test_keda_scaled_object_is_cloned_and_paused_while_the_canary_is_idle(env: Env) -> None:
+    """Flagger's e2e KEDA scenario: `<so>-primary` scales the primary (queries rewritten); the
+    target's ScaledObject is paused at 0 while idle, resumed for the analysis, paused again after
+    the promotion, which also brings a change of the target's ScaledObject to the primary's."""
+    await env.admin.create(SCALED_OBJECTS, env.namespace, podinfo_scaled_object("100"))
+    ref = {**KEDA_REF, "primaryScalerReplicas": {"minReplicas": 2, "maxReplicas": 5}}
+    await deploy(env, canary_manifest(autoscalerRef=ref))
+    await env.start()
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    primary = await env.admin.get(SCALED_OBJECTS, env.namespace, "podinfo-so-primary")
+    assert primary is not None
+    spec = primary["spec"]
+    assert spec["scaleTargetRef"]["name"] == "podinfo-primary"
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 5)
+    trigger = spec["triggers"][0]["metadata"]
+    assert trigger["query"] == 'sum(rate(http_requests_total{app="podinfo-primary"}[1m]))'
+    assert primary["metadata"]["ownerReferences"][0]["uid"] == c["metadata"]["uid"]
+    assert await paused_replicas(env) == "0"
+    target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
+    assert target is not None and target["spec"]["replicas"] == 0
+
+    triggers = podinfo_scaled_object("50")["spec"]["triggers"]
+    await env.admin.patch(SCALED_OBJECTS, env.namespace, "podinfo-so", {"spec": {"triggers": triggers}})
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=20)
+    assert await paused_replicas(env) is None  # the canary runs: KEDA scales it
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    for _ in range(50):  # scaled to 0 right after the phase is written
+        if await paused_replicas(env) == "0":
+            break
+        await asyncio.sleep(0.1)
+    assert await paused_replicas(env) == "0"
+    primary = await env.admin.get(SCALED_OBJECTS, env.namespace, "podinfo-so-primary")
+    assert primary is not None and primary["spec"]["triggers"][0]["metadata"]["threshold"] == "50"
+
+
+async def test_a_missing_scaled_object_is_reported_and_the_canary_waits_for_it(env: Env) -> None:
+    await deploy(env, canary_manifest(autoscalerRef=KEDA_REF))
+    await env.start()
+    for _ in range(100):
+        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
+        if any("ScaledObject podinfo-so" in n and "not found" in n for n in notes):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no event about the missing ScaledObject: {notes}")
+    await env.admin.create(SCALED_OBJECTS, env.namespace, podinfo_scaled_object("100"))
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
+    assert await env.admin.get(SCALED_OBJECTS, env.namespace, "podinfo-so-primary") is not None
+    assert await paused_replicas(env) == "0"
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

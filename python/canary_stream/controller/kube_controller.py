@@ -44,12 +44,8 @@ from canary_stream.router.base import Router, Routes
 from canary_stream.spec.errors import FieldError, SpecError
 from canary_stream.spec.load import parse_canary, parse_template
 from canary_stream.spec.model import Canary, StreamMetric
-from canary_stream.workload.kubernetes import (
-    KubeWorkloads,
-    config_refs,
-    primary_name,
-    selector_label,
-)
+from canary_stream.workload.base import primary_name
+from canary_stream.workload.kubernetes import KubeWorkloads, config_refs, selector_label
 
 log = logging.getLogger(__name__)
 

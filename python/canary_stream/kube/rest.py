@@ -49,6 +49,7 @@ SERVICES = Resource("", "v1", "services")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 EVENTS = Resource("events.k8s.io", "v1", "events")
 HPAS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
+SCALED_OBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects")
 
 
 class Gone(ApiException):

@@ -8,6 +8,11 @@ from typing import Protocol
 from canary_stream.spec.model import Canary
 
 
+def primary_name(name: str) -> str:
+    """The primary copy of a target object (Deployment, ConfigMap, autoscaler) is `<name>-primary`."""
+    return f"{name}-primary"
+
+
 @dataclass(frozen=True)
 class Readiness:
     """`ready`: may proceed; not ready and `retriable`: wait; not retriable: the progress deadline

@@ -9,10 +9,9 @@
   primary/canary ready thresholds.
 - promote: the target's pod template (and tracked configs) copied to the primary.
 - revert (revertOnDeletion): the target scaled back to the primary's replicas.
-- autoscalerRef (HorizontalPodAutoscaler, autoscaling/v2): `<hpa>-primary` cloned from the
-  target's HPA at initialisation and brought in line on every promotion, scaling `<target>-primary`
-  within `primaryScalerReplicas` when set (Flagger's HPA reconciler). KEDA ScaledObjects are not
-  supported yet: such a Canary fails initialisation with a message naming the field.
+- autoscalerRef (HorizontalPodAutoscaler or KEDA ScaledObject, see `scalers`): `<name>-primary`
+  cloned from the target's at initialisation and brought in line on every promotion, scaling
+  `<target>-primary`; a ScaledObject of the target is paused while the canary is scaled to 0.
 
 Reads go through an `ObjectReader` (the controller passes its watch caches, so a step costs no
 GETs); writes are retried on transient errors and on conflicts."""
@@ -26,11 +25,12 @@ from typing import Any, Protocol
 
 from canary_stream.controller.hashing import spec_hash
 from canary_stream.kube.objects import CanaryRef, parse_time
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, HPAS, SECRETS, Kube, Resource
+from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, SECRETS, Kube, Resource
 from canary_stream.kube.retry import is_transient, retry, status_of
 from canary_stream.kube.status import merge_diff
 from canary_stream.spec.model import Canary
-from canary_stream.workload.base import Readiness
+from canary_stream.workload.base import Readiness, primary_name
+from canary_stream.workload.scalers import Scalers
 
 #: Labels one of which selects the target's pods (Flagger's `-selector-labels` default).
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
@@ -67,11 +67,6 @@ class ApiReader:
 
 
 # -- pure derivations (unit-tested) ------------------------------------------------------------------
-
-
-def primary_name(name: str) -> str:
-    """`<name>-primary`."""
-    return f"{name}-primary"
 
 
 def selector_label(deployment: dict[str, Any]) -> tuple[str, str]:
@@ -191,35 +186,6 @@ def primary_deployment(
     }
 
 
-def primary_hpa(hpa: dict[str, Any], canary: Canary, owner: CanaryRef) -> dict[str, Any]:
-    """`<hpa>-primary`: the target's HPA spec scaling `<target>-primary`, with the replica bounds
-    of `autoscalerRef.primaryScalerReplicas` when given."""
-    meta = hpa.get("metadata") or {}
-    spec = copy.deepcopy(hpa.get("spec") or {})
-    spec["scaleTargetRef"] = {
-        **(spec.get("scaleTargetRef") or {}),
-        "name": primary_name(canary.spec.target_ref.name),
-    }
-    ref = canary.spec.autoscaler_ref
-    bounds = ref.primary_scaler_replicas if ref else None
-    if bounds is not None:
-        if bounds.min_replicas is not None:
-            spec["minReplicas"] = bounds.min_replicas
-        if bounds.max_replicas is not None:
-            spec["maxReplicas"] = bounds.max_replicas
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {
-            "name": primary_name(meta["name"]),
-            "namespace": meta.get("namespace"),
-            "labels": dict(meta.get("labels") or {}),
-            "ownerReferences": [owner.owner_reference()],
-        },
-        "spec": spec,
-    }
-
-
 def primary_config(config: dict[str, Any], owner: CanaryRef) -> dict[str, Any]:
     """`<name>-primary` copy of a ConfigMap or Secret."""
     meta = config.get("metadata") or {}
@@ -318,6 +284,7 @@ class KubeWorkloads:
         self.owner = owner
         self.reader: ObjectReader = reader or ApiReader(kube)
         self.clock = clock
+        self.scalers = Scalers(kube, owner)
 
     # -- reads
 
@@ -379,7 +346,7 @@ class KubeWorkloads:
         target = await self._target(canary)
         name = primary_name(canary.spec.target_ref.name)
         if await self.reader.get("deployments", ns, name) is not None:
-            await self._sync_scaler(canary, create_only=True)
+            await self.scalers.sync_primary(canary, create_only=True)
             return
         configs = await self.tracked_configs(canary, target)
         owner = self.owner(canary)
@@ -391,10 +358,15 @@ class KubeWorkloads:
         except Exception as exc:
             if status_of(exc) != 409:  # already there (a stale cache): fine
                 raise
-        await self._sync_scaler(canary, create_only=True)
+        await self.scalers.sync_primary(canary, create_only=True)
 
     async def scale_canary(self, canary: Canary, replicas: int | None) -> None:
         ns = canary.namespace
+        # A KEDA ScaledObject would scale an idle canary back up: paused at 0, resumed otherwise.
+        if replicas == 0:
+            await self.scalers.pause_target(canary)
+        else:
+            await self.scalers.resume_target(canary)
         if replicas is None:
             primary = await self.reader.get("deployments", ns, primary_name(canary.spec.target_ref.name))
             replicas = int(((primary or {}).get("spec") or {}).get("replicas") or 1)
@@ -435,41 +407,11 @@ class KubeWorkloads:
         replaced = await retry(copy_template, what=f"promote {ns}/{name}",
                                retry_on=lambda e: status_of(e) == 409 or is_transient(e))  # fmt: skip
         self.reader.wrote("deployments", ns, replaced)
-        await self._sync_scaler(canary, create_only=False)
-
-    async def _sync_scaler(self, canary: Canary, *, create_only: bool) -> None:
-        """Create `<hpa>-primary` when missing; with `create_only=False` (promotion) also bring
-        its spec in line with the target's HPA (a merge patch; removed keys sent as null)."""
-        ref = canary.spec.autoscaler_ref
-        if ref is None:
-            return
-        if ref.kind != "HorizontalPodAutoscaler":
-            raise LookupError(
-                f"autoscalerRef.kind {ref.kind} is not supported (HorizontalPodAutoscaler only)"
-            )
-        ns = canary.namespace
-        hpa = await retry(lambda: self.kube.get(HPAS, ns, ref.name), what=f"GET hpa {ns}/{ref.name}")
-        if hpa is None:
-            raise LookupError(f"autoscalerRef: HorizontalPodAutoscaler {ref.name}.{ns} not found")
-        want = primary_hpa(hpa, canary, self.owner(canary))
-        pname = want["metadata"]["name"]
-        current = await retry(lambda: self.kube.get(HPAS, ns, pname), what=f"GET hpa {ns}/{pname}")
-        if current is None:
-            try:
-                await retry(lambda: self.kube.create(HPAS, ns, want), what=f"create hpa {ns}/{pname}")
-            except Exception as exc:
-                if status_of(exc) != 409:
-                    raise
-            return
-        if create_only:
-            return
-        delta = merge_diff(current.get("spec") or {}, want["spec"])
-        if delta:
-            await retry(lambda: self.kube.patch(HPAS, ns, pname, {"spec": delta}),
-                        what=f"sync hpa {ns}/{pname}")  # fmt: skip
+        await self.scalers.sync_primary(canary, create_only=False)
 
     async def revert(self, canary: Canary) -> None:
         ns = canary.namespace
+        await self.scalers.resume_target(canary)
         primary = await self.reader.get("deployments", ns, primary_name(canary.spec.target_ref.name))
         replicas = int(((primary or {}).get("spec") or {}).get("replicas") or 1)
         await self._scale(ns, canary.spec.target_ref.name, replicas)
