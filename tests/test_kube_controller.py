@@ -502,22 +502,6 @@ async def test_hpa_is_cloned_for_the_primary_and_synced_on_promotion(env: Env) -
     assert primary is not None and (primary["spec"]["minReplicas"], primary["spec"]["maxReplicas"]) == (3, 6)
 
 
-async def test_a_missing_hpa_is_reported_and_the_canary_waits_for_it(env: Env) -> None:
-    ref = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}
-    await deploy(env, canary_manifest(autoscalerRef=ref))
-    await env.start()
-    for _ in range(100):
-        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
-        if any("HorizontalPodAutoscaler podinfo" in n and "not found" in n for n in notes):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"no event about the missing HPA: {notes}")
-    await env.admin.create(HPAS, env.namespace, podinfo_hpa(80))
-    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
-    assert await env.admin.get(HPAS, env.namespace, "podinfo-primary") is not None
-
-
 PAUSED = "autoscaling.keda.sh/paused-replicas"
 KEDA_REF = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "podinfo-so"}
 
@@ -588,20 +572,27 @@ async def test_keda_scaled_object_is_cloned_and_paused_while_the_canary_is_idle(
     assert primary is not None and primary["spec"]["triggers"][0]["metadata"]["threshold"] == "50"
 
 
-async def test_a_missing_scaled_object_is_reported_and_the_canary_waits_for_it(env: Env) -> None:
-    await deploy(env, canary_manifest(autoscalerRef=KEDA_REF))
+@pytest.mark.parametrize("kind", ["HorizontalPodAutoscaler", "ScaledObject"])
+async def test_a_missing_scaler_is_reported_and_the_canary_waits_for_it(env: Env, kind: str) -> None:
+    if kind == "ScaledObject":
+        ref, resource, body = KEDA_REF, SCALED_OBJECTS, podinfo_scaled_object("100")
+    else:
+        ref = {"apiVersion": "autoscaling/v2", "kind": kind, "name": "podinfo"}
+        resource, body = HPAS, podinfo_hpa(80)
+    await deploy(env, canary_manifest(autoscalerRef=ref))
     await env.start()
     for _ in range(100):
         notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
-        if any("ScaledObject podinfo-so" in n and "not found" in n for n in notes):
+        if any(f"{kind} {ref['name']}" in n and "not found" in n for n in notes):
             break
         await asyncio.sleep(0.1)
     else:
-        raise AssertionError(f"no event about the missing ScaledObject: {notes}")
-    await env.admin.create(SCALED_OBJECTS, env.namespace, podinfo_scaled_object("100"))
+        raise AssertionError(f"no event about the missing {kind}: {notes}")
+    await env.admin.create(resource, env.namespace, body)
     await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
-    assert await env.admin.get(SCALED_OBJECTS, env.namespace, "podinfo-so-primary") is not None
-    assert await paused_replicas(env) == "0"
+    assert await env.admin.get(resource, env.namespace, f"{ref['name']}-primary") is not None
+    if kind == "ScaledObject":
+        assert await paused_replicas(env) == "0"
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

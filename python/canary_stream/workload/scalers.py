@@ -53,12 +53,23 @@ def _primary_meta(obj: dict[str, Any], owner: CanaryRef) -> dict[str, Any]:
     }
 
 
-def _replica_bounds(canary: Canary) -> tuple[int | None, int | None]:
+def _primary_object(
+    target: dict[str, Any], canary: Canary, owner: CanaryRef, spec: dict[str, Any], bounds: tuple[str, str]
+) -> dict[str, Any]:
+    """The primary copy of the scaler `target` with `spec`, the replica bounds of
+    `autoscalerRef.primaryScalerReplicas` set under the kind's keys `bounds` (min, max)."""
     ref = canary.spec.autoscaler_ref
-    bounds = ref.primary_scaler_replicas if ref else None
-    if bounds is None:
-        return None, None
-    return bounds.min_replicas, bounds.max_replicas
+    replicas = ref.primary_scaler_replicas if ref else None
+    if replicas is not None:
+        for key, value in zip(bounds, (replicas.min_replicas, replicas.max_replicas), strict=True):
+            if value is not None:
+                spec[key] = value
+    return {
+        "apiVersion": target.get("apiVersion"),
+        "kind": target.get("kind"),
+        "metadata": _primary_meta(target, owner),
+        "spec": spec,
+    }
 
 
 def primary_hpa(hpa: dict[str, Any], canary: Canary, owner: CanaryRef) -> dict[str, Any]:
@@ -69,17 +80,13 @@ def primary_hpa(hpa: dict[str, Any], canary: Canary, owner: CanaryRef) -> dict[s
         **(spec.get("scaleTargetRef") or {}),
         "name": primary_name(canary.spec.target_ref.name),
     }
-    low, high = _replica_bounds(canary)
-    if low is not None:
-        spec["minReplicas"] = low
-    if high is not None:
-        spec["maxReplicas"] = high
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _primary_meta(hpa, owner),
-        "spec": spec,
-    }
+    return _primary_object(
+        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", **hpa},
+        canary,
+        owner,
+        spec,
+        ("minReplicas", "maxReplicas"),
+    )
 
 
 def primary_query(query: str, target: str) -> str:
@@ -112,17 +119,13 @@ def primary_scaled_object(so: dict[str, Any], canary: Canary, owner: CanaryRef) 
         given = queries.get(str(trigger.get("name") or ""))
         meta["query"] = given if given is not None else primary_query(str(meta["query"]), target)
     out["triggers"] = triggers
-    low, high = _replica_bounds(canary)
-    if low is not None:
-        out["minReplicaCount"] = low
-    if high is not None:
-        out["maxReplicaCount"] = high
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _primary_meta(so, owner),
-        "spec": out,
-    }
+    return _primary_object(
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", **so},
+        canary,
+        owner,
+        out,
+        ("minReplicaCount", "maxReplicaCount"),
+    )
 
 
 @dataclass(frozen=True)
