@@ -1,5 +1,6 @@
 """Helpers for the controller tests on a real API server: the RBAC of deploy/rbac.yaml bound to
-the test cluster's controller user, a "kubelet" that makes Deployments ready (or stuck), a router
+the test cluster's controller user, a "kubelet" that makes Deployments and DaemonSets ready (or
+stuck), a router
 that keeps its weights in a ConfigMap (a stand-in for a mesh object: it survives a controller
 restart), a scripted analyzer, manifests, and waiting for a Canary's status.
 
@@ -18,7 +19,7 @@ import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from canary_stream.analysis.verdict import Decision, Verdict
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, Kube, Resource
+from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, Kube, Resource
 from canary_stream.kube.watch import Informer
 from canary_stream.router.base import Routes
 from canary_stream.spec.model import Canary
@@ -79,6 +80,26 @@ def ready_status(dep: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Nodes the fake kubelet schedules a DaemonSet's pods on.
+NODES = 3
+
+
+def daemonset_status(ds: dict[str, Any], *, stuck: bool = False) -> dict[str, Any]:
+    """A finished rollout on NODES nodes (none while the scale-to-zero nodeSelector is set); stuck:
+    the new pods never become available."""
+    selector = (((ds.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    desired = 0 if "flagger.app/scale-to-zero" in selector else NODES
+    return {
+        "observedGeneration": ds["metadata"]["generation"],
+        "desiredNumberScheduled": desired,
+        "currentNumberScheduled": desired,
+        "updatedNumberScheduled": desired,
+        "numberMisscheduled": 0,
+        "numberReady": 0 if stuck else desired,
+        "numberAvailable": 0 if stuck else desired,
+    }
+
+
 def stuck_status(dep: dict[str, Any]) -> dict[str, Any]:
     replicas = (dep.get("spec") or {}).get("replicas", 1)
     return {
@@ -107,42 +128,49 @@ def stuck_status(dep: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeKubelet:
-    """Plays controller-manager + kubelet for one namespace: every Deployment whose generation is
-    not yet observed gets a finished-rollout status, or a ProgressDeadlineExceeded one when its
-    name is in `stuck`."""
+    """Plays controller-manager + kubelet for one namespace: every Deployment or DaemonSet whose
+    generation is not yet observed gets a finished-rollout status, or a stuck one when its name is
+    in `stuck`."""
 
     def __init__(self, admin: Kube, namespace: str) -> None:
         self.admin = admin
         self.namespace = namespace
         self.stuck: set[str] = set()
-        self.informer = Informer(admin, DEPLOYMENTS, namespace)
-        self._task: asyncio.Task[None] | None = None
+        self.informers = [Informer(admin, res, namespace) for res in (DEPLOYMENTS, DAEMONSETS)]
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> FakeKubelet:
-        self._task = asyncio.create_task(self._run())
-        await self.informer.synced.wait()
+        self._tasks = [asyncio.create_task(self._run(inf)) for inf in self.informers]
+        for inf in self.informers:
+            await inf.synced.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.informer.stop()
-        if self._task is not None:
-            self._task.cancel()
+        for inf in self.informers:
+            inf.stop()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
 
-    async def _run(self) -> None:
-        async for ev in self.informer.events():
+    async def _run(self, informer: Informer) -> None:
+        res = informer.resource
+        async for ev in informer.events():
             if ev.type == "DELETED":
                 continue
-            dep = ev.object
-            meta, status = dep["metadata"], dep.get("status") or {}
+            obj = ev.object
+            meta, status = obj["metadata"], obj.get("status") or {}
             if status.get("observedGeneration") == meta.get("generation"):
                 continue
-            body = stuck_status(dep) if meta["name"] in self.stuck else ready_status(dep)
+            stuck = meta["name"] in self.stuck
+            if res == DAEMONSETS:
+                body = daemonset_status(obj, stuck=stuck)
+            else:
+                body = stuck_status(obj) if stuck else ready_status(obj)
             with contextlib.suppress(ApiException):
                 await self.admin.request(
                     "PATCH",
-                    DEPLOYMENTS.path(self.namespace, meta["name"], "status"),
+                    res.path(self.namespace, meta["name"], "status"),
                     body=[{"op": "add", "path": "/status", "value": body}],
                     content_type="application/json-patch+json",
                 )

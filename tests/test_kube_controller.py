@@ -17,7 +17,7 @@ from canary_stream.controller.kube_controller import FINALIZER, ControllerConfig
 from canary_stream.controller.scheduler import RolloutOptions
 from canary_stream.core import Aggregator
 from canary_stream.kube.lease import LeaseConfig
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, HPAS, PODS, SCALED_OBJECTS, Kube
+from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, HPAS, PODS, SCALED_OBJECTS, Kube
 from canary_stream.registry import Registry
 from canary_stream.router.base import Routes
 from kube_controller_helpers import (
@@ -111,6 +111,16 @@ async def env(kube_cluster: KubeCluster, kube_api: Any, kube_namespace: str) -> 
 async def deploy(env: Env, canary: dict[str, Any] | None = None, **deployment: Any) -> None:
     await env.admin.create(DEPLOYMENTS, env.namespace, podinfo_deployment(**deployment))
     await env.admin.create(CANARIES, env.namespace, canary or canary_manifest())
+
+
+async def delete_canary(env: Env, name: str = "podinfo") -> None:
+    """Delete the Canary and wait until the finalizer has released it."""
+    await env.admin.request("DELETE", CANARIES.path(env.namespace, name))
+    for _ in range(300):
+        if await env.admin.get(CANARIES, env.namespace, name) is None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the Canary was never released by the finalizer")
 
 
 async def test_initialisation_creates_primary_scales_target_down_and_sets_promoted(env: Env) -> None:
@@ -213,13 +223,7 @@ async def test_revert_on_deletion_runs_through_the_finalizer(env: Env) -> None:
         lambda c: FINALIZER in (c["metadata"].get("finalizers") or []) and phase_is("Initialized")(c),
         what="finalizer + Initialized",
     )
-    await env.admin.request("DELETE", CANARIES.path(env.namespace, "podinfo"))
-    for _ in range(300):
-        if await env.admin.get(CANARIES, env.namespace, "podinfo") is None:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the Canary was never released by the finalizer")
+    await delete_canary(env)
     target = await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo")
     assert target is not None and target["spec"]["replicas"] == 2  # serves again
     assert env.history[-1] == ("podinfo", Routes(100, 0))
@@ -593,6 +597,95 @@ async def test_a_missing_scaler_is_reported_and_the_canary_waits_for_it(env: Env
     assert await env.admin.get(resource, env.namespace, f"{ref['name']}-primary") is not None
     if kind == "ScaledObject":
         assert await paused_replicas(env) == "0"
+
+
+SCALE_TO_ZERO = "flagger.app/scale-to-zero"
+
+
+def podinfo_daemonset(image: str = "ghcr.io/stefanprodan/podinfo:6.0.0") -> dict[str, Any]:
+    ds = podinfo_deployment("podinfo-ds", image=image)
+    ds["kind"] = "DaemonSet"
+    spec = ds["spec"]
+    for key in ("replicas", "progressDeadlineSeconds"):
+        del spec[key]
+    spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    spec["minReadySeconds"] = 5
+    return ds
+
+
+def node_selector(ds: dict[str, Any] | None) -> dict[str, str]:
+    assert ds is not None
+    return dict(ds["spec"]["template"]["spec"].get("nodeSelector") or {})
+
+
+async def test_daemonset_blue_green_promotion_and_revert_on_deletion(env: Env) -> None:
+    """Flagger's e2e scenario "DaemonSet B/G": `podinfo-ds-primary` runs the release, the target
+    is kept off every node by a nodeSelector while idle, a new image is analysed and promoted,
+    and deleting the Canary (revertOnDeletion) lets the target run again."""
+    await env.admin.create(DAEMONSETS, env.namespace, podinfo_daemonset())
+    manifest = canary_manifest(
+        target="podinfo-ds",
+        revertOnDeletion=True,
+        analysis={"interval": "1s", "threshold": 2, "iterations": 3},
+    )
+    manifest["spec"]["targetRef"]["kind"] = "DaemonSet"
+    await env.admin.create(CANARIES, env.namespace, manifest)
+    await env.start()
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    primary = await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds-primary")
+    assert primary is not None
+    assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-ds-primary"}
+    assert primary["spec"]["template"]["metadata"]["labels"]["app"] == "podinfo-ds-primary"
+    assert (
+        primary["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+        and primary["spec"]["minReadySeconds"] == 5
+    )
+    assert primary["metadata"]["ownerReferences"][0]["uid"] == c["metadata"]["uid"]
+    assert SCALE_TO_ZERO not in node_selector(primary)
+    target = await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds")
+    assert node_selector(target) == {SCALE_TO_ZERO: "true"}  # "scaled to zero"
+    applied = c["status"]["lastAppliedSpec"]
+
+    containers = podinfo_daemonset("ghcr.io/stefanprodan/podinfo:6.0.1")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    await env.admin.patch(
+        DAEMONSETS, env.namespace, "podinfo-ds", {"spec": {"template": {"spec": {"containers": containers}}}}
+    )
+    progressing = await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=20)
+    assert progressing["status"]["lastAppliedSpec"] != applied
+    target = await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds")
+    assert SCALE_TO_ZERO not in node_selector(target)  # scaled up for the analysis
+    done = await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    primary = await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds-primary")
+    assert primary is not None
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+    assert SCALE_TO_ZERO not in node_selector(primary)
+    target = await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds")
+    assert node_selector(target) == {SCALE_TO_ZERO: "true"}  # idle again
+    # Scaling the target down was not taken for a release.
+    assert done["status"]["lastAppliedSpec"] == progressing["status"]["lastAppliedSpec"]
+
+    await delete_canary(env)
+    assert node_selector(await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds")) == {}
+
+
+async def test_a_daemonset_with_an_on_delete_strategy_is_reported_by_field(env: Env) -> None:
+    ds = podinfo_daemonset()
+    ds["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    await env.admin.create(DAEMONSETS, env.namespace, ds)
+    manifest = canary_manifest(target="podinfo-ds")
+    manifest["spec"]["targetRef"]["kind"] = "DaemonSet"
+    await env.admin.create(CANARIES, env.namespace, manifest)
+    await env.start()
+    for _ in range(100):
+        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
+        if any("spec.updateStrategy.type must be RollingUpdate" in n for n in notes):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"no event naming spec.updateStrategy: {notes}")
+    assert await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds-primary") is None
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

@@ -35,7 +35,7 @@ from canary_stream.controller.status import CanaryStatus
 from canary_stream.kube.events import KubeEventSink
 from canary_stream.kube.lease import LeaderElector, LeaseConfig
 from canary_stream.kube.objects import FLAGGER_GROUP, OWN_GROUP, VERSION, CanaryRef
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, PODS, SECRETS, Kube, Resource
+from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, PODS, SECRETS, Kube, Resource
 from canary_stream.kube.retry import retry, status_of
 from canary_stream.kube.status import StatusWriter
 from canary_stream.kube.watch import Informer, WatchEvent, key_of
@@ -45,7 +45,13 @@ from canary_stream.spec.errors import FieldError, SpecError
 from canary_stream.spec.load import parse_canary, parse_template
 from canary_stream.spec.model import Canary, StreamMetric
 from canary_stream.workload.base import primary_name
-from canary_stream.workload.kubernetes import KubeWorkloads, config_refs, selector_label
+from canary_stream.workload.kubernetes import (
+    RESOURCES,
+    TARGET_KINDS,
+    KubeWorkloads,
+    config_refs,
+    selector_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +158,14 @@ class CacheReader:
                 self.stale_reads += 1
                 break
         self.fallbacks += 1
-        res = {"deployments": DEPLOYMENTS, "configmaps": CONFIGMAPS, "secrets": SECRETS}[kind]
+        res = RESOURCES[kind]
         return await retry(lambda: self.kube.get(res, namespace, name), what=f"GET {kind} {namespace}/{name}")
+
+
+def _plural(target_kind: str) -> str:
+    """The watched resource of a `targetRef.kind` (Deployments for kinds no informer follows)."""
+    kind = TARGET_KINDS.get(target_kind)
+    return kind.plural if kind else "deployments"
 
 
 def default_router_factory(mesh_provider: str | None = None) -> RouterFactory:
@@ -209,6 +221,7 @@ class KubeController:
         for ns in self.config.watched_namespaces():
             for kind, res in (
                 ("deployments", DEPLOYMENTS),
+                ("daemonsets", DAEMONSETS),
                 ("configmaps", CONFIGMAPS),
                 ("secrets", SECRETS),
                 ("pods", PODS),
@@ -257,7 +270,7 @@ class KubeController:
         loop = asyncio.get_running_loop()
         spawn = loop.create_task
         self._tasks.append(spawn(self.events.run(), name="events"))
-        for kind in ("deployments", "configmaps", "secrets", "pods", "metrictemplates"):
+        for kind in ("deployments", "daemonsets", "configmaps", "secrets", "pods", "metrictemplates"):
             for inf in self.informers[kind]:
                 self._tasks.append(spawn(self._pump(kind, inf), name=f"watch:{inf.name}"))
         # Canaries only once the workload caches are listed: first reconciles read them.
@@ -353,8 +366,8 @@ class KubeController:
                         await self._on_canary(ev)
                     else:
                         self.refs[key_of(ev.object)] = CanaryRef.of(ev.object)
-                elif kind == "deployments":
-                    self._on_deployment(ev)
+                elif kind in ("deployments", "daemonsets"):
+                    self._on_workload(ev)
                 elif kind in ("configmaps", "secrets"):
                     self._on_config(kind, ev)
                 elif kind == "pods":
@@ -649,7 +662,8 @@ class KubeController:
     def _canaries_in(self, namespace: str) -> list[Managed]:
         return [m for (ns, _), m in self.managed.items() if ns == namespace]
 
-    def _on_deployment(self, ev: WatchEvent) -> None:
+    def _on_workload(self, ev: WatchEvent) -> None:
+        """A target or primary Deployment/DaemonSet changed."""
         ns, name = key_of(ev.object)
         target = name.removesuffix("-primary")
         for m in self._canaries_in(ns) if len(self.managed) < 64 else self._by_target(ns, target):
@@ -675,7 +689,8 @@ class KubeController:
         ns, name = key_of(ev.object)
         ckind = "configmap" if kind == "configmaps" else "secret"
         for m in self._canaries_in(ns):
-            target = self.informer_get("deployments", ns, m.canary.spec.target_ref.name)
+            ref = m.canary.spec.target_ref
+            target = self.informer_get(_plural(ref.kind), ns, ref.name)
             pod_spec = (((target or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
             if (ckind, name) in config_refs(pod_spec):
                 m.rollout.on_revision()
@@ -688,7 +703,7 @@ class KubeController:
         return None
 
     def version_of_pod(self, pod: dict[str, Any]) -> str | None:
-        """primary / canary for a pod selected by a Canary's primary or target Deployment (any
+        """primary / canary for a pod selected by a Canary's primary or target workload (any
         Canary seen, so a standby replica attributes traffic too)."""
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -697,8 +712,10 @@ class KubeController:
             for (cns, _), obj in list(inf.cache.items()):
                 if cns != ns:
                     continue
-                target_name = ((obj.get("spec") or {}).get("targetRef") or {}).get("name")
-                target = self.informer_get("deployments", ns, target_name) if target_name else None
+                ref = (obj.get("spec") or {}).get("targetRef") or {}
+                target_name = ref.get("name")
+                kind = _plural(str(ref.get("kind") or "Deployment"))
+                target = self.informer_get(kind, ns, target_name) if target_name else None
                 if target is None:
                     continue
                 try:

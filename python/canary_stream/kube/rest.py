@@ -42,6 +42,7 @@ class Resource:
 
 
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
+DAEMONSETS = Resource("apps", "v1", "daemonsets")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 SECRETS = Resource("", "v1", "secrets")
 PODS = Resource("", "v1", "pods")

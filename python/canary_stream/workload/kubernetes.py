@@ -1,14 +1,17 @@
-"""Workloads on a real cluster, as Flagger's pkg/canary/deployment_controller.go does it.
+"""Workloads on a real cluster, as Flagger's pkg/canary/deployment_controller.go (and
+daemonset_controller.go, see `daemonset`) does it.
 
-- initialize: `<target>-primary` Deployment created from the target (selector label rewritten to
-  `<target>-primary`, tracked ConfigMaps/Secrets copied as `<name>-primary` and the references
-  rewritten, owner reference to the Canary). The Rollout scales the target to 0 once the
-  primary is ready.
+- initialize: `<target>-primary` Deployment (or DaemonSet) created from the target (selector
+  label rewritten to `<target>-primary`, tracked ConfigMaps/Secrets copied as `<name>-primary`
+  and the references rewritten, owner reference to the Canary). The Rollout scales the target
+  to 0 once the primary is ready.
 - revision: hash of the target's pod template and the data of the configs it tracks.
 - readiness: Flagger's deployment_ready rules, with progressDeadlineSeconds and the
   primary/canary ready thresholds.
 - promote: the target's pod template (and tracked configs) copied to the primary.
 - revert (revertOnDeletion): the target scaled back to the primary's replicas.
+- DaemonSet targets: scaled to zero with a nodeSelector no node matches (`daemonset`), Flagger's
+  DaemonSet readiness; the rest as for a Deployment.
 - autoscalerRef (HorizontalPodAutoscaler or KEDA ScaledObject, see `scalers`): `<name>-primary`
   cloned from the target's at initialisation and brought in line on every promotion, scaling
   `<target>-primary`; a ScaledObject of the target is paused while the canary is scaled to 0.
@@ -21,14 +24,16 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from canary_stream.controller.hashing import spec_hash
 from canary_stream.kube.objects import CanaryRef, parse_time
-from canary_stream.kube.rest import CONFIGMAPS, DEPLOYMENTS, SECRETS, Kube, Resource
+from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, SECRETS, Kube, Resource
 from canary_stream.kube.retry import is_transient, retry, status_of
 from canary_stream.kube.status import merge_diff
 from canary_stream.spec.model import Canary
+from canary_stream.workload import daemonset
 from canary_stream.workload.base import Readiness, primary_name
 from canary_stream.workload.scalers import Scalers
 
@@ -37,7 +42,43 @@ SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
 #: A config annotated so is not tracked (Flagger's annotation, honoured as is).
 CONFIG_TRACKING = ("flagger.app/config-tracking", "canary-stream.dev/config-tracking")
 _DROP_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
-RESOURCES: dict[str, Resource] = {"deployments": DEPLOYMENTS, "configmaps": CONFIGMAPS, "secrets": SECRETS}
+RESOURCES: dict[str, Resource] = {
+    "deployments": DEPLOYMENTS,
+    "daemonsets": DAEMONSETS,
+    "configmaps": CONFIGMAPS,
+    "secrets": SECRETS,
+}
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A `targetRef.kind` canary-stream can run: its resource and the spec fields the primary
+    copies from the target (besides selector and template)."""
+
+    name: str
+    plural: str
+    resource: Resource
+    copied: tuple[str, ...]
+
+
+TARGET_KINDS: dict[str, TargetKind] = {
+    "Deployment": TargetKind(
+        "Deployment", "deployments", DEPLOYMENTS, ("minReadySeconds", "revisionHistoryLimit", "strategy")
+    ),
+    "DaemonSet": TargetKind("DaemonSet", "daemonsets", DAEMONSETS, daemonset.COPIED_FIELDS),
+}
+
+
+def target_kind(canary: Canary) -> TargetKind:
+    """The kind of the Canary's target; LookupError naming the field when it cannot be run."""
+    ref = canary.spec.target_ref
+    kind = TARGET_KINDS.get(ref.kind)
+    if kind is None:
+        raise LookupError(f"targetRef.kind {ref.kind} is not supported ({' or '.join(TARGET_KINDS)})")
+    if kind.name == "DaemonSet" and canary.spec.autoscaler_ref is not None:
+        raise LookupError("autoscalerRef: a DaemonSet target has no replica count to autoscale")
+    return kind
+
 
 ConfigKey = tuple[str, str]  # ("configmap" | "secret", name)
 
@@ -145,8 +186,10 @@ def revision_of(template: dict[str, Any], configs: dict[str, str]) -> str:
 def primary_pod_template(
     target: dict[str, Any], label: str, primary_value: str, tracked: set[ConfigKey]
 ) -> dict[str, Any]:
-    """The target's pod template for the primary: selector label rewritten, config refs rewritten."""
-    template = copy.deepcopy((target.get("spec") or {}).get("template") or {})
+    """The target's pod template for the primary: selector label rewritten, config refs rewritten,
+    a DaemonSet's scale-to-zero nodeSelector left out."""
+    template = daemonset.without_scale_to_zero((target.get("spec") or {}).get("template") or {})
+    template = copy.deepcopy(template)
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), label: primary_value}
     template["spec"] = rewrite_config_refs(template.get("spec") or {}, tracked)
@@ -157,6 +200,18 @@ def primary_deployment(
     target: dict[str, Any], owner: CanaryRef, tracked: set[ConfigKey], progress_deadline_s: int
 ) -> dict[str, Any]:
     """`<target>-primary` derived from the target Deployment."""
+    return primary_workload(TARGET_KINDS["Deployment"], target, owner, tracked, progress_deadline_s)
+
+
+def primary_workload(
+    kind: TargetKind,
+    target: dict[str, Any],
+    owner: CanaryRef,
+    tracked: set[ConfigKey],
+    progress_deadline_s: int,
+) -> dict[str, Any]:
+    """`<target>-primary` derived from the target (a Deployment gets its replicas, at least 1,
+    and the Canary's progress deadline; a DaemonSet runs where the target would)."""
     meta = target.get("metadata") or {}
     spec = target.get("spec") or {}
     label, _ = selector_label(target)
@@ -164,17 +219,18 @@ def primary_deployment(
     labels = {**(meta.get("labels") or {}), label: name}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _DROP_ANNOTATIONS}
     out_spec: dict[str, Any] = {
-        "replicas": spec.get("replicas") or 1,
         "selector": {"matchLabels": {label: name}},
         "template": primary_pod_template(target, label, name, tracked),
-        "progressDeadlineSeconds": progress_deadline_s,
     }
-    for key in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
+    if kind.name == "Deployment":
+        out_spec["replicas"] = spec.get("replicas") or 1
+        out_spec["progressDeadlineSeconds"] = progress_deadline_s
+    for key in kind.copied:
         if key in spec:
             out_spec[key] = copy.deepcopy(spec[key])
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind.name,
         "metadata": {
             "name": name,
             "namespace": meta.get("namespace"),
@@ -270,8 +326,8 @@ def deployment_readiness(
 
 
 class KubeWorkloads:
-    """Implements `Workloads` for Deployment targets. `owner(canary)` gives the CanaryRef (uid)
-    generated objects are owned by."""
+    """Implements `Workloads` for Deployment and DaemonSet targets. `owner(canary)` gives the
+    CanaryRef (uid) generated objects are owned by."""
 
     def __init__(
         self,
@@ -285,17 +341,21 @@ class KubeWorkloads:
         self.reader: ObjectReader = reader or ApiReader(kube)
         self.clock = clock
         self.scalers = Scalers(kube, owner)
+        # (plural, namespace, name) -> when a DaemonSet was first seen not ready (Flagger measures
+        # its progress deadline from the Canary's last transition; this is the closest we see).
+        self._not_ready_since: dict[tuple[str, str, str], float] = {}
 
     # -- reads
 
     async def _target(self, canary: Canary) -> dict[str, Any]:
         ref = canary.spec.target_ref
-        if ref.kind != "Deployment":
-            raise LookupError(f"targetRef.kind {ref.kind} is not supported (Deployment only)")
-        dep = await self.reader.get("deployments", canary.namespace, ref.name)
-        if dep is None:
-            raise LookupError(f"Deployment {ref.name}.{canary.namespace} not found")
-        return dep
+        kind = target_kind(canary)
+        obj = await self.reader.get(kind.plural, canary.namespace, ref.name)
+        if obj is None:
+            raise LookupError(f"{kind.name} {ref.name}.{canary.namespace} not found")
+        if kind.name == "DaemonSet" and (why := daemonset.update_strategy_error(obj)):
+            raise LookupError(why)
+        return obj
 
     async def tracked_configs(
         self, canary: Canary, target: dict[str, Any]
@@ -313,7 +373,9 @@ class KubeWorkloads:
     async def revision(self, canary: Canary) -> str:
         target = await self._target(canary)
         checksums = await self._checksums(canary, target)
-        return revision_of((target.get("spec") or {}).get("template") or {}, checksums)
+        # A DaemonSet's scale-to-zero nodeSelector is not a release.
+        template = daemonset.without_scale_to_zero((target.get("spec") or {}).get("template") or {})
+        return revision_of(template, checksums)
 
     async def config_checksums(self, canary: Canary) -> dict[str, str]:
         return await self._checksums(canary, await self._target(canary))
@@ -323,38 +385,57 @@ class KubeWorkloads:
         return {f"{k}/{n}": config_checksum(obj) for (k, n), obj in configs.items()}
 
     async def primary_ready(self, canary: Canary) -> Readiness:
+        kind = target_kind(canary)
         name = primary_name(canary.spec.target_ref.name)
-        dep = await self.reader.get("deployments", canary.namespace, name)
+        dep = await self.reader.get(kind.plural, canary.namespace, name)
         if dep is None:
             return Readiness(False, True, f"{name} not created yet")
+        if kind.name == "DaemonSet":
+            return self._daemonset_ready(canary, dep)
         a = canary.spec.analysis
         threshold = a.primary_ready_threshold if a else 100
         return deployment_readiness(dep, canary.spec.progress_deadline_seconds, threshold, self.clock())
 
     async def canary_ready(self, canary: Canary) -> Readiness:
         target = await self._target(canary)
+        if target_kind(canary).name == "DaemonSet":
+            if daemonset.is_scaled_to_zero(target):
+                return Readiness(True)  # no pods wanted, nothing to wait for
+            return self._daemonset_ready(canary, target)
         if (target.get("spec") or {}).get("replicas") == 0:
             return Readiness(True)  # nothing scaled up, nothing to wait for
         a = canary.spec.analysis
         threshold = a.canary_ready_threshold if a else 100
         return deployment_readiness(target, canary.spec.progress_deadline_seconds, threshold, self.clock())
 
+    def _daemonset_ready(self, canary: Canary, obj: dict[str, Any]) -> Readiness:
+        key = ("daemonsets", canary.namespace, str((obj.get("metadata") or {}).get("name")))
+        now = self.clock()
+        since = self._not_ready_since.setdefault(key, now)
+        ready = daemonset.daemonset_readiness(obj, now - since, canary.spec.progress_deadline_seconds)
+        if ready.ready:
+            del self._not_ready_since[key]
+        return ready
+
     # -- writes
 
     async def initialize(self, canary: Canary) -> None:
         ns = canary.namespace
         target = await self._target(canary)
+        kind = target_kind(canary)
         name = primary_name(canary.spec.target_ref.name)
-        if await self.reader.get("deployments", ns, name) is not None:
+        if await self.reader.get(kind.plural, ns, name) is not None:
             await self.scalers.sync_primary(canary, create_only=True)
             return
         configs = await self.tracked_configs(canary, target)
         owner = self.owner(canary)
         await self._sync_configs(ns, configs, owner)
-        body = primary_deployment(target, owner, set(configs), canary.spec.progress_deadline_seconds)
+        body = primary_workload(kind, target, owner, set(configs), canary.spec.progress_deadline_seconds)
         try:
-            created = await retry(lambda: self.kube.create(DEPLOYMENTS, ns, body), what=f"create {ns}/{name}")
-            self.reader.wrote("deployments", ns, created)
+            created = await retry(
+                lambda: self.kube.create(kind.resource, ns, body), what=f"create {ns}/{name}"
+            )
+            self.reader.wrote(kind.plural, ns, created)
         except Exception as exc:
             if status_of(exc) != 409:  # already there (a stale cache): fine
                 raise
@@ -362,6 +443,9 @@ class KubeWorkloads:
 
     async def scale_canary(self, canary: Canary, replicas: int | None) -> None:
         ns = canary.namespace
+        if target_kind(canary).name == "DaemonSet":
+            await self._scale_daemonset(ns, canary.spec.target_ref.name, to_zero=replicas == 0)
+            return
         # A KEDA ScaledObject would scale an idle canary back up: paused at 0, resumed otherwise.
         if replicas == 0:
             await self.scalers.pause_target(canary)
@@ -380,9 +464,16 @@ class KubeWorkloads:
         # reads as "nothing to wait for" and would promote a revision that never came up).
         self.reader.wrote("deployments", namespace, patched)
 
+    async def _scale_daemonset(self, namespace: str, name: str, *, to_zero: bool) -> None:
+        body = daemonset.scale_patch(to_zero)
+        patched = await retry(lambda: self.kube.patch(DAEMONSETS, namespace, name, body),
+                              what=f"scale {namespace}/{name} {'to zero' if to_zero else 'up'}")  # fmt: skip
+        self.reader.wrote("daemonsets", namespace, patched)  # as in `_scale`
+
     async def promote(self, canary: Canary) -> None:
         ns = canary.namespace
         target = await self._target(canary)
+        kind = target_kind(canary)
         configs = await self.tracked_configs(canary, target)
         await self._sync_configs(ns, configs, self.owner(canary))
         label, _ = selector_label(target)
@@ -392,25 +483,29 @@ class KubeWorkloads:
 
         async def copy_template() -> Any:
             # Read-modify-write with the resourceVersion read: a conflict reads again.
-            primary = await self.kube.get(DEPLOYMENTS, ns, name)
+            primary = await self.kube.get(kind.resource, ns, name)
             if primary is None:
                 raise LookupError(f"{name}.{ns} not found")
             pspec = primary["spec"]
             pspec["template"] = template
-            pspec["progressDeadlineSeconds"] = canary.spec.progress_deadline_seconds
-            for key in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
+            if kind.name == "Deployment":
+                pspec["progressDeadlineSeconds"] = canary.spec.progress_deadline_seconds
+            for key in kind.copied:
                 if key in spec:
                     pspec[key] = copy.deepcopy(spec[key])
             primary.pop("status", None)
-            return await self.kube.replace(DEPLOYMENTS, ns, name, primary)
+            return await self.kube.replace(kind.resource, ns, name, primary)
 
         replaced = await retry(copy_template, what=f"promote {ns}/{name}",
                                retry_on=lambda e: status_of(e) == 409 or is_transient(e))  # fmt: skip
-        self.reader.wrote("deployments", ns, replaced)
+        self.reader.wrote(kind.plural, ns, replaced)
         await self.scalers.sync_primary(canary, create_only=False)
 
     async def revert(self, canary: Canary) -> None:
         ns = canary.namespace
+        if target_kind(canary).name == "DaemonSet":
+            await self._scale_daemonset(ns, canary.spec.target_ref.name, to_zero=False)
+            return
         await self.scalers.resume_target(canary)
         primary = await self.reader.get("deployments", ns, primary_name(canary.spec.target_ref.name))
         replicas = int(((primary or {}).get("spec") or {}).get("replicas") or 1)
