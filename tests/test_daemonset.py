@@ -9,6 +9,7 @@ import pytest
 from canary_stream.kube.objects import CanaryRef
 from canary_stream.workload.daemonset import (
     SCALE_TO_ZERO,
+    NotReadyClock,
     daemonset_readiness,
     is_scaled_to_zero,
     scale_patch,
@@ -108,3 +109,16 @@ def test_primary_daemonset_has_primary_labels_and_no_scale_to_zero() -> None:
     assert (spec["minReadySeconds"], spec["updateStrategy"]) == (5, {"type": "RollingUpdate"})
     assert "replicas" not in spec and "progressDeadlineSeconds" not in spec
     assert out["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_the_wait_restarts_with_a_new_generation_or_after_a_silence() -> None:
+    clock = NotReadyClock(silence_s=60)
+    ds = daemonset()
+    assert clock.waited(ds, 1000.0) == 0
+    assert clock.waited(ds, 1030.0) == 30
+    assert clock.waited(ds, 1080.0) == 80  # read every few seconds in between: one wait
+    newer = {**ds, "metadata": {**ds["metadata"], "generation": 3}}
+    assert clock.waited(newer, 1085.0) == 0  # a new rollout waits afresh
+    assert clock.waited(newer, 1200.0) == 0  # nobody asked for two minutes: an old wait is not this one
+    clock.ready(newer)
+    assert clock.waited(newer, 1201.0) == 0

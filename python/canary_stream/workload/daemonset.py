@@ -83,3 +83,32 @@ def daemonset_readiness(daemonset: dict[str, Any], not_ready_for_s: float, deadl
             f"waiting for rollout to finish: {available} of {desired} updated pods are available",
         )
     return Readiness(True)
+
+
+class NotReadyClock:
+    """How long each DaemonSet has been read not ready, for its progress deadline (Flagger counts
+    from the Canary's last transition, which the workloads do not see). The wait starts at the
+    first not-ready read of a generation, and again after a silence longer than `silence_s` (no
+    one was waiting: the Canary was idle, or deleted and created again), so an old wait never
+    fails a new rollout."""
+
+    def __init__(self, silence_s: float = 60.0) -> None:
+        self.silence_s = silence_s
+        # (namespace, name) -> (generation, since, last read)
+        self._waits: dict[tuple[str, str], tuple[int, float, float]] = {}
+
+    def waited(self, daemonset: dict[str, Any], now: float) -> float:
+        """Seconds the DaemonSet has been waited for, this read included."""
+        meta = daemonset.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        generation = int(meta.get("generation") or 0)
+        seen = self._waits.get(key)
+        since = now
+        if seen is not None and seen[0] == generation and now - seen[2] <= self.silence_s:
+            since = seen[1]
+        self._waits[key] = (generation, since, now)
+        return now - since
+
+    def ready(self, daemonset: dict[str, Any]) -> None:
+        meta = daemonset.get("metadata") or {}
+        self._waits.pop((str(meta.get("namespace")), str(meta.get("name"))), None)

@@ -341,9 +341,7 @@ class KubeWorkloads:
         self.reader: ObjectReader = reader or ApiReader(kube)
         self.clock = clock
         self.scalers = Scalers(kube, owner)
-        # (plural, namespace, name) -> when a DaemonSet was first seen not ready (Flagger measures
-        # its progress deadline from the Canary's last transition; this is the closest we see).
-        self._not_ready_since: dict[tuple[str, str, str], float] = {}
+        self._daemonset_waits = daemonset.NotReadyClock()
 
     # -- reads
 
@@ -409,12 +407,10 @@ class KubeWorkloads:
         return deployment_readiness(target, canary.spec.progress_deadline_seconds, threshold, self.clock())
 
     def _daemonset_ready(self, canary: Canary, obj: dict[str, Any]) -> Readiness:
-        key = ("daemonsets", canary.namespace, str((obj.get("metadata") or {}).get("name")))
-        now = self.clock()
-        since = self._not_ready_since.setdefault(key, now)
-        ready = daemonset.daemonset_readiness(obj, now - since, canary.spec.progress_deadline_seconds)
+        waited = self._daemonset_waits.waited(obj, self.clock())
+        ready = daemonset.daemonset_readiness(obj, waited, canary.spec.progress_deadline_seconds)
         if ready.ready:
-            del self._not_ready_since[key]
+            self._daemonset_waits.ready(obj)
         return ready
 
     # -- writes
