@@ -542,6 +542,10 @@ class Rollout:
         self.finished.clear()
         await self._event(f"New revision detected! Scaling up {self.ident}")
         await self.workloads.scale_canary(self.canary, None)
+        self._progress_from_zero(revision, configs)
+
+    def _progress_from_zero(self, revision: str, configs: dict[str, str]) -> None:
+        """Progressing on `revision` with weight, failed checks and iterations back at zero."""
         self._set_phase(
             Phase.PROGRESSING,
             canary_weight=0,
@@ -556,15 +560,7 @@ class Rollout:
         """A newer revision mid-analysis: all traffic back to primary, counters reset, start over."""
         await self._route(Routes(100, 0))
         configs = await self.workloads.config_checksums(self.canary)
-        self._set_phase(
-            Phase.PROGRESSING,
-            canary_weight=0,
-            failed_checks=0,
-            iterations=0,
-            last_applied_spec=revision,
-            tracked_configs=configs,
-        )
-        self._reset_run()
+        self._progress_from_zero(revision, configs)
         await self._event(f"New revision detected! Restarting analysis for {self.ident}")
 
     async def _analysis_tick(self) -> None:
