@@ -29,6 +29,8 @@ use crate::aggregate::{
 use crate::classify::Classifier;
 use crate::flags::Flags;
 use crate::malformed::{Reason, ReasonCounts};
+#[cfg(target_arch = "x86_64")]
+use crate::parse::istio_text::masks::Avx2;
 use crate::parse::ndjson::Unit;
 use crate::sketch::{bin_of_branchless, MAX_VALUE_MS, ZERO_BIN};
 use arrow_array::cast::AsArray;
@@ -396,6 +398,7 @@ struct Scratch {
     key: Vec<KeyId>,
 }
 
+#[inline(always)]
 fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
     with_nums!(col.nums, v => {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
@@ -407,6 +410,7 @@ fn fill_status(col: &NumCol, start: usize, out: &mut [u32]) {
     mark_nulls(col.nulls, start, out, STATUS_MISSING);
 }
 
+#[inline(always)]
 fn fill_codes(col: &NumCol, start: usize, out: &mut [u32]) {
     with_nums!(col.nums, v => {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
@@ -417,6 +421,7 @@ fn fill_codes(col: &NumCol, start: usize, out: &mut [u32]) {
     mark_nulls(col.nulls, start, out, CODE_NULL);
 }
 
+#[inline(always)]
 fn fill_latency(col: &NumCol, factor: f64, start: usize, out: &mut [f64]) {
     with_nums!(col.nums, v => {
         let src = v.get(start..start + out.len()).unwrap_or(&[]);
@@ -439,6 +444,7 @@ fn fill_latency(col: &NumCol, factor: f64, start: usize, out: &mut [f64]) {
     mark_nulls(col.nulls, start, out, LAT_NULL);
 }
 
+#[inline(always)]
 fn fill_ts(col: &TsCol, now_ms: i64, start: usize, out: &mut [i64]) {
     let src = col.values.get(start..start + out.len()).unwrap_or(&[]);
     match col.unit {
@@ -851,6 +857,40 @@ fn peek_rows_checked<I: Iterator>(
 /// Fold every row of `batch` into `agg`. Errors (a missing column, a column of the wrong
 /// type) name the column and leave the aggregator untouched.
 pub fn ingest_batch(
+    agg: &mut Aggregator,
+    classifier: &Classifier,
+    batch: &RecordBatch,
+    mapping: &ColumnMapping,
+    now_ms: i64,
+) -> Result<IngestStats, String> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = Avx2::detect() {
+        // SAFETY: `simd` exists, so `Avx2::detect` (a runtime
+        // `is_x86_feature_detected!("avx2")`) saw AVX2 on this CPU.
+        return unsafe { ingest_batch_avx2(simd, agg, classifier, batch, mapping, now_ms) };
+    }
+    ingest_batch_with(agg, classifier, batch, mapping, now_ms)
+}
+
+/// [`ingest_batch`] compiled with AVX2: the per-chunk column loops (conversions, sketch
+/// bins, the chunk's time range) vectorise 4 or 8 lanes wide, where the baseline's SSE2
+/// has no 64-bit integer compare and leaves them scalar (~30 instructions per row less).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn ingest_batch_avx2(
+    _simd: Avx2,
+    agg: &mut Aggregator,
+    classifier: &Classifier,
+    batch: &RecordBatch,
+    mapping: &ColumnMapping,
+    now_ms: i64,
+) -> Result<IngestStats, String> {
+    ingest_batch_with(agg, classifier, batch, mapping, now_ms)
+}
+
+/// The body of [`ingest_batch`], inlined into each compilation of it.
+#[inline(always)]
+fn ingest_batch_with(
     agg: &mut Aggregator,
     classifier: &Classifier,
     batch: &RecordBatch,
@@ -1500,6 +1540,22 @@ mod tests {
         (a, st)
     }
 
+    /// [`ingest_batch`] as this CPU runs it (AVX2 here), or its baseline compilation:
+    /// the property tests check both against Event-by-Event observe.
+    fn ingest_either(
+        baseline: bool,
+        a: &mut Aggregator,
+        b: &RecordBatch,
+        now_ms: i64,
+    ) -> IngestStats {
+        let (c, m) = (Classifier::default(), ColumnMapping::default());
+        if baseline {
+            ingest_batch_with(a, &c, b, &m, now_ms).unwrap()
+        } else {
+            ingest_batch(a, &c, b, &m, now_ms).unwrap()
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
         /// Columnar ingest (any column encoding, nulls, bad values, chunk boundaries) gives
@@ -1510,6 +1566,7 @@ mod tests {
             n in 0usize..2600,
             target_dict in proptest::prelude::any::<bool>(),
             version_view in proptest::prelude::any::<bool>(),
+            baseline in proptest::prelude::any::<bool>(),
         ) {
             let mut r = Rng::new(seed);
             let now_ms = 1_700_000_050_000i64;
@@ -1561,7 +1618,7 @@ mod tests {
                 ("timestamp", Arc::new(Int64Array::from(rows.iter().map(|row| row.4).collect::<Vec<_>>()))),
             ]);
             let mut a = agg();
-            let got = ingest_batch(&mut a, &Classifier::default(), &b, &ColumnMapping::default(), now_ms).unwrap();
+            let got = ingest_either(baseline, &mut a, &b, now_ms);
             let (want_agg, want) = reference(&rows, now_ms);
             proptest::prop_assert_eq!(&got, &want);
             proptest::prop_assert_eq!(all(&a), all(&want_agg));
@@ -1581,6 +1638,7 @@ mod tests {
             n in 4000usize..8000,
             encoding in 0u8..4,
             per_second in 200i64..3000,
+            baseline in proptest::prelude::any::<bool>(),
         ) {
             let mut r = Rng::new(seed);
             let now_ms = 1_700_000_050_000i64;
@@ -1655,7 +1713,7 @@ mod tests {
                 .collect();
             let mut a = agg();
             let before = FAST_CHUNKS.with(|c| c.get());
-            let got = ingest_batch(&mut a, &Classifier::default(), &b, &ColumnMapping::default(), now_ms).unwrap();
+            let got = ingest_either(baseline, &mut a, &b, now_ms);
             let fast = FAST_CHUNKS.with(|c| c.get()) - before;
             let (want_agg, want) = reference(&rows, now_ms);
             proptest::prop_assert_eq!(&got, &want);

@@ -109,7 +109,7 @@ pub fn index_of(x: f64) -> i32 {
 /// index `v` lies in (0, 2^31), so adding 2^52 rounds it to the nearest integer exactly
 /// (held in the low mantissa bits), and one compare turns rounding into the floor that
 /// `as i32` (truncation of a positive value) gives.
-#[inline]
+#[inline(always)]
 fn index_of_floor(x: f64) -> i32 {
     let x = if x > MAX_VALUE_MS { MAX_VALUE_MS } else { x };
     let bits = x.to_bits();
@@ -127,7 +127,7 @@ const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
 
 /// [`bin_of`] without branches (identical results for every input, NaN included), so a
 /// loop computing the bins of a column can vectorise.
-#[inline]
+#[inline(always)]
 pub fn bin_of_branchless(x: f64) -> i32 {
     let present = x >= MIN_VALUE_MS;
     let i = index_of_floor(if present { x } else { MIN_VALUE_MS });
