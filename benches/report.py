@@ -18,7 +18,9 @@ PAIRS = [
         ["test_polars_istio_json_mesh", "test_orjson_istio_json_mesh"],
     ),
     ("istio-text", "test_ours_istio_text", ["test_python_split_istio_text"]),
-    ("columnar", "test_ours_columnar", ["test_polars_columnar"]),
+    ("columnar", "test_ours_columnar[enum]", ["test_polars_columnar"]),
+    ("columnar", "test_ours_columnar[string]", ["test_polars_columnar"]),
+    ("columnar", "test_ours_columnar[categorical]", ["test_polars_columnar"]),
     ("columnar", "test_ours_columnar_pyarrow", ["test_polars_columnar"]),
 ]
 
