@@ -312,3 +312,17 @@ async def wait_phase(
 async def events_about(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     doc = await kube.request("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
     return [e for e in doc.get("items") or [] if (e.get("regarding") or {}).get("name") == name]
+
+
+async def wait_event(
+    kube: Kube, namespace: str, name: str, pred: Callable[[str], bool], what: str, timeout: float = 10.0
+) -> str:
+    """Poll the events about `name` until one's note satisfies `pred`; that note."""
+    notes: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        notes = [e["note"] for e in await events_about(kube, namespace, name)]
+        if found := next((n for n in notes if pred(n)), None):
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no event {what}: {notes}")

@@ -17,7 +17,17 @@ from canary_stream.controller.kube_controller import FINALIZER, ControllerConfig
 from canary_stream.controller.scheduler import RolloutOptions
 from canary_stream.core import Aggregator
 from canary_stream.kube.lease import LeaseConfig
-from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, HPAS, PODS, SCALED_OBJECTS, Kube
+from canary_stream.kube.rest import (
+    CONFIGMAPS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    HPAS,
+    PODS,
+    SCALED_OBJECTS,
+    SERVICES,
+    Kube,
+    Resource,
+)
 from canary_stream.registry import Registry
 from canary_stream.router.base import Routes
 from kube_controller_helpers import (
@@ -31,6 +41,7 @@ from kube_controller_helpers import (
     phase_is,
     podinfo_deployment,
     set_image,
+    wait_event,
     wait_for,
     wait_phase,
 )
@@ -585,13 +596,10 @@ async def test_a_missing_scaler_is_reported_and_the_canary_waits_for_it(env: Env
         resource, body = HPAS, podinfo_hpa(80)
     await deploy(env, canary_manifest(autoscalerRef=ref))
     await env.start()
-    for _ in range(100):
-        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
-        if any(f"{kind} {ref['name']}" in n and "not found" in n for n in notes):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"no event about the missing {kind}: {notes}")
+    await wait_event(
+        env.admin, env.namespace, "podinfo",
+        lambda n: f"{kind} {ref['name']}" in n and "not found" in n, f"about the missing {kind}",
+    )  # fmt: skip
     await env.admin.create(resource, env.namespace, body)
     await wait_phase(env.admin, env.namespace, "podinfo", "Initialized", timeout=30)
     assert await env.admin.get(resource, env.namespace, f"{ref['name']}-primary") is not None
@@ -678,14 +686,106 @@ async def test_a_daemonset_with_an_on_delete_strategy_is_reported_by_field(env: 
     manifest["spec"]["targetRef"]["kind"] = "DaemonSet"
     await env.admin.create(CANARIES, env.namespace, manifest)
     await env.start()
-    for _ in range(100):
-        notes = [e["note"] for e in await events_about(env.admin, env.namespace, "podinfo")]
-        if any("spec.updateStrategy.type must be RollingUpdate" in n for n in notes):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"no event naming spec.updateStrategy: {notes}")
+    await wait_event(
+        env.admin, env.namespace, "podinfo",
+        lambda n: "spec.updateStrategy.type must be RollingUpdate" in n, "naming spec.updateStrategy",
+    )  # fmt: skip
     assert await env.admin.get(DAEMONSETS, env.namespace, "podinfo-ds-primary") is None
+
+
+VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
+
+
+def podinfo_service(version: str) -> dict[str, Any]:
+    """A Service whose selector names the release behind it (the Deployments are someone else's)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "podinfo", "labels": {"app": "podinfo"}},
+        "spec": {
+            "selector": {"app": "podinfo", "version": version},
+            "ports": [{"name": "http", "port": 9898, "targetPort": 9898}],
+        },
+    }
+
+
+async def service_selector(env: Env, name: str) -> dict[str, str]:
+    svc = await env.admin.get(SERVICES, env.namespace, name)
+    assert svc is not None, name
+    return dict(svc["spec"]["selector"])
+
+
+async def test_service_target_is_copied_analysed_promoted_and_rolled_back(env: Env) -> None:
+    """Flagger's Service controller on a real apiserver with Istio: the target Service is copied
+    as `-canary` (following it) and `-primary` (given its spec on promotion), each with its own
+    cluster IP; the VirtualService splits between them; a failed run leaves the primary alone."""
+    await env.admin.create(SERVICES, env.namespace, podinfo_service("v1"))
+    manifest = canary_manifest(analysis={"interval": "1s", "threshold": 2, "iterations": 2})
+    manifest["spec"]["targetRef"] = {"apiVersion": "v1", "kind": "Service", "name": "podinfo"}
+    await env.admin.create(CANARIES, env.namespace, manifest)
+    await env.start(mesh="istio")
+    c = await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    target = await env.admin.get(SERVICES, env.namespace, "podinfo")
+    assert target is not None
+    ips = {target["spec"]["clusterIP"]}
+    for name in ("podinfo-primary", "podinfo-canary"):
+        copy = await env.admin.get(SERVICES, env.namespace, name)
+        assert copy is not None
+        assert copy["spec"]["selector"] == {"app": "podinfo", "version": "v1"}
+        assert copy["metadata"]["ownerReferences"][0]["uid"] == c["metadata"]["uid"]
+        ips.add(copy["spec"]["clusterIP"])
+    assert len(ips) == 3  # each copy has its own cluster IP
+    assert not await env.admin.get(DEPLOYMENTS, env.namespace, "podinfo-primary")  # nothing else made
+    vs = await env.admin.get(VIRTUAL_SERVICES, env.namespace, "podinfo")
+    assert vs is not None
+    hosts = {d["destination"]["host"]: d.get("weight") for d in vs["spec"]["http"][-1]["route"]}
+    assert hosts == {"podinfo-primary": 100, "podinfo-canary": 0}
+    applied = c["status"]["lastAppliedSpec"]
+
+    # A new release: the target Service selects v2.
+    await env.admin.patch(SERVICES, env.namespace, "podinfo", {"spec": {"selector": {"version": "v2"}}})
+    progressing = await wait_phase(env.admin, env.namespace, "podinfo", "Progressing", timeout=20)
+    assert progressing["status"]["lastAppliedSpec"] != applied
+    for _ in range(100):
+        if (await service_selector(env, "podinfo-canary"))["version"] == "v2":
+            break
+        await asyncio.sleep(0.05)
+    assert (await service_selector(env, "podinfo-canary"))["version"] == "v2"
+    assert (await service_selector(env, "podinfo-primary"))["version"] == "v1"  # not yet promoted
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    assert (await service_selector(env, "podinfo-primary"))["version"] == "v2"
+    primary = await env.admin.get(SERVICES, env.namespace, "podinfo-primary")
+    assert primary is not None and primary["spec"]["clusterIP"] in ips  # kept its own
+
+    # A failing release: rolled back, the primary keeps v2.
+    env.analyzer.decision = Decision.FAIL
+    await env.admin.patch(SERVICES, env.namespace, "podinfo", {"spec": {"selector": {"version": "v3"}}})
+    await wait_phase(env.admin, env.namespace, "podinfo", "Failed", timeout=40)
+    assert (await service_selector(env, "podinfo-primary"))["version"] == "v2"
+    assert (await service_selector(env, "podinfo-canary"))["version"] == "v3"
+    vs = await env.admin.get(VIRTUAL_SERVICES, env.namespace, "podinfo")
+    assert vs is not None
+    hosts = {d["destination"]["host"]: d.get("weight") for d in vs["spec"]["http"][-1]["route"]}
+    assert hosts == {"podinfo-primary": 100, "podinfo-canary": 0}
+
+
+async def test_a_knative_service_target_is_reported_by_field(env: Env) -> None:
+    manifest = canary_manifest()
+    manifest["spec"]["targetRef"] = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "podinfo",
+    }
+    await env.admin.create(CANARIES, env.namespace, manifest)
+    await env.start()
+    await wait_event(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda n: "targetRef.apiVersion" in n,
+        "naming targetRef.apiVersion",
+    )
+    assert await env.admin.get(SERVICES, env.namespace, "podinfo-primary") is None
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

@@ -35,7 +35,16 @@ from canary_stream.controller.status import CanaryStatus
 from canary_stream.kube.events import KubeEventSink
 from canary_stream.kube.lease import LeaderElector, LeaseConfig
 from canary_stream.kube.objects import FLAGGER_GROUP, OWN_GROUP, VERSION, CanaryRef
-from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, PODS, SECRETS, Kube, Resource
+from canary_stream.kube.rest import (
+    CONFIGMAPS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    PODS,
+    SECRETS,
+    SERVICES,
+    Kube,
+    Resource,
+)
 from canary_stream.kube.retry import retry, status_of
 from canary_stream.kube.status import StatusWriter
 from canary_stream.kube.watch import Informer, WatchEvent, key_of
@@ -222,6 +231,7 @@ class KubeController:
             for kind, res in (
                 ("deployments", DEPLOYMENTS),
                 ("daemonsets", DAEMONSETS),
+                ("services", SERVICES),
                 ("configmaps", CONFIGMAPS),
                 ("secrets", SECRETS),
                 ("pods", PODS),
@@ -270,7 +280,15 @@ class KubeController:
         loop = asyncio.get_running_loop()
         spawn = loop.create_task
         self._tasks.append(spawn(self.events.run(), name="events"))
-        for kind in ("deployments", "daemonsets", "configmaps", "secrets", "pods", "metrictemplates"):
+        for kind in (
+            "deployments",
+            "daemonsets",
+            "services",
+            "configmaps",
+            "secrets",
+            "pods",
+            "metrictemplates",
+        ):
             for inf in self.informers[kind]:
                 self._tasks.append(spawn(self._pump(kind, inf), name=f"watch:{inf.name}"))
         # Canaries only once the workload caches are listed: first reconciles read them.
@@ -368,6 +386,8 @@ class KubeController:
                         self.refs[key_of(ev.object)] = CanaryRef.of(ev.object)
                 elif kind in ("deployments", "daemonsets"):
                     self._on_workload(ev)
+                elif kind == "services":
+                    self._on_service(ev)
                 elif kind in ("configmaps", "secrets"):
                     self._on_config(kind, ev)
                 elif kind == "pods":
@@ -671,6 +691,15 @@ class KubeController:
                 m.rollout.on_revision()  # a new template, or readiness changed: evaluate now
                 if ev.type == "ADDED":
                     self.attribute_pods(ns)
+
+    def _on_service(self, ev: WatchEvent) -> None:
+        """A Service changed: Canaries targeting it (or owning its `-primary` / `-canary` copy)
+        evaluate now. Services of Deployment targets are the router's, not a release."""
+        ns, name = key_of(ev.object)
+        target = name.removesuffix("-primary").removesuffix("-canary")
+        for m in self._by_target(ns, target):
+            if m.canary.spec.target_ref.kind == "Service":
+                m.rollout.on_revision()
 
     def _by_target(self, namespace: str, target: str) -> list[Managed]:
         """Managed Canaries of `namespace` whose target is `target` (indexed)."""

@@ -12,6 +12,8 @@ daemonset_controller.go, see `daemonset`) does it.
 - revert (revertOnDeletion): the target scaled back to the primary's replicas.
 - DaemonSet targets: scaled to zero with a nodeSelector no node matches (`daemonset`), Flagger's
   DaemonSet readiness; the rest as for a Deployment.
+- Service targets (`service`): `<target>-canary` and `<target>-primary` copies of the target
+  Service, nothing scaled, always ready; the primary copy takes the target's spec on promotion.
 - autoscalerRef (HorizontalPodAutoscaler or KEDA ScaledObject, see `scalers`): `<name>-primary`
   cloned from the target's at initialisation and brought in line on every promotion, scaling
   `<target>-primary`; a ScaledObject of the target is paused while the canary is scaled to 0.
@@ -29,11 +31,11 @@ from typing import Any, Protocol
 
 from canary_stream.controller.hashing import spec_hash
 from canary_stream.kube.objects import CanaryRef, parse_time
-from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, SECRETS, Kube, Resource
+from canary_stream.kube.rest import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, SECRETS, SERVICES, Kube, Resource
 from canary_stream.kube.retry import is_transient, retry, status_of
 from canary_stream.kube.status import merge_diff
 from canary_stream.spec.model import Canary
-from canary_stream.workload import daemonset
+from canary_stream.workload import daemonset, service
 from canary_stream.workload.base import Readiness, primary_name
 from canary_stream.workload.scalers import Scalers
 
@@ -47,6 +49,7 @@ RESOURCES: dict[str, Resource] = {
     "daemonsets": DAEMONSETS,
     "configmaps": CONFIGMAPS,
     "secrets": SECRETS,
+    "services": SERVICES,
 }
 
 
@@ -66,7 +69,9 @@ TARGET_KINDS: dict[str, TargetKind] = {
         "Deployment", "deployments", DEPLOYMENTS, ("minReadySeconds", "revisionHistoryLimit", "strategy")
     ),
     "DaemonSet": TargetKind("DaemonSet", "daemonsets", DAEMONSETS, daemonset.COPIED_FIELDS),
+    "Service": TargetKind("Service", "services", SERVICES, ()),
 }
+KNATIVE_GROUP = "serving.knative.dev"
 
 
 def target_kind(canary: Canary) -> TargetKind:
@@ -77,6 +82,14 @@ def target_kind(canary: Canary) -> TargetKind:
         raise LookupError(f"targetRef.kind {ref.kind} is not supported ({' or '.join(TARGET_KINDS)})")
     if kind.name == "DaemonSet" and canary.spec.autoscaler_ref is not None:
         raise LookupError("autoscalerRef: a DaemonSet target has no replica count to autoscale")
+    if kind.name == "Service":
+        if ref.api_version.startswith(f"{KNATIVE_GROUP}/"):
+            raise LookupError(
+                f"targetRef.apiVersion {ref.api_version}: Knative Services are not supported "
+                "(a core v1 Service is)"
+            )
+        if canary.spec.autoscaler_ref is not None:
+            raise LookupError("autoscalerRef: a Service target runs no workload to autoscale")
     return kind
 
 
@@ -370,6 +383,8 @@ class KubeWorkloads:
 
     async def revision(self, canary: Canary) -> str:
         target = await self._target(canary)
+        if target_kind(canary).name == "Service":
+            return service.service_revision(target)
         checksums = await self._checksums(canary, target)
         # A DaemonSet's scale-to-zero nodeSelector is not a release.
         template = daemonset.without_scale_to_zero((target.get("spec") or {}).get("template") or {})
@@ -388,6 +403,8 @@ class KubeWorkloads:
         dep = await self.reader.get(kind.plural, canary.namespace, name)
         if dep is None:
             return Readiness(False, True, f"{name} not created yet")
+        if kind.name == "Service":
+            return Readiness(True)  # the workloads behind it are someone else's (Flagger: always ready)
         if kind.name == "DaemonSet":
             return self._daemonset_ready(canary, dep)
         a = canary.spec.analysis
@@ -396,6 +413,11 @@ class KubeWorkloads:
 
     async def canary_ready(self, canary: Canary) -> Readiness:
         target = await self._target(canary)
+        if target_kind(canary).name == "Service":
+            # Asked on every step of a run: the `-canary` copy follows the target, as Flagger's
+            # Initialize does on every reconcile.
+            await self._sync_canary_service(canary, target)
+            return Readiness(True)
         if target_kind(canary).name == "DaemonSet":
             if daemonset.is_scaled_to_zero(target):
                 return Readiness(True)  # no pods wanted, nothing to wait for
@@ -420,6 +442,13 @@ class KubeWorkloads:
         target = await self._target(canary)
         kind = target_kind(canary)
         name = primary_name(canary.spec.target_ref.name)
+        if kind.name == "Service":
+            await self._sync_canary_service(canary, target)
+            if await self.reader.get("services", ns, name) is None:
+                distribution = canary.spec.service.traffic_distribution
+                body = service.service_copy(target, name, self.owner(canary), None, distribution)
+                await self._create_service(canary, body)
+            return
         if await self.reader.get(kind.plural, ns, name) is not None:
             await self.scalers.sync_primary(canary, create_only=True)
             return
@@ -439,6 +468,10 @@ class KubeWorkloads:
 
     async def scale_canary(self, canary: Canary, replicas: int | None) -> None:
         ns = canary.namespace
+        if target_kind(canary).name == "Service":
+            if replicas != 0:  # a run starts: the canary copy carries the new spec first
+                await self._sync_canary_service(canary, await self._target(canary))
+            return
         if target_kind(canary).name == "DaemonSet":
             await self._scale_daemonset(ns, canary.spec.target_ref.name, to_zero=replicas == 0)
             return
@@ -470,6 +503,9 @@ class KubeWorkloads:
         ns = canary.namespace
         target = await self._target(canary)
         kind = target_kind(canary)
+        if kind.name == "Service":
+            await self._replace_service(canary, target, primary_name(canary.spec.target_ref.name))
+            return
         configs = await self.tracked_configs(canary, target)
         await self._sync_configs(ns, configs, self.owner(canary))
         label, _ = selector_label(target)
@@ -499,6 +535,8 @@ class KubeWorkloads:
 
     async def revert(self, canary: Canary) -> None:
         ns = canary.namespace
+        if target_kind(canary).name == "Service":
+            return  # nothing was scaled or changed on the target
         if target_kind(canary).name == "DaemonSet":
             await self._scale_daemonset(ns, canary.spec.target_ref.name, to_zero=False)
             return
@@ -506,6 +544,47 @@ class KubeWorkloads:
         primary = await self.reader.get("deployments", ns, primary_name(canary.spec.target_ref.name))
         replicas = int(((primary or {}).get("spec") or {}).get("replicas") or 1)
         await self._scale(ns, canary.spec.target_ref.name, replicas)
+
+    # -- Service targets
+
+    async def _sync_canary_service(self, canary: Canary, target: dict[str, Any]) -> None:
+        """`<target>-canary` created, or replaced when it no longer carries the target's spec."""
+        name = service.canary_service_name(canary.spec.target_ref.name)
+        distribution = canary.spec.service.traffic_distribution
+        current = await self.reader.get("services", canary.namespace, name)
+        if current is None:
+            body = service.service_copy(target, name, self.owner(canary), None, distribution)
+            await self._create_service(canary, body)
+        elif not service.same_copy(current, target, distribution):
+            await self._replace_service(canary, target, name)
+
+    async def _create_service(self, canary: Canary, body: dict[str, Any]) -> None:
+        ns, name = canary.namespace, body["metadata"]["name"]
+        try:
+            created = await retry(
+                lambda: self.kube.create(SERVICES, ns, body), what=f"create service {ns}/{name}"
+            )
+            self.reader.wrote("services", ns, created)
+        except Exception as exc:
+            if status_of(exc) != 409:  # already there (a stale cache): fine
+                raise
+
+    async def _replace_service(self, canary: Canary, target: dict[str, Any], name: str) -> None:
+        """Service `name` given the target's spec, labels and annotations (its own cluster IPs and
+        node ports kept); a conflict reads again."""
+        ns = canary.namespace
+        distribution = canary.spec.service.traffic_distribution
+
+        async def replace() -> Any:
+            current = await self.kube.get(SERVICES, ns, name)
+            if current is None:
+                raise LookupError(f"Service {name}.{ns} not found")
+            body = service.service_copy(target, name, self.owner(canary), current, distribution)
+            return await self.kube.replace(SERVICES, ns, name, body)
+
+        replaced = await retry(replace, what=f"replace service {ns}/{name}",
+                               retry_on=lambda e: status_of(e) == 409 or is_transient(e))  # fmt: skip
+        self.reader.wrote("services", ns, replaced)
 
     async def _sync_configs(
         self, namespace: str, configs: dict[ConfigKey, dict[str, Any]], owner: CanaryRef
