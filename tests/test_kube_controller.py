@@ -22,6 +22,7 @@ from canary_stream.kube.rest import (
     DAEMONSETS,
     DEPLOYMENTS,
     HPAS,
+    INGRESSES,
     PODS,
     SCALED_OBJECTS,
     SERVICES,
@@ -786,6 +787,56 @@ async def test_a_knative_service_target_is_reported_by_field(env: Env) -> None:
         "naming targetRef.apiVersion",
     )
     assert await env.admin.get(SERVICES, env.namespace, "podinfo-primary") is None
+
+
+async def test_nginx_rollout_by_the_controller_user(env: Env) -> None:
+    """provider nginx end to end under deploy/rbac.yaml: the `-canary` Ingress is created and
+    annotated with each step's weight, then left at 0 after promotion."""
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {
+                    "host": "app.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+    await env.admin.create(INGRESSES, env.namespace, ingress)
+    ref = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
+    await deploy(env, canary_manifest(provider="nginx", ingressRef=ref))
+    await env.start(mesh="istio")  # spec.provider wins over the controller's default
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    seen: list[str] = []
+
+    async def sample() -> None:
+        while True:
+            obj = await env.admin.get(INGRESSES, env.namespace, "podinfo-canary")
+            weight = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(
+                "nginx.ingress.kubernetes.io/canary-weight"
+            )
+            if weight is not None and (not seen or seen[-1] != weight):
+                seen.append(weight)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    await asyncio.sleep(0.2)
+    sampler.cancel()
+    assert seen == ["0", "10", "20", "30", "0"]
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

@@ -643,3 +643,93 @@ async def test_kubernetes_provider_records_the_decision_on_the_apex(
     apex = await service(kube_api, ns, "podinfo")
     assert json.loads(apex.metadata.annotations[ROUTES_ANNOTATION]) == {"primary": 0, "canary": 100}
     assert apex.spec.selector == {"app": "podinfo-primary"}  # nothing splits: the apex stays on primary
+
+
+# ---------------------------------------------------------------------------------------- ingress-nginx
+
+NGINX = "nginx.ingress.kubernetes.io"
+INGRESS_REF = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
+
+
+async def create_ingress(api: ApiClient, namespace: str, paths: list[tuple[str, str]]) -> None:
+    """The user's Ingress: `(path, service)` rules on one host, as ingress-nginx serves them."""
+    body = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "podinfo", "annotations": {f"{NGINX}/proxy-body-size": "1m"}},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {
+                    "host": "app.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": path,
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": svc, "port": {"number": 9898}}},
+                            }
+                            for path, svc in paths
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+    await client.NetworkingV1Api(api).create_namespaced_ingress(namespace, body)
+
+
+async def ingress_of(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    obj = await client.NetworkingV1Api(api).read_namespaced_ingress(name, namespace)
+    out: dict[str, Any] = api.sanitize_for_serialization(obj)
+    return out
+
+
+async def test_nginx_canary_ingress_follows_the_ingress_and_carries_the_weight(
+    kube_api: ApiClient, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    await deploy_target(kube_api, ns)
+    await create_ingress(kube_api, ns, [("/", "podinfo"), ("/static", "cdn")])
+    canary = await create_canary(kube_api, ns, provider="nginx", ingressRef=INGRESS_REF)
+    router = router_for(canary, kube_api)
+    await router.reconcile(canary)
+    ing = await ingress_of(kube_api, ns, "podinfo-canary")
+    paths = ing["spec"]["rules"][0]["http"]["paths"]
+    assert [p["backend"]["service"]["name"] for p in paths] == ["podinfo-canary", "cdn"]
+    notes = ing["metadata"]["annotations"]
+    assert notes[f"{NGINX}/canary"] == "true" and notes[f"{NGINX}/canary-weight"] == "0"
+    assert notes[f"{NGINX}/proxy-body-size"] == "1m"
+    assert ing["metadata"]["ownerReferences"][0]["uid"] == canary.metadata.model_extra["uid"]
+    assert await router.get_routes(canary) == Routes(100, 0)
+
+    await router.set_routes(canary, Routes(90, 10))
+    assert await router.get_routes(canary) == Routes(90, 10)
+    # The user's Ingress gains a path: the copy follows, the split stays.
+    api = client.NetworkingV1Api(kube_api)
+    user = await ingress_of(kube_api, ns, "podinfo")
+    user["spec"]["rules"][0]["http"]["paths"].append(
+        {
+            "path": "/api",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}},
+        }
+    )
+    await api.replace_namespaced_ingress("podinfo", ns, user)
+    await router.reconcile(canary)
+    paths = (await ingress_of(kube_api, ns, "podinfo-canary"))["spec"]["rules"][0]["http"]["paths"]
+    assert [p["backend"]["service"]["name"] for p in paths] == ["podinfo-canary", "cdn", "podinfo-canary"]
+    assert await router.get_routes(canary) == Routes(90, 10)
+    # The user's own Ingress is never written.
+    assert "canary" not in json.dumps(
+        (await ingress_of(kube_api, ns, "podinfo"))["metadata"].get("annotations")
+    )
+
+
+async def test_nginx_without_the_ingress_is_reported_by_field(
+    kube_api: ApiClient, kube_namespace: str
+) -> None:
+    await deploy_target(kube_api, kube_namespace)
+    canary = await create_canary(kube_api, kube_namespace, provider="nginx", ingressRef=INGRESS_REF)
+    with pytest.raises(LookupError, match=r"spec\.ingressRef"):
+        await router_for(canary, kube_api).reconcile(canary)

@@ -17,7 +17,16 @@ from canary_stream.router.base import Routes
 from canary_stream.router.factory import KubernetesRouter, router_for
 from canary_stream.spec.model import Canary
 from canary_stream.workload.memory import InMemoryWorkloads
-from test_routers_kube import COOKIE_MATCH, create_canary, deploy_target, http_route, vs
+from test_routers_kube import (
+    COOKIE_MATCH,
+    INGRESS_REF,
+    create_canary,
+    create_ingress,
+    deploy_target,
+    http_route,
+    ingress_of,
+    vs,
+)
 from test_scheduler import ScriptedAnalyzer
 
 pytestmark = pytest.mark.kube
@@ -120,3 +129,34 @@ async def test_smi_canary_rollout(kube_api: ApiClient, kube_namespace: str, prov
     )
     router, _ = await roll_out(kube_api, canary)
     assert weights(router.read_back) == [(5, False), (50, False), (0, False)]
+
+
+async def test_nginx_canary_weights_then_promotion(kube_api: ApiClient, kube_namespace: str) -> None:
+    await deploy_target(kube_api, kube_namespace)
+    await create_ingress(kube_api, kube_namespace, [("/", "podinfo")])
+    canary = await create_canary(
+        kube_api,
+        kube_namespace,
+        analysis={"stepWeight": 20, "maxWeight": 40},
+        provider="nginx",
+        ingressRef=INGRESS_REF,
+    )
+    router, _ = await roll_out(kube_api, canary)
+    assert weights(router.read_back) == [(20, False), (40, False), (0, False)]
+
+
+async def test_nginx_ab_header_rollout(kube_api: ApiClient, kube_namespace: str) -> None:
+    await deploy_target(kube_api, kube_namespace)
+    await create_ingress(kube_api, kube_namespace, [("/", "podinfo")])
+    match = [{"headers": {"x-canary": {"exact": "insider"}}}]
+    canary = await create_canary(
+        kube_api,
+        kube_namespace,
+        analysis={"iterations": 2, "match": match},
+        provider="nginx",
+        ingressRef=INGRESS_REF,
+    )
+    router, _ = await roll_out(kube_api, canary)
+    assert weights(router.read_back) == [(100, False), (0, False)]
+    notes = (await ingress_of(kube_api, kube_namespace, "podinfo-canary"))["metadata"]["annotations"]
+    assert not [k for k in notes if "canary-by-header" in k]  # conditions gone after promotion

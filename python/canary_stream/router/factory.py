@@ -15,6 +15,7 @@ from canary_stream.router.gateway_api import GatewayAPIRouter
 from canary_stream.router.istio import IstioRouter
 from canary_stream.router.kube_common import MERGE_PATCH_OPTIONS, check_routes, service_names
 from canary_stream.router.kubernetes import DEFAULT_SELECTOR_LABELS, ServiceRouter
+from canary_stream.router.nginx import NginxRouter, ingress_name
 from canary_stream.router.smi import SmiRouter
 from canary_stream.spec.model import Canary
 
@@ -30,6 +31,7 @@ SUPPORTED_PROVIDERS = (
     "smi:v1alpha2",
     "smi:v1alpha3",
     "osm",
+    "nginx",
     "kubernetes",
 )
 _MIRRORING_PROVIDERS = ("istio", "gatewayapi:v1", "gatewayapi:v1beta1")
@@ -125,6 +127,8 @@ def mesh_router_for(provider: str, api: ApiClient, field: str = "spec.provider")
         return SmiRouter(api, version="v1alpha2")
     if provider == "smi:v1alpha3":
         return SmiRouter(api, version="v1alpha3")
+    if provider == "nginx":
+        return NginxRouter(api)
     if provider == "kubernetes":
         return ServiceRoutesRouter(api)
     raise ValueError(
@@ -150,4 +154,6 @@ def router_for(
         raise ValueError(
             f"spec.analysis.mirror: provider {provider!r} cannot mirror traffic (istio or gatewayapi can)"
         )
+    if provider == "nginx":
+        ingress_name(canary)  # ValueError naming spec.ingressRef when it is missing
     return KubernetesRouter(ServiceRouter(api, selector_labels), mesh)

@@ -5,6 +5,7 @@ comparison that tolerates the API server's defaulting."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,24 @@ def new_object(
     if refs:
         metadata["ownerReferences"] = refs
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+async def read_or_none(api: ApiClient, read: Awaitable[Any]) -> JsonObject | None:
+    """The object a typed client's read returns, as a dict; None when it does not exist."""
+    try:
+        obj = await read
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    out: JsonObject = api.sanitize_for_serialization(obj)
+    return out
+
+
+def dict_body(obj: JsonObject) -> Any:
+    """A dict as the body of a typed client's write: the client serialises it as it is; its stubs
+    only declare the model class."""
+    return obj
 
 
 class CustomResource:

@@ -22,9 +22,11 @@ from canary_stream.router.kube_common import (
     KUBECTL_ANNOTATION,
     STRICT,
     JsonObject,
+    dict_body,
     flux_safe,
     is_owned_by,
     owner_references,
+    read_or_none,
     service_names,
 )
 from canary_stream.spec.model import Canary, CustomMetadata
@@ -241,26 +243,19 @@ class ServiceRouter:
         existing = await self._read(canary.namespace, name)
         if existing is None:
             await self.core.create_namespaced_service(
-                canary.namespace, _body(desired), field_manager=FIELD_MANAGER, field_validation=STRICT
+                canary.namespace, dict_body(desired), field_manager=FIELD_MANAGER, field_validation=STRICT
             )
             return "created"
         update = service_update(canary, existing, desired)
         if update is None:
             return "unchanged"
         await self.core.replace_namespaced_service(
-            name, canary.namespace, _body(update), field_manager=FIELD_MANAGER, field_validation=STRICT
+            name, canary.namespace, dict_body(update), field_manager=FIELD_MANAGER, field_validation=STRICT
         )
         return "updated"
 
     async def _read(self, namespace: str, name: str) -> JsonObject | None:
-        try:
-            obj = await self.core.read_namespaced_service(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        out: JsonObject = self.api.sanitize_for_serialization(obj)
-        return out
+        return await read_or_none(self.api, self.core.read_namespaced_service(name, namespace))
 
     async def finalize(self, canary: Canary) -> None:
         """revertOnDeletion: an apex Service canary-stream did not create selects the target's pods
@@ -281,10 +276,9 @@ class ServiceRouter:
         if svc["spec"].get("selector") != selector:
             svc["spec"]["selector"] = selector
             await self.core.replace_namespaced_service(
-                names.apex, canary.namespace, _body(svc), field_manager=FIELD_MANAGER, field_validation=STRICT
+                names.apex,
+                canary.namespace,
+                dict_body(svc),
+                field_manager=FIELD_MANAGER,
+                field_validation=STRICT,
             )
-
-
-def _body(obj: JsonObject) -> Any:
-    # The client serialises a dict body as it is; its stubs only declare the model class.
-    return obj
