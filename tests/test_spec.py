@@ -694,3 +694,11 @@ def test_validate_warnings_are_printed(tmp_path: Path, capsys: pytest.CaptureFix
     f.write_text(yaml.safe_dump(base_doc(stepWeights=[10, 50], maxWeight=30)))
     assert main(["validate", str(f)]) == 0
     assert "warning: spec.analysis.maxWeight: ignored with stepWeights" in capsys.readouterr().out
+
+
+def test_provider_nginx_needs_the_ingress_to_copy() -> None:
+    doc = base_doc(stepWeight=10, maxWeight=50)
+    doc["spec"]["provider"] = "nginx"
+    assert "spec.ingressRef" in errors_of(doc)
+    doc["spec"]["ingressRef"] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
+    assert parse_canary(doc)[0].spec.ingress_ref is not None

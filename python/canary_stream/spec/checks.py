@@ -71,6 +71,8 @@ def canary_rules(doc: Mapping[str, Any]) -> tuple[list[FieldError], list[FieldEr
         return out.errors, out.warnings
     if spec.get("service") is None and not _is_knative(spec):
         out.error("spec.service", "required (only Knative targets go without)")
+    if spec.get("provider") == "nginx" and not (_map(spec.get("ingressRef")) or {}).get("name"):
+        out.error("spec.ingressRef", "required with provider nginx (the Ingress to copy as <name>-canary)")
     key = analysis_key(spec)
     if key == "canaryAnalysis":
         out.warn("spec.canaryAnalysis", "deprecated name; read as spec.analysis (Flagger does the same)")
