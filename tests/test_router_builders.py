@@ -608,8 +608,12 @@ def test_factory_picks_the_mesh_router_by_provider_and_default() -> None:
 
 
 def test_factory_rejects_unknown_providers_and_mirroring_where_impossible() -> None:
-    with pytest.raises(ValueError, match=r"spec\.provider: provider 'nginx' is not supported"):
+    with pytest.raises(ValueError, match=r"spec\.provider: provider 'contour' is not supported"):
+        router_for(make_canary(provider="contour"), _FakeApi())
+    with pytest.raises(ValueError, match=r"spec\.ingressRef: provider nginx needs the Ingress"):
         router_for(make_canary(provider="nginx"), _FakeApi())
+    with pytest.raises(ValueError, match=r"spec\.analysis\.mirror: provider 'nginx' cannot mirror"):
+        router_for(make_canary(analysis={"mirror": True}, provider="nginx"), _FakeApi())
     with pytest.raises(ValueError, match="--mesh-provider: provider 'bogus'"):
         router_for(make_canary(), _FakeApi(), mesh_provider="bogus")
     with pytest.raises(ValueError, match=r"spec\.analysis\.mirror"):
