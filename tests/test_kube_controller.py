@@ -839,6 +839,27 @@ async def test_nginx_rollout_by_the_controller_user(env: Env) -> None:
     assert seen == ["0", "10", "20", "30", "0"]
 
 
+async def test_spec_warnings_become_warning_events_and_the_canary_runs(env: Env) -> None:
+    analysis = {
+        "interval": "1s",
+        "threshold": 2,
+        "maxWeight": 30,
+        "stepWeight": 10,
+        "alerts": [{"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}],
+    }
+    await deploy(env, canary_manifest(analysis=analysis))
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    note = await wait_event(
+        env.admin,
+        env.namespace,
+        "podinfo",
+        lambda n: "spec.analysis.alerts" in n,
+        "naming spec.analysis.alerts",
+    )
+    assert note.startswith("Canary spec warning: spec.analysis.alerts: not sent")
+
+
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:
     from canary_stream.kube.objects import FLAGGER_GROUP, OWN_GROUP
     from canary_stream.kube.rest import Resource

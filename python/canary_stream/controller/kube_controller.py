@@ -219,6 +219,7 @@ class KubeController:
         self.managed: dict[Key, Managed] = {}
         self.refs: dict[Key, CanaryRef] = {}
         self.invalid: dict[Key, int] = {}  # generation reported invalid
+        self.warned: dict[Key, int] = {}  # generation whose spec warnings were reported
         self.pod_hosts: dict[Key, tuple[str, str]] = {}  # pod -> (ip, version)
         self.events = KubeEventSink(kube, lambda ns, n: self.refs.get((ns, n)))
         self.elector: LeaderElector | None = None
@@ -416,6 +417,7 @@ class KubeController:
             self._drop(key)
             self.refs.pop(key, None)
             self.invalid.pop(key, None)
+            self.warned.pop(key, None)
             return
         self.refs[key] = ref
         meta = obj.get("metadata") or {}
@@ -424,7 +426,7 @@ class KubeController:
         if m is not None and _only_status_changed(m, obj):
             return  # our own status writes come back as MODIFIED: nothing to do
         try:
-            canary, _ = parse_canary(_spec_doc(obj))
+            canary, warnings = parse_canary(_spec_doc(obj))
         except SpecError as err:
             if meta.get("deletionTimestamp") and FINALIZER in finalizers:
                 await self._set_finalizer(ref, finalizers, present=False)
@@ -434,6 +436,7 @@ class KubeController:
         if key in self.invalid:
             del self.invalid[key]
             await self._clear_invalid(ref, obj)
+        self._report_warnings(ref, obj, warnings)
         if meta.get("deletionTimestamp"):
             await self._on_deleting(ref, obj, canary, finalizers)
             return
@@ -586,6 +589,18 @@ class KubeController:
         except Exception as exc:
             if status_of(exc) != 404:
                 raise
+
+    def _report_warnings(self, ref: CanaryRef, obj: dict[str, Any], warnings: list[FieldError]) -> None:
+        """A Warning event per spec warning (a field accepted but not acted on as written, such as
+        `analysis.alerts`), once per generation."""
+        key = (ref.namespace, ref.name)
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        if not warnings or self.warned.get(key) == generation:
+            return
+        self.warned[key] = generation
+        for w in warnings:
+            note = f"Canary spec warning: {w}"
+            self.events.record(Event(self.clock.now(), EventType.WARNING, note, ref.name, ref.namespace))
 
     async def _report_invalid(self, ref: CanaryRef, obj: dict[str, Any], err: SpecError) -> None:
         key = (ref.namespace, ref.name)
