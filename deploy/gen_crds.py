@@ -1,4 +1,4 @@
-"""Generate deploy/crds/{canaries,metrictemplates}.yaml from Flagger's v1beta1 CRD
+"""Generate deploy/crds/{canaries,metrictemplates,alertproviders}.yaml from Flagger's v1beta1 CRD
 (the vendored tests/crds/upstream/flagger copy, or the file given as argument): same spec shape, group
 canary-stream.dev, plus canary-stream's additions (analysis.judge, metrics[].stream / noData, the
 streaming MetricTemplate), status.observedGeneration, and printer columns phase / weight / failed
@@ -112,6 +112,11 @@ def metrictemplates(flagger: dict[str, Any]) -> dict[str, Any]:
     return crd
 
 
+def alertproviders(flagger: dict[str, Any]) -> dict[str, Any]:
+    """Flagger's AlertProvider as it is, in our group (controller/alerts.py sends to it)."""
+    return _rename(flagger, "alertproviders")
+
+
 def main(argv: list[str]) -> None:
     source = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
     docs = {d["spec"]["names"]["plural"]: d for d in yaml.safe_load_all(source.read_text()) if d}
@@ -119,6 +124,7 @@ def main(argv: list[str]) -> None:
     for name, crd in (
         ("canaries", canaries(docs["canaries"])),
         ("metrictemplates", metrictemplates(docs["metrictemplates"])),
+        ("alertproviders", alertproviders(docs["alertproviders"])),
     ):
         out = HERE / "crds" / f"{name}.yaml"
         out.write_text(header + yaml.safe_dump(crd, sort_keys=False, width=120))

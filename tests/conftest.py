@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-pytest_plugins = ("kafka_fixtures", "kube_fixtures")
+pytest_plugins = ("hook_server", "kafka_fixtures", "kube_fixtures")
 
 ISTIO_TEXT_PRIMARY_200 = (
     '[2026-11-26T05:06:07.123Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 358 12 11 "-" '

@@ -5,6 +5,7 @@ fake kubelet making Deployments ready, a ConfigMap-backed router and a scripted 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,12 +26,14 @@ from canary_stream.kube.rest import (
     INGRESSES,
     PODS,
     SCALED_OBJECTS,
+    SECRETS,
     SERVICES,
     Kube,
     Resource,
 )
 from canary_stream.registry import Registry
 from canary_stream.router.base import Routes
+from hook_server import HookServer
 from kube_controller_helpers import (
     CANARIES,
     ConfigMapRouter,
@@ -840,13 +843,7 @@ async def test_nginx_rollout_by_the_controller_user(env: Env) -> None:
 
 
 async def test_spec_warnings_become_warning_events_and_the_canary_runs(env: Env) -> None:
-    analysis = {
-        "interval": "1s",
-        "threshold": 2,
-        "maxWeight": 30,
-        "stepWeight": 10,
-        "alerts": [{"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}],
-    }
+    analysis = {"interval": "1s", "threshold": 2, "maxWeight": 30, "stepWeight": 10, "mirrorWeight": 50}
     await deploy(env, canary_manifest(analysis=analysis))
     await env.start()
     await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
@@ -854,10 +851,64 @@ async def test_spec_warnings_become_warning_events_and_the_canary_runs(env: Env)
         env.admin,
         env.namespace,
         "podinfo",
-        lambda n: "spec.analysis.alerts" in n,
-        "naming spec.analysis.alerts",
+        lambda n: "mirrorWeight" in n,
+        "naming spec.analysis.mirrorWeight",
     )
-    assert note.startswith("Canary spec warning: spec.analysis.alerts: not sent")
+    assert note == "Canary spec warning: spec.analysis.mirrorWeight: has no effect without mirror: true"
+
+
+async def test_alerts_go_to_the_alert_providers_address_from_its_secret(env: Env, server: HookServer) -> None:
+    """analysis.alerts on the real apiserver: the AlertProvider (ours) names a Secret holding the
+    address and token; an error-only alert on another provider stays silent on a good release."""
+    alert_providers = Resource("canary-stream.dev", "v1beta1", "alertproviders")
+    address = base64.b64encode(server.url("/slack").encode()).decode()
+    token = base64.b64encode(b"t0ken").decode()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "slack-url"},
+        "data": {"address": address, "token": token},
+    }
+    await env.admin.create(SECRETS, env.namespace, secret)
+    await env.admin.create(
+        alert_providers,
+        env.namespace,
+        {"apiVersion": "canary-stream.dev/v1beta1", "kind": "AlertProvider", "metadata": {"name": "slack"},
+         "spec": {"type": "slack", "channel": "deploys", "secretRef": {"name": "slack-url"}}},
+    )  # fmt: skip
+    await env.admin.create(
+        alert_providers,
+        env.namespace,
+        {"apiVersion": "canary-stream.dev/v1beta1", "kind": "AlertProvider", "metadata": {"name": "pager"},
+         "spec": {"type": "msteams", "address": server.url("/pager")}},
+    )  # fmt: skip
+    analysis = {
+        "interval": "1s",
+        "threshold": 2,
+        "iterations": 2,
+        "alerts": [
+            {"name": "team", "severity": "info", "providerRef": {"name": "slack"}},
+            {"name": "on-call", "severity": "error", "providerRef": {"name": "pager"}},
+        ],
+    }
+    await deploy(env, canary_manifest(analysis=analysis))
+    await env.start()
+    await wait_phase(env.admin, env.namespace, "podinfo", "Initialized")
+    await set_image(env.admin, env.namespace, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1")
+    await wait_phase(env.admin, env.namespace, "podinfo", "Succeeded", timeout=40)
+    for _ in range(100):
+        if len(server.calls("/slack")) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    texts = [c.body["attachments"][0]["text"] for c in server.calls("/slack")]
+    assert texts == [
+        "New Deployment detected, initialization completed.",
+        "New revision detected, progressing canary analysis.",
+        "Canary analysis completed successfully, promotion finished.",
+    ]
+    first = server.calls("/slack")[0]
+    assert first.headers.get("Authorization") == "Bearer t0ken" and first.body["channel"] == "deploys"
+    assert server.calls("/pager") == []
 
 
 async def test_flagger_canaries_are_reconciled_only_when_asked(env: Env) -> None:

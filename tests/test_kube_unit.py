@@ -289,6 +289,10 @@ def test_crd_files_match_the_generator_and_carry_our_additions() -> None:
     ]
     assert "judge" in analysis
     assert {"stream", "noData"} <= set(analysis["metrics"]["items"]["properties"])
+    for plural in ("metrictemplates", "alertproviders"):
+        generated = getattr(gen, plural)(flagger[plural])
+        assert yaml.safe_load((ROOT / "deploy" / "crds" / f"{plural}.yaml").read_text()) == generated
+        assert generated["spec"]["group"] == "canary-stream.dev"
 
 
 class _Stream:

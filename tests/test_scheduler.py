@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from canary_stream.analysis.verdict import Decision, Verdict
 from canary_stream.analysis.verdict import TestResult as Check
 from canary_stream.clock import SimClock
+from canary_stream.controller.alerts import AlertSink
 from canary_stream.controller.events import MemoryEventSink
 from canary_stream.controller.phases import Phase
 from canary_stream.controller.scheduler import Rollout, RolloutOptions, advance_settled, next_canary_weight
@@ -23,7 +24,7 @@ from canary_stream.router.base import RouterNotReady, Routes
 from canary_stream.router.memory import InMemoryRouter
 from canary_stream.spec.model import Analysis, Canary
 from canary_stream.workload.memory import InMemoryWorkloads
-from test_webhooks import HookServer, Reply
+from hook_server import HookServer, Reply
 
 INTERVAL = 60.0
 
@@ -109,15 +110,6 @@ async def envs() -> AsyncIterator[list[Env]]:
             await e.close()
 
 
-@pytest.fixture
-def server() -> Iterator[HookServer]:
-    s = HookServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
-
-
 async def start(
     envs: list[Env],
     analysis: dict[str, Any] | None,
@@ -125,6 +117,7 @@ async def start(
     analyzer: ScriptedAnalyzer | None = None,
     options: RolloutOptions | None = None,
     startup_s: float = 0.0,
+    alerts: AlertSink | None = None,
     **spec: Any,
 ) -> Env:
     """An initialized canary with `podinfo:1` on the primary."""
@@ -142,6 +135,7 @@ async def start(
         analyzer=analyzer,
         webhooks=client,
         events=sink,
+        alerts=alerts,
         options=options,
     )
     task = asyncio.create_task(rollout.run())

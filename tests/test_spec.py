@@ -702,14 +702,3 @@ def test_provider_nginx_needs_the_ingress_to_copy() -> None:
     assert "spec.ingressRef" in errors_of(doc)
     doc["spec"]["ingressRef"] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
     assert parse_canary(doc)[0].spec.ingress_ref is not None
-
-
-def test_alerts_are_accepted_with_a_warning_that_they_are_not_sent() -> None:
-    doc = base_doc(stepWeight=10, maxWeight=50)
-    doc["spec"]["analysis"]["alerts"] = [
-        {"name": "on-call", "severity": "error", "providerRef": {"name": "slack"}}
-    ]
-    canary, warnings = parse_canary(doc)
-    assert canary.spec.analysis is not None and len(canary.spec.analysis.alerts) == 1
-    assert [w.path for w in warnings] == ["spec.analysis.alerts"]
-    assert "not sent" in warnings[0].message

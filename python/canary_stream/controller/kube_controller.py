@@ -18,6 +18,7 @@ Reads of workloads come from the watch caches, so a rollout step costs only its 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 from canary_stream.analysis.verdict import Verdict
 from canary_stream.clock import Clock, WallClock
+from canary_stream.controller.alerts import POST_TIMEOUT_S, AlertSender, ProviderTarget
 from canary_stream.controller.events import Event, EventType
 from canary_stream.controller.manual import ANNOTATIONS, annotations_for, parse_manual
 from canary_stream.controller.phases import ANALYSING
@@ -247,6 +249,7 @@ class KubeController:
             )
         self.reader = CacheReader(kube, self.informers)
         self.workloads = KubeWorkloads(kube, self._owner, self.reader, clock=self.clock.now)
+        self.alerts = AlertSender(self._alert_provider)
         self._queue: asyncio.Queue[tuple[str, WatchEvent] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._leading = asyncio.Event()
@@ -350,6 +353,8 @@ class KubeController:
                 await asyncio.wait_for(m.writer.flush(), 5)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.events.flush(), 5)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.alerts.close(), POST_TIMEOUT_S + 1)
         if self.elector is not None:
             await self.elector.release()
         self._leading.clear()
@@ -512,6 +517,7 @@ class KubeController:
             self.clock,
             analyzer=tracker,
             events=_Events(self.events, registry),
+            alerts=self.alerts,
             status=status,
             options=self.config.options,
             on_status=on_status,
@@ -589,6 +595,38 @@ class KubeController:
         except Exception as exc:
             if status_of(exc) != 404:
                 raise
+
+    async def _alert_provider(self, namespace: str, name: str, group: str) -> ProviderTarget:
+        """The AlertProvider `name` (of the Canary's API group) and its Secret, as Flagger reads
+        them; LookupError saying what is missing."""
+        res = Resource(group, VERSION, "alertproviders")
+        obj = await retry(
+            lambda: self.kube.get(res, namespace, name), what=f"GET alertprovider {namespace}/{name}"
+        )
+        if obj is None:
+            raise LookupError(f"AlertProvider {name}.{namespace} not found")
+        spec = obj.get("spec") or {}
+        address, token = str(spec.get("address") or ""), ""
+        secret_name = (spec.get("secretRef") or {}).get("name")
+        if secret_name:
+            secret = await self.reader.get("secrets", namespace, secret_name)
+            if secret is None:
+                raise LookupError(
+                    f"Secret {secret_name}.{namespace} (AlertProvider {name} secretRef) not found"
+                )
+            data = secret.get("data") or {}
+            if "address" not in data:
+                raise LookupError(f"Secret {secret_name}.{namespace} has no address")
+            address = base64.b64decode(data["address"]).decode().strip()
+            token = base64.b64decode(data["token"]).decode().strip() if "token" in data else ""
+        return ProviderTarget(
+            type=str(spec.get("type") or ""),
+            address=address,
+            token=token,
+            proxy=str(spec.get("proxy") or ""),
+            username=str(spec.get("username") or "flagger"),
+            channel=str(spec.get("channel") or "general"),
+        )
 
     def _report_warnings(self, ref: CanaryRef, obj: dict[str, Any], warnings: list[FieldError]) -> None:
         """A Warning event per spec warning (a field accepted but not acted on as written, such as

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from canary_stream.analysis.verdict import Decision, Verdict
 from canary_stream.clock import Clock, SimClock
+from canary_stream.controller.alerts import AlertSink, metadata_fields
 from canary_stream.controller.events import Event, EventSink, EventType, MemoryEventSink
 from canary_stream.controller.hashing import checksum
 from canary_stream.controller.phases import ANALYSING, FINISHED, SETTLED, Phase
@@ -143,6 +144,7 @@ class Rollout:
         analyzer: Analyzer | None = None,
         webhooks: WebhookClient | None = None,
         events: EventSink | None = None,
+        alerts: AlertSink | None = None,
         status: CanaryStatus | None = None,
         options: RolloutOptions | None = None,
         on_status: Callable[[CanaryStatus], None] | None = None,
@@ -154,6 +156,7 @@ class Rollout:
         self.analyzer = analyzer
         self.webhooks = webhooks
         self.events: EventSink = events if events is not None else MemoryEventSink()
+        self.alerts = alerts
         self.status = status or CanaryStatus()
         self.options = options or RolloutOptions()
         self.on_status = on_status
@@ -294,6 +297,10 @@ class Rollout:
     def _has_hooks(self, kind: HookType) -> bool:
         return any(hook_type(h) == kind for h in self.analysis.webhooks)
 
+    def _muted(self, hook: str) -> bool:
+        """The gate hook `hook` asks for no alert while it denies (`muteAlert`)."""
+        return any(h.name == hook and h.mute_alert for h in self.analysis.webhooks)
+
     # -- plumbing ------------------------------------------------------------------------------------
 
     def _post(self, item: _Item) -> None:
@@ -372,6 +379,13 @@ class Rollout:
                 etype.value,
                 now,
             )
+
+    def _alert(self, message: str, severity: str, metadata: bool = False) -> None:
+        """An alert to the Canary's AlertProviders (Flagger's `alert`), sent in the background."""
+        if self.alerts is None:
+            return
+        fields = metadata_fields(self.canary, self.threshold) if metadata else []
+        self.alerts.alert(self.canary, message, severity, fields)
 
     def _client(self) -> WebhookClient:
         if self.webhooks is None:
@@ -516,6 +530,9 @@ class Rollout:
             tracked_configs=configs,
         )
         await self._event(f"Initialization done! {self.ident}")
+        self._alert(
+            f"New {self.canary.spec.target_ref.kind} detected, initialization completed.", "info", True
+        )
 
     async def _new_revision(self) -> bool:
         """Flagger's hasSpecChanged: a hash that differs from the last applied one and from what the
@@ -533,6 +550,8 @@ class Rollout:
         if not gate.ok:
             if phase != Phase.WAITING:
                 await self._event(f"Halt {self.ident} advancement waiting for approval {gate.hook}", True)
+                if not self._muted(gate.hook):
+                    self._alert("Canary is waiting for approval.", "warn")
                 self._set_phase(Phase.WAITING)
             self._gate_retry_at = now + self.interval
             self._wake(self._gate_retry_at)
@@ -541,6 +560,7 @@ class Rollout:
         configs = await self.workloads.config_checksums(self.canary)
         self.finished.clear()
         await self._event(f"New revision detected! Scaling up {self.ident}")
+        self._alert("New revision detected, progressing canary analysis.", "info", True)
         await self.workloads.scale_canary(self.canary, None)
         self._progress_from_zero(revision, configs)
 
@@ -721,11 +741,15 @@ class Rollout:
                 await self._event(
                     f"Halt {self.ident} advancement waiting for promotion approval {result.hook}", True
                 )
+                if not self._muted(result.hook):
+                    self._alert("Canary promotion is waiting for approval.", "warn")
                 self._set_phase(Phase.WAITING_PROMOTION, canary_weight=self.status.canary_weight)
         else:
             await self._event(
                 f"Halt {self.ident} advancement waiting for traffic increase approval {result.hook}"
             )
+            if not self._muted(result.hook):
+                self._alert("Canary traffic increase is waiting for approval.", "warn")
         return False
 
     async def _promote(self) -> None:
@@ -771,6 +795,7 @@ class Rollout:
             Phase.SUCCEEDED, canary_weight=0, iterations=0, last_promoted_spec=self.status.last_applied_spec
         )
         await self._event(f"Promotion completed! Scaling down {self.ident}")
+        self._alert("Canary analysis completed successfully, promotion finished.", "info", True)
         await self._hooks(HookType.POST_ROLLOUT, Phase.SUCCEEDED)
         self._finish()
 
@@ -783,12 +808,21 @@ class Rollout:
             Phase.SUCCEEDED, canary_weight=0, iterations=0, last_promoted_spec=self.status.last_applied_spec
         )
         await self._event(f"Promotion completed! Canary analysis was skipped for {self.ident}")
+        self._alert("Canary analysis was skipped, promotion finished.", "info", True)
         await self._hooks(HookType.POST_ROLLOUT, Phase.SUCCEEDED)
         self._finish()
 
     async def _rollback(self, why: str) -> None:
         """Back to the primary: in one step (Flagger), or by `rollback_step_weight` per step if set."""
         await self._event(why, True)
+        # Flagger's alert texts: a manual rollback warns, a failed analysis is an error.
+        if "manual webhook" in why:
+            self._alert("Rolling back manual webhook invoked", "warn")
+        elif "failed checks threshold" in why:
+            self._alert(f"Failed checks threshold reached {self.status.failed_checks}", "error")
+        else:
+            text = why.replace(f"Rolling back {self.ident} ", "")
+            self._alert(text[:1].upper() + text[1:], "error")
         step = self.options.rollback_step_weight
         routes = await self.router.get_routes(self.canary)
         if step and routes.canary_weight > step and not self._rolling_back:
@@ -826,6 +860,7 @@ class Rollout:
         copy, so it keeps all the traffic."""
         await self._route(Routes(0, 100))
         await self._event(f"Promotion failed, primary not ready {self.ident}: {why}", True)
+        self._alert(f"Promotion failed, primary not ready: {why}", "error")
         self._set_phase(Phase.FAILED, canary_weight=100)
         await self._hooks(HookType.POST_ROLLOUT, Phase.FAILED)
         self._finish()

@@ -124,12 +124,6 @@ def _analysis_rules(a: Mapping[str, Any], base: str, provider: Any, skipped: boo
         except ValueError:
             pass  # reported by the model
 
-    if _list(a.get("alerts")):
-        out.warn(
-            f"{base}.alerts",
-            "not sent: canary-stream has no AlertProvider notifiers (Slack, Teams, ...) yet; "
-            "the same messages are Kubernetes events and go to webhooks of type event",
-        )
     _session_affinity_rules(_map(a.get("sessionAffinity")), f"{base}.sessionAffinity", out)
     for i, hook in enumerate(_list(a.get("webhooks")) or []):
         if (h := _map(hook)) is not None:
