@@ -157,6 +157,25 @@ async def test_the_sender_posts_admitted_alerts_with_the_token_and_survives_fail
     assert ("test", "team", "flagger.app") in asked
 
 
+async def test_a_canary_without_alerts_goes_to_the_global_notifier_with_the_cluster(
+    server: HookServer,
+) -> None:
+    async def resolve(namespace: str, name: str, group: str) -> ProviderTarget:
+        raise AssertionError("no AlertProvider is looked up for the global notifier")
+
+    async with httpx.AsyncClient() as client:
+        sender = AlertSender(
+            resolve, client, fallback=ProviderTarget("msteams", server.url("/global")), cluster_name="prod-eu"
+        )
+        sender.alert(make_canary({"stepWeight": 10}), "Rolling back manual webhook invoked", "warn", FIELDS)
+        sender.alert(alerting_canary(("team", "error")), "not for the global notifier", "info", [])
+        await sender.drain()
+    (call,) = server.calls("/global")
+    facts = call.body["sections"][0]["facts"]
+    assert facts[0] == {"name": "Cluster", "value": "prod-eu"} and facts[1]["name"] == "Target"
+    assert call.body["sections"][0]["activityTitle"] == "Rolling back manual webhook invoked"
+
+
 @dataclass
 class RecordingAlerts:
     sent: list[tuple[str, str, list[Field]]] = field(default_factory=list)

@@ -390,6 +390,37 @@ def test_controller_flags_and_environment(
     assert "lease: need leaseDuration > renewDeadline > retryPeriod" in capsys.readouterr().err
 
 
+def test_global_notifier_flags_are_flaggers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from canary_stream.cli import build_parser
+    from canary_stream.controller_cmd import controller_config
+
+    def parse(argv: list[str]) -> Any:
+        return build_parser().parse_args(argv)  # the environment is read when the parser is built
+
+    assert controller_config(parse(["controller", "--no-leader-election"])).global_notifier is None
+    monkeypatch.setenv("CANARY_STREAM_SLACK_URL", "https://hooks.slack.test/T0/B0/x")
+    cfg = controller_config(
+        parse(
+            ["controller", "--no-leader-election", "--slack-channel", "deploys", "--cluster-name", "prod-eu"]
+        )
+    )
+    n = cfg.global_notifier
+    assert (n.type, n.address, n.channel, n.username) == (
+        "slack",
+        "https://hooks.slack.test/T0/B0/x",
+        "deploys",
+        "flagger",
+    )
+    assert cfg.cluster_name == "prod-eu"
+    monkeypatch.delenv("CANARY_STREAM_SLACK_URL")
+    teams = controller_config(
+        parse(["controller", "--no-leader-election", "--msteams-url", "https://teams.test/h"])
+    )
+    assert teams.global_notifier.type == "msteams"
+    with pytest.raises(ValueError, match="--slack-url"):
+        controller_config(parse(["controller", "--no-leader-election", "--slack-url", "hooks.slack.test/x"]))
+
+
 def test_controller_builds_every_source_kind_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller reuses `run`'s source builders: every source flag `run` knows must exist on
     `controller` too (a missing one is an AttributeError at start-up)."""

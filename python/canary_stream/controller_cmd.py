@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from canary_stream import eventloop
 from canary_stream.controller.scheduler import RolloutOptions
@@ -118,6 +119,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--kafka-group", default=None)
     s.add_argument("--kafka-envelope-key", default=None)
     s.add_argument("--kafka-from-earliest", action="store_true")
+    n = p.add_argument_group(
+        "alerts", "Flagger's global notifier: every alert of a Canary without analysis.alerts"
+    )
+    n.add_argument("--slack-url", default=_env("SLACK_URL"), help="Slack incoming-webhook URL")
+    n.add_argument("--slack-token", default=_env("SLACK_TOKEN"), help="bearer token for --slack-url")
+    n.add_argument("--slack-channel", default=_env("SLACK_CHANNEL", "general"))
+    n.add_argument("--slack-user", default=_env("SLACK_USER", "flagger"))
+    n.add_argument("--slack-proxy-url", default=_env("SLACK_PROXY_URL"))
+    n.add_argument("--msteams-url", default=_env("MSTEAMS_URL"), help="Teams webhook URL (if no --slack-url)")
+    n.add_argument("--msteams-proxy-url", default=_env("MSTEAMS_PROXY_URL"))
+    n.add_argument(
+        "--cluster-name", default=_env("CLUSTER_NAME", ""), help='a "Cluster" field in every alert'
+    )
     g = p.add_argument_group("aggregator")
     g.add_argument("--format", default=_env("FORMAT", "auto"))
     g.add_argument("--default-version", default=None)
@@ -134,6 +148,27 @@ def namespaces_of(args: argparse.Namespace) -> tuple[str, ...]:
     if args.namespace:
         return tuple(args.namespace)
     return tuple(n.strip() for n in (_env("NAMESPACES") or "").split(",") if n.strip())
+
+
+def global_notifier(args: argparse.Namespace) -> Any:
+    """The notifier --slack-url (first) or --msteams-url names, as Flagger picks it; None without
+    either. ValueError naming the flag for a URL that is not http(s)."""
+    from canary_stream.controller.alerts import ProviderTarget
+
+    for flag, url, proxy in (
+        ("--slack-url", args.slack_url, args.slack_proxy_url),
+        ("--msteams-url", args.msteams_url, args.msteams_proxy_url),
+    ):
+        if not url:
+            continue
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValueError(f"{flag}: {url!r} is not an http(s) URL")
+        if flag == "--slack-url":
+            return ProviderTarget(
+                "slack", url, args.slack_token or "", proxy or "", args.slack_user, args.slack_channel
+            )
+        return ProviderTarget("msteams", url, "", proxy or "")
+    return None
 
 
 def controller_config(args: argparse.Namespace) -> Any:
@@ -164,6 +199,8 @@ def controller_config(args: argparse.Namespace) -> Any:
             finalise_delay_s=args.finalise_delay if args.finalise_delay >= 0 else None,
         ),
         mesh_provider=args.mesh_provider,
+        global_notifier=global_notifier(args),
+        cluster_name=args.cluster_name,
     )
 
 

@@ -10,13 +10,15 @@ address (and a bearer token) may come from the provider's Secret (`address`, `to
 
 Sending never holds up the rollout: each post runs as its own task with Flagger's 5 s timeout,
 and a failure (provider or Secret missing, refused, unreachable) is logged, as Flagger does.
-Without `analysis.alerts` nothing is sent (Flagger's global Slack/Teams flags are not offered)."""
+A Canary without `analysis.alerts` posts every alert to the controller's global notifier when one
+is set (Flagger's `-slack-url` / `-msteams-url` flags), and `-cluster-name` adds a "Cluster" field
+to every alert."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -170,9 +172,18 @@ Resolver = Callable[[str, str, str], Awaitable[ProviderTarget]]
 class AlertSender:
     """Implements `AlertSink`: posts each admitted alert in its own task (see the module docs)."""
 
-    def __init__(self, resolve: Resolver, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        resolve: Resolver,
+        client: httpx.AsyncClient | None = None,
+        *,
+        fallback: ProviderTarget | None = None,
+        cluster_name: str = "",
+    ) -> None:
         self.resolve = resolve
         self._client = client
+        self.fallback = fallback
+        self.cluster_name = cluster_name
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
@@ -180,28 +191,45 @@ class AlertSender:
     def alert(self, canary: Canary, message: str, severity: str, fields: list[Field]) -> None:
         analysis = canary.spec.analysis
         group = canary.api_version.partition("/")[0]
-        for a in analysis.alerts if analysis is not None else []:
+        if self.cluster_name:
+            fields = [Field("Cluster", self.cluster_name), *fields]
+        alerts = analysis.alerts if analysis is not None else []
+        if not alerts and self.fallback is not None:
+            self._spawn(self._send(canary, self.fallback, message, severity, fields, "global notifier"))
+        for a in alerts:
             if not admits(a.severity or "info", severity):
                 continue
             namespace = a.provider_ref.namespace or canary.namespace
-            task = asyncio.get_running_loop().create_task(
-                self._post(canary, namespace, a.provider_ref.name, group, message, severity, fields)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            ref = (namespace, a.provider_ref.name, group)
+            self._spawn(self._post(canary, ref, message, severity, fields))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _post(
+        self, canary: Canary, ref: tuple[str, str, str], message: str, severity: str, fields: list[Field]
+    ) -> None:
+        namespace, name, _ = ref
+        who = f"alert provider {name}.{namespace}"
+        try:
+            target = await self.resolve(*ref)
+        except Exception as exc:
+            self._failed(canary, who, exc)
+            return
+        await self._send(canary, target, message, severity, fields, who)
+
+    async def _send(
         self,
         canary: Canary,
-        namespace: str,
-        name: str,
-        group: str,
+        target: ProviderTarget,
         message: str,
         severity: str,
         fields: list[Field],
+        who: str,
     ) -> None:
         try:
-            target = await self.resolve(namespace, name, group)
             url, body = payload(target, canary.name, canary.namespace, message, fields, severity)
             headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
             if target.proxy:
@@ -213,10 +241,11 @@ class AlertSender:
                 raise RuntimeError(f"bad response {r.status_code}: {r.text[:200]}")
             self.sent += 1
         except Exception as exc:
-            self.failed += 1
-            log.warning(
-                "alert provider %s.%s for %s.%s: %s", name, namespace, canary.name, canary.namespace, exc
-            )
+            self._failed(canary, who, exc)
+
+    def _failed(self, canary: Canary, who: str, exc: Exception) -> None:
+        self.failed += 1
+        log.warning("%s for %s.%s: %s", who, canary.name, canary.namespace, exc)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

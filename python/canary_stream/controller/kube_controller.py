@@ -85,6 +85,8 @@ class ControllerConfig:
     verdict_period_s: float = 1.0  # how often running analyses hand their verdict to the Rollout
     restart_backoff_s: float = 2.0  # a Rollout that failed (an API error) is rebuilt after this
     mesh_provider: str | None = None  # default provider for Canaries without spec.provider
+    global_notifier: ProviderTarget | None = None  # alerts of Canaries without analysis.alerts
+    cluster_name: str = ""  # a "Cluster" field in every alert
 
     def watched_namespaces(self) -> list[str | None]:
         return list(self.namespaces) or [None]
@@ -249,7 +251,9 @@ class KubeController:
             )
         self.reader = CacheReader(kube, self.informers)
         self.workloads = KubeWorkloads(kube, self._owner, self.reader, clock=self.clock.now)
-        self.alerts = AlertSender(self._alert_provider)
+        self.alerts = AlertSender(
+            self._alert_provider, fallback=self.config.global_notifier, cluster_name=self.config.cluster_name
+        )
         self._queue: asyncio.Queue[tuple[str, WatchEvent] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._leading = asyncio.Event()
