@@ -506,6 +506,20 @@ async def test_event_hooks_receive_every_event(envs: list[Env], server: HookServ
     assert server.calls("/events")[-1].body["metadata"]["eventType"] == "Normal"
 
 
+async def test_the_global_event_webhook_gets_events_of_canaries_without_their_own(
+    envs: list[Env], server: HookServer
+) -> None:
+    options = RolloutOptions(min_interval_s=INTERVAL, event_webhook=server.url("/global"))
+    own = [{"name": "ev", "type": "event", "url": server.url("/own")}]
+    plain = await start(envs, {"stepWeight": 50, "maxWeight": 50}, options=options)
+    hooked = await start(envs, {"stepWeight": 50, "maxWeight": 50, "webhooks": own}, options=options)
+    for env in (plain, hooked):
+        env.release("podinfo:2")
+        await env.run_until(Phase.SUCCEEDED)
+    assert [r.body["metadata"]["eventMessage"] for r in server.calls("/global")] == plain.messages()
+    assert [r.body["metadata"]["eventMessage"] for r in server.calls("/own")] == hooked.messages()
+
+
 # -- revisions, skip, suspend, deadlines ------------------------------------------------------------
 
 

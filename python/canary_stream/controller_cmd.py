@@ -132,6 +132,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     n.add_argument(
         "--cluster-name", default=_env("CLUSTER_NAME", ""), help='a "Cluster" field in every alert'
     )
+    n.add_argument(
+        "--event-webhook",
+        default=_env("EVENT_WEBHOOK_URL"),
+        help="the events of Canaries without an event webhook are POSTed here (Flagger's -event-webhook)",
+    )
     g = p.add_argument_group("aggregator")
     g.add_argument("--format", default=_env("FORMAT", "auto"))
     g.add_argument("--default-version", default=None)
@@ -197,6 +202,7 @@ def controller_config(args: argparse.Namespace) -> Any:
         options=RolloutOptions(
             min_interval_s=args.min_interval,
             finalise_delay_s=args.finalise_delay if args.finalise_delay >= 0 else None,
+            event_webhook=args.event_webhook or None,
         ),
         mesh_provider=args.mesh_provider,
         global_notifier=global_notifier(args),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,7 +23,7 @@ from canary_stream.controller.status import CanaryStatus
 from canary_stream.controller.webhooks import HookResult, HookType, WebhookClient, hook_type
 from canary_stream.router.base import InitializingRouter, Router, RouterNotReady, Routes
 from canary_stream.spec.duration import parse_duration
-from canary_stream.spec.model import Analysis, Canary, Strategy
+from canary_stream.spec.model import Analysis, Canary, Strategy, Webhook
 from canary_stream.spec.schedule import (
     KUBERNETES_DEFAULT_ITERATIONS,
     TOTAL_WEIGHT,
@@ -55,6 +55,7 @@ class RolloutOptions:
     rollback_step_weight: int | None = None  # gradual rollback: canary weight removed per step
     rollback_step_s: float = 10.0  # time between gradual rollback steps
     finalise_delay_s: float | None = None  # Finalising -> Succeeded; None = one interval (Flagger's tick)
+    event_webhook: str | None = None  # Flagger's -event-webhook: events of Canaries without an event hook
 
 
 class Command(StrEnum):
@@ -368,9 +369,14 @@ class Rollout:
         etype = EventType.WARNING if warning else EventType.NORMAL
         now = self.clock.now()
         self.events.record(Event(now, etype, message, self.canary.name, self.canary.namespace))
-        if self._has_hooks(HookType.EVENT):
+        hooks: Sequence[Webhook] = self.analysis.webhooks
+        if not self._has_hooks(HookType.EVENT) and self.options.event_webhook:
+            hooks = [
+                Webhook.model_validate({"name": "events", "type": "event", "url": self.options.event_webhook})
+            ]
+        if any(hook_type(h) == HookType.EVENT for h in hooks):
             await self._client().run_event(
-                self.analysis.webhooks,
+                hooks,
                 self.canary.name,
                 self.canary.namespace,
                 self.status.phase or "",
