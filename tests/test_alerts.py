@@ -176,6 +176,23 @@ async def test_a_canary_without_alerts_goes_to_the_global_notifier_with_the_clus
     assert call.body["sections"][0]["activityTitle"] == "Rolling back manual webhook invoked"
 
 
+async def test_alerts_reach_a_channel_in_the_order_they_were_raised(server: HookServer) -> None:
+    server.answer("/team", Reply(200, "ok", delay=0.3), Reply(200, "ok"))
+
+    async def resolve(namespace: str, name: str, group: str) -> ProviderTarget:
+        return ProviderTarget("slack", server.url("/team"))
+
+    canary = alerting_canary(("team", "info"))
+    async with httpx.AsyncClient() as client:
+        sender = AlertSender(resolve, client)
+        for i in range(3):
+            sender.alert(canary, f"message {i}", "info", [])
+        await sender.drain()
+    calls = server.calls("/team")
+    assert [c.body["attachments"][0]["text"] for c in calls] == ["message 0", "message 1", "message 2"]
+    assert calls[1].at - calls[0].at >= 0.25  # the second waited for the (slow) first
+
+
 @dataclass
 class RecordingAlerts:
     sent: list[tuple[str, str, list[Field]]] = field(default_factory=list)

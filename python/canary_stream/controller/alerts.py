@@ -8,8 +8,9 @@ AlertProvider: `slack`, `discord` (Slack format to `<address>/slack`) and `rocke
 attachment payload, `msteams` a MessageCard, `gchat` a card, each as Flagger builds them. The
 address (and a bearer token) may come from the provider's Secret (`address`, `token` keys).
 
-Sending never holds up the rollout: each post runs as its own task with Flagger's 5 s timeout,
-and a failure (provider or Secret missing, refused, unreachable) is logged, as Flagger does.
+Sending never holds up the rollout: posts run in the background with Flagger's 5 s timeout, in
+the order they were raised for each destination, and a failure (provider or Secret missing,
+refused, unreachable) is logged, as Flagger does.
 A Canary without `analysis.alerts` posts every alert to the controller's global notifier when one
 is set (Flagger's `-slack-url` / `-msteams-url` flags), and `-cluster-name` adds a "Cluster" field
 to every alert."""
@@ -185,6 +186,7 @@ class AlertSender:
         self.fallback = fallback
         self.cluster_name = cluster_name
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # newest post per destination
         self.sent = 0
         self.failed = 0
 
@@ -195,18 +197,35 @@ class AlertSender:
             fields = [Field("Cluster", self.cluster_name), *fields]
         alerts = analysis.alerts if analysis is not None else []
         if not alerts and self.fallback is not None:
-            self._spawn(self._send(canary, self.fallback, message, severity, fields, "global notifier"))
+            work = self._send(canary, self.fallback, message, severity, fields, "global notifier")
+            self._spawn(("", "", "global"), work)
         for a in alerts:
             if not admits(a.severity or "info", severity):
                 continue
             namespace = a.provider_ref.namespace or canary.namespace
             ref = (namespace, a.provider_ref.name, group)
-            self._spawn(self._post(canary, ref, message, severity, fields))
+            self._spawn(ref, self._post(canary, ref, message, severity, fields))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _spawn(self, key: tuple[str, str, str], work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background after the previous post to the same destination, so each
+        channel gets a rollout's alerts in the order they were raised."""
+        previous = self._last.get(key)
+
+        async def in_turn() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await work
+
+        task = asyncio.get_running_loop().create_task(in_turn())
+        self._last[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._last.get(key) is t:
+                del self._last[key]
+
+        task.add_done_callback(done)
 
     async def _post(
         self, canary: Canary, ref: tuple[str, str, str], message: str, severity: str, fields: list[Field]
