@@ -50,6 +50,7 @@ from kube_controller_helpers import (
     wait_phase,
 )
 from kube_fixtures import KubeCluster, api_client_for
+from test_nginx_router import ingress_manifest
 
 pytestmark = pytest.mark.kube
 
@@ -795,28 +796,7 @@ async def test_a_knative_service_target_is_reported_by_field(env: Env) -> None:
 async def test_nginx_rollout_by_the_controller_user(env: Env) -> None:
     """provider nginx end to end under deploy/rbac.yaml: the `-canary` Ingress is created and
     annotated with each step's weight, then left at 0 after promotion."""
-    ingress = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "podinfo"},
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [
-                {
-                    "host": "app.example.com",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}},
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    ingress = ingress_manifest([("/", "podinfo")])
     await env.admin.create(INGRESSES, env.namespace, ingress)
     ref = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
     await deploy(env, canary_manifest(provider="nginx", ingressRef=ref))

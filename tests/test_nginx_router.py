@@ -45,27 +45,31 @@ def canary(match: list[dict[str, Any]] | None = None, service_name: str | None =
     )
 
 
-def ingress(*backends: str) -> dict[str, Any]:
+def ingress_manifest(
+    paths: list[tuple[str, str]], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An Ingress `podinfo` of class nginx sending `(path, service)` rules of one host to port 9898
+    (also the user's Ingress of the real-apiserver tests)."""
+    meta: dict[str, Any] = {"name": "podinfo"}
+    if annotations:
+        meta["annotations"] = annotations
+    rule_paths = [
+        {"path": path, "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 9898}}}}
+        for path, svc in paths
+    ]
     return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta,
         "spec": {
             "ingressClassName": "nginx",
-            "rules": [
-                {
-                    "host": "app.example.com",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": f"/{b}",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": b, "port": {"number": 80}}},
-                            }
-                            for b in backends
-                        ]
-                    },
-                }
-            ],
-        }
+            "rules": [{"host": "app.example.com", "http": {"paths": rule_paths}}],
+        },
     }
+
+
+def ingress(*backends: str) -> dict[str, Any]:
+    return ingress_manifest([(f"/{b}", b) for b in backends])
 
 
 def test_backends_naming_the_apex_go_to_its_canary_service_and_others_stay() -> None:

@@ -15,6 +15,7 @@ from canary_stream.router.base import Routes
 from canary_stream.router.factory import ROUTES_ANNOTATION, KubernetesRouter, router_for
 from canary_stream.router.kube_common import ORIGINAL_CONFIG_ANNOTATION, CustomResource, RouterNotReady
 from canary_stream.spec.model import Canary
+from test_nginx_router import ingress_manifest
 
 pytestmark = pytest.mark.kube
 
@@ -653,29 +654,7 @@ INGRESS_REF = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": 
 
 async def create_ingress(api: ApiClient, namespace: str, paths: list[tuple[str, str]]) -> None:
     """The user's Ingress: `(path, service)` rules on one host, as ingress-nginx serves them."""
-    body = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "podinfo", "annotations": {f"{NGINX}/proxy-body-size": "1m"}},
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [
-                {
-                    "host": "app.example.com",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": path,
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": svc, "port": {"number": 9898}}},
-                            }
-                            for path, svc in paths
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    body = ingress_manifest(paths, {f"{NGINX}/proxy-body-size": "1m"})
     await client.NetworkingV1Api(api).create_namespaced_ingress(namespace, body)
 
 

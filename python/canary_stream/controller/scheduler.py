@@ -478,9 +478,7 @@ class Rollout:
                 elif phase in (Phase.PROMOTING, Phase.FINALISING):
                     await self._failed_promotion(ready.message)
                 else:
-                    await self._rollback(
-                        f"Rolling back {self.ident} progress deadline exceeded {ready.message}"
-                    )
+                    await self._rollback(f"progress deadline exceeded {ready.message}")
                 return
         if phase in ANALYSING:
             revision = await self.workloads.revision(self.canary)
@@ -491,9 +489,7 @@ class Rollout:
                 if ready.retriable:
                     self._wake(now + self.options.readiness_recheck_s)
                 else:
-                    await self._rollback(
-                        f"Rolling back {self.ident} progress deadline exceeded {ready.message}"
-                    )
+                    await self._rollback(f"progress deadline exceeded {ready.message}")
                 return
             if skip:
                 await self._skip_promote()
@@ -596,12 +592,12 @@ class Rollout:
         self._next_tick = now + self.interval
         phase = self.status.phase or Phase.PROGRESSING
         if self._has_hooks(HookType.ROLLBACK) and (await self._hooks(HookType.ROLLBACK, phase)).ok:
-            await self._rollback(f"Rolling back {self.ident} manual webhook invoked")
+            await self._rollback(
+                "manual webhook invoked", alert=("Rolling back manual webhook invoked", "warn")
+            )
             return
         if self.status.failed_checks >= self.threshold:
-            await self._rollback(
-                f"Rolling back {self.ident} failed checks threshold reached {self.threshold}"
-            )
+            await self._rollback_at_threshold()
             return
         if self._step_started is None:
             await self._event(f"Starting canary analysis for {self.ident}")
@@ -634,7 +630,7 @@ class Rollout:
         self._latest = verdict
         if verdict.decision == Decision.FAIL:
             why = "; ".join(verdict.reasons) or "fail verdict"
-            await self._rollback(f"Rolling back {self.ident} canary analysis failed: {why}")
+            await self._rollback(f"canary analysis failed: {why}")
             return
         names = self._metric_names()
         failed = [t for t in verdict.tests if t.name in names and t.decision == Decision.FAIL]
@@ -655,9 +651,7 @@ class Rollout:
         self._write(self.status.touch(self.clock.now(), failed_checks=self.status.failed_checks + 1))
         await self._event(f"Halt advancement {self.ident} {why}", True)
         if self.status.failed_checks >= self.threshold:
-            await self._rollback(
-                f"Rolling back {self.ident} failed checks threshold reached {self.threshold}"
-            )
+            await self._rollback_at_threshold()
             return True
         return False
 
@@ -818,17 +812,19 @@ class Rollout:
         await self._hooks(HookType.POST_ROLLOUT, Phase.SUCCEEDED)
         self._finish()
 
-    async def _rollback(self, why: str) -> None:
-        """Back to the primary: in one step (Flagger), or by `rollback_step_weight` per step if set."""
-        await self._event(why, True)
-        # Flagger's alert texts: a manual rollback warns, a failed analysis is an error.
-        if "manual webhook" in why:
-            self._alert("Rolling back manual webhook invoked", "warn")
-        elif "failed checks threshold" in why:
-            self._alert(f"Failed checks threshold reached {self.status.failed_checks}", "error")
-        else:
-            text = why.replace(f"Rolling back {self.ident} ", "")
-            self._alert(text[:1].upper() + text[1:], "error")
+    async def _rollback_at_threshold(self) -> None:
+        await self._rollback(
+            f"failed checks threshold reached {self.threshold}",
+            alert=(f"Failed checks threshold reached {self.status.failed_checks}", "error"),
+        )
+
+    async def _rollback(self, reason: str, alert: tuple[str, str] | None = None) -> None:
+        """Back to the primary: in one step (Flagger), or by `rollback_step_weight` per step if set.
+        The event says why; the alert is Flagger's text and severity when it has one, else the
+        reason as an error."""
+        await self._event(f"Rolling back {self.ident} {reason}", True)
+        message, severity = alert or (reason[:1].upper() + reason[1:], "error")
+        self._alert(message, severity)
         step = self.options.rollback_step_weight
         routes = await self.router.get_routes(self.canary)
         if step and routes.canary_weight > step and not self._rolling_back:
@@ -907,7 +903,7 @@ class Rollout:
             await self._event(f"Manual promotion of {self.ident}: skipping the remaining steps")
             await self._promote()
         elif cmd == Command.ABORT and (analysing or phase == Phase.WAITING):
-            await self._rollback(f"Rolling back {self.ident} manual abort")
+            await self._rollback("manual abort")
         elif cmd == Command.SET_WEIGHT and analysing and self.strategy == Strategy.CANARY:
             weight = max(0, min(100, item.weight or 0))
             new = Routes(100 - weight, weight)

@@ -47,7 +47,23 @@ def service_copy(
     """`source` as the Service `name`, owned by the Canary. With `current` (the copy as it is now),
     its cluster IPs and resourceVersion are kept so the result can replace it; without, the API
     server assigns new ones (a ClusterIP Service cannot be created with another's IP)."""
-    meta = source.get("metadata") or {}
+    meta = _copied_metadata(source)
+    meta.update(
+        name=name,
+        namespace=(source.get("metadata") or {}).get("namespace"),
+        ownerReferences=[owner.owner_reference()],
+    )
+    version = ((current or {}).get("metadata") or {}).get("resourceVersion")
+    if version:
+        meta["resourceVersion"] = version
+    spec = _copied_spec(source, current, traffic_distribution)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
+def _copied_spec(
+    source: dict[str, Any], current: dict[str, Any] | None, traffic_distribution: str | None
+) -> dict[str, Any]:
+    """The source's spec without its allocations, given `current`'s (when there is one)."""
     spec = copy.deepcopy(source.get("spec") or {})
     for key in _ASSIGNED:
         spec.pop(key, None)
@@ -57,18 +73,19 @@ def service_copy(
         _keep_allocations(spec, current.get("spec") or {})
     if traffic_distribution:
         spec["trafficDistribution"] = traffic_distribution
-    out_meta: dict[str, Any] = {k: copy.deepcopy(meta[k]) for k in _KEPT_METADATA if meta.get(k)}
-    annotations = {k: v for k, v in (out_meta.get("annotations") or {}).items() if k not in _DROP_ANNOTATIONS}
+    return spec
+
+
+def _copied_metadata(source: dict[str, Any]) -> dict[str, Any]:
+    """The source's labels and annotations (kubectl's last-applied left out)."""
+    meta = source.get("metadata") or {}
+    out: dict[str, Any] = {k: copy.deepcopy(meta[k]) for k in _KEPT_METADATA if meta.get(k)}
+    annotations = {k: v for k, v in (out.get("annotations") or {}).items() if k not in _DROP_ANNOTATIONS}
     if annotations:
-        out_meta["annotations"] = annotations
+        out["annotations"] = annotations
     else:
-        out_meta.pop("annotations", None)
-    out_meta.update(name=name, namespace=meta.get("namespace"), ownerReferences=[owner.owner_reference()])
-    if current is not None:
-        version = (current.get("metadata") or {}).get("resourceVersion")
-        if version:
-            out_meta["resourceVersion"] = version
-    return {"apiVersion": "v1", "kind": "Service", "metadata": out_meta, "spec": spec}
+        out.pop("annotations", None)
+    return out
 
 
 def _keep_allocations(spec: dict[str, Any], current: dict[str, Any]) -> None:
@@ -90,9 +107,9 @@ def _keep_allocations(spec: dict[str, Any], current: dict[str, Any]) -> None:
 
 
 def same_copy(copy_: dict[str, Any], source: dict[str, Any], traffic_distribution: str | None = None) -> bool:
-    """`copy_` already carries `source`'s spec (cluster IPs aside), labels and annotations."""
-    want = service_copy(source, "", CanaryRef("", "", ""), copy_, traffic_distribution)
-    have_meta = copy_.get("metadata") or {}
-    return (copy_.get("spec") or {}) == want["spec"] and all(
-        (have_meta.get(k) or {}) == (want["metadata"].get(k) or {}) for k in _KEPT_METADATA
+    """`copy_` already carries `source`'s spec (its own allocations aside), labels and annotations."""
+    have = copy_.get("metadata") or {}
+    want = _copied_metadata(source)
+    return (copy_.get("spec") or {}) == _copied_spec(source, copy_, traffic_distribution) and all(
+        (have.get(k) or {}) == (want.get(k) or {}) for k in _KEPT_METADATA
     )
