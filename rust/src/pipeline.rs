@@ -842,13 +842,20 @@ mod tests {
     #[test]
     #[ignore]
     fn speed_pipeline() {
+        // `PIPELINE_FORMAT` picks one format, `PIPELINE_ROUNDS` the rounds (best is kept),
+        // `PIPELINE_ONLY` skips the parse-only rounds.
+        let only = std::env::var("PIPELINE_FORMAT").ok();
         for format in [Format::IstioJson, Format::IstioText] {
+            if only.as_deref().is_some_and(|f| f != format.name()) {
+                continue;
+            }
             let mut cfg = GenConfig::demo(format);
             cfg.lines = 200_000;
             let (bytes, _) = generate_vec(&cfg).unwrap();
             let ctx = SourceContext::default();
             let mut best = f64::MAX;
-            for _ in 0..5 {
+            let rounds = std::env::var("PIPELINE_ROUNDS").map_or(5, |r| r.parse().unwrap_or(5));
+            for _ in 0..rounds {
                 let mut p = pipeline(format);
                 let t = std::time::Instant::now();
                 p.feed(&bytes, &ctx, 0);

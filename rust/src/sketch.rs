@@ -254,6 +254,41 @@ impl<Cn: Counter> PartialEq for Sketch<Cn> {
     }
 }
 
+/// Counters tested at once by [`first_nonzero`] / [`last_nonzero`].
+const SCAN_CHUNK: usize = 16;
+
+/// Index of the first non-zero counter. A 1 s bucket's store is sized for the key's whole
+/// latency range but holds a few dozen values, so a snapshot scans mostly zeros: OR-ing
+/// 16 counters per test (vectorised) instead of a branch per counter made a whole-ring
+/// snapshot several times faster.
+fn first_nonzero<C: Counter>(bins: &[C]) -> Option<usize> {
+    let (chunks, rest) = bins.as_chunks::<SCAN_CHUNK>();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if chunk.iter().fold(0, |acc, c| acc | c.get()) != 0 {
+            return chunk
+                .iter()
+                .position(|c| !c.is_zero())
+                .map(|j| i * SCAN_CHUNK + j);
+        }
+    }
+    let done = chunks.len() * SCAN_CHUNK;
+    rest.iter().position(|c| !c.is_zero()).map(|j| done + j)
+}
+
+/// Index of the last non-zero counter (see [`first_nonzero`]).
+fn last_nonzero<C: Counter>(bins: &[C]) -> Option<usize> {
+    let (rest, chunks) = bins.as_rchunks::<SCAN_CHUNK>();
+    for (i, chunk) in chunks.iter().enumerate().rev() {
+        if chunk.iter().fold(0, |acc, c| acc | c.get()) != 0 {
+            return chunk
+                .iter()
+                .rposition(|c| !c.is_zero())
+                .map(|j| rest.len() + i * SCAN_CHUNK + j);
+        }
+    }
+    rest.iter().rposition(|c| !c.is_zero())
+}
+
 impl<Cn: Counter> Sketch<Cn> {
     /// Empty sketch (allocates nothing until the first non-zero value).
     pub fn new() -> Self {
@@ -417,8 +452,8 @@ impl<Cn: Counter> Sketch<Cn> {
         self.count = self.count.plus(other.count.get());
         self.zero = self.zero.plus(other.zero.get());
         // Find the non-empty range of `other` so padding does not widen `self`.
-        let first = other.bins.iter().position(|c| !c.is_zero());
-        let last = other.bins.iter().rposition(|c| !c.is_zero());
+        let first = first_nonzero(&other.bins);
+        let last = last_nonzero(&other.bins);
         let (Some(first), Some(last)) = (first, last) else {
             return;
         };
@@ -733,6 +768,15 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        /// The chunked scans find what a plain scan finds, at any length and position.
+        #[test]
+        fn nonzero_scans_match_plain_scans(
+            bins in proptest::collection::vec(prop_oneof![8 => Just(0u32), 1 => 1u32..5], 0..80),
+        ) {
+            prop_assert_eq!(first_nonzero(&bins), bins.iter().position(|&c| c != 0));
+            prop_assert_eq!(last_nonzero(&bins), bins.iter().rposition(|&c| c != 0));
+        }
+
         #[test]
         fn quantiles_within_alpha(kind in 0u8..5, seed in any::<u64>(), n in 1usize..3000) {
             assert_quantiles_close(&sample(kind, seed, n))?;

@@ -47,7 +47,7 @@ use masks::{Baseline, Bwd, Fwd, Simd};
 
 use crate::flags::Flags;
 use crate::malformed::Reason;
-use crate::parse::num::{parse_status, parse_u64};
+use crate::parse::num::parse_u64_at;
 use crate::parse::time::{days_from_civil, parse_rfc3339_ms};
 use crate::record::Record;
 
@@ -146,11 +146,12 @@ fn parse_with<'a, S: Simd>(simd: S, line: &'a str, rec: &mut Record<'a>) -> Resu
     });
 
     // RESPONSE_CODE RESPONSE_FLAGS
-    let (code, q) = next_token(&mut fwd, b, p)?;
-    rec.status = match parse_status(code) {
-        Some(v) => v,
-        None => return Err(number_error(code)),
+    let code_end = fwd.space(p).ok_or(Reason::Truncated)?;
+    rec.status = match parse_u64_at(b, p, code_end) {
+        Some(v) if code_end - p <= 3 => v as u16,
+        _ => return Err(number_error(b.get(p..code_end).unwrap_or_default())),
     };
+    let q = code_end + 1;
     let (flags, q) = next_token(&mut fwd, b, q)?;
     // Most lines have no flag: skip the call.
     rec.flags = if flags == b"-" {
@@ -192,12 +193,12 @@ fn parse_with<'a, S: Simd>(simd: S, line: &'a str, rec: &mut Record<'a>) -> Resu
     // BYTES_RECEIVED BYTES_SENT DURATION UPSTREAM_SERVICE_TIME
     let r = skip_token(&mut fwd, p)?;
     let r = skip_token(&mut fwd, r)?;
-    let (duration, r) = next_token(&mut fwd, b, r)?;
-    rec.latency_ms = Some(match parse_u64(duration) {
+    let duration_end = fwd.space(r).ok_or(Reason::Truncated)?;
+    rec.latency_ms = Some(match parse_u64_at(b, r, duration_end) {
         Some(v) => v as f64,
-        None => return Err(number_error(duration)),
+        None => return Err(number_error(b.get(r..duration_end).unwrap_or_default())),
     });
-    let prefix_end = skip_token(&mut fwd, r)?;
+    let prefix_end = skip_token(&mut fwd, duration_end + 1)?;
     // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
 
     // Suffix, right to left.
