@@ -66,7 +66,7 @@ pub use codes::{CODE_SLOTS, TOTAL_CODE_SLOTS};
 
 use crate::flags::{Flags, NUM_FLAGS};
 use crate::malformed::Reason;
-use crate::sketch::{bin_of, Counter, Sketch, MAX_VALUE_MS, ZERO_BIN};
+use crate::sketch::{bin_of_ms, Counter, Sketch, MAX_VALUE_MS, ZERO_BIN};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -703,7 +703,7 @@ impl Aggregator {
     #[inline(always)]
     pub fn observe(&mut self, key: KeyId, ev: &Event) -> Result<(), Reason> {
         let latency = clean_latency(ev.latency_ms);
-        let bin = latency.map_or(ZERO_BIN, bin_of);
+        let bin = latency.map_or(ZERO_BIN, bin_of_ms);
         self.observe_binned(key, ev, latency, bin)
     }
 

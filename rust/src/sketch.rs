@@ -66,7 +66,7 @@ pub fn gamma() -> f64 {
 
 /// Bins per unit of approximate log2: M = 7 / (10 ln γ) (see module docs).
 #[inline]
-fn multiplier() -> f64 {
+const fn multiplier() -> f64 {
     // ln γ for α = 1 %; computed once by the compiler-friendly constant below and checked
     // against `gamma().ln()` in the tests.
     7.0 / (10.0 * LN_GAMMA)
@@ -92,7 +92,7 @@ fn approx_log2(x: f64) -> f64 {
 /// (M·P(s) = (A'·s + B')·s² + C'·s), and the exponent becomes a float through bit
 /// operations (no int→float conversion), so the loop over a column can vectorise.
 #[inline]
-pub fn index_of(x: f64) -> i32 {
+pub const fn index_of(x: f64) -> i32 {
     let x = if x > MAX_VALUE_MS { MAX_VALUE_MS } else { x };
     let bits = x.to_bits();
     // x > 0, so the sign bit is clear and `bits >> 52` is the biased exponent.
@@ -154,6 +154,35 @@ pub fn bin_of(x: f64) -> i32 {
         index_of(x)
     } else {
         ZERO_BIN
+    }
+}
+
+/// Whole milliseconds with a precomputed bin: 1 ..= `SMALL_BINS.len()`.
+const SMALL_BINS_LEN: usize = 4096;
+
+/// `index_of(ms)` for ms = 1, 2, …, 4096 (bins 0 … 420: `i16` keeps the table at 8 KiB),
+/// computed by the compiler.
+static SMALL_BINS: [i16; SMALL_BINS_LEN] = {
+    let mut t = [0i16; SMALL_BINS_LEN];
+    let mut i = 0;
+    while i < SMALL_BINS_LEN {
+        t[i] = index_of((i + 1) as f64) as i16;
+        i += 1;
+    }
+    t
+};
+
+/// [`bin_of`] (same result for every input), looked up for a whole number of
+/// milliseconds from 1 to 4096, which is what Envoy, Linkerd and most JSON access logs
+/// write: a conversion, a compare and a load instead of the polynomial.
+#[inline(always)]
+pub fn bin_of_ms(x: f64) -> i32 {
+    // Saturating, NaN → 0: only a value that converts back to itself is whole.
+    let ms = x as u32;
+    let slot = ms.wrapping_sub(1) as usize;
+    match SMALL_BINS.get(slot) {
+        Some(&bin) if ms as f64 == x => bin as i32,
+        _ => bin_of(x),
     }
 }
 
@@ -767,7 +796,39 @@ pub(crate) mod tests {
         assert_eq!(a, b);
     }
 
+    /// The table gives what the polynomial gives, for every whole millisecond it holds
+    /// and around its edges; fractions, zero, NaN and huge values take the polynomial.
+    #[test]
+    fn bin_of_ms_matches_bin_of() {
+        for ms in 0..=SMALL_BINS_LEN as u32 + 2 {
+            let x = ms as f64;
+            assert_eq!(bin_of_ms(x), bin_of(x), "{x}");
+            assert_eq!(bin_of_ms(x + 0.5), bin_of(x + 0.5), "{x}.5");
+        }
+        for x in [
+            0.0,
+            -0.0,
+            -1.0,
+            0.001,
+            0.5,
+            f64::NAN,
+            1e12,
+            1e30,
+            f64::INFINITY,
+            4096.0001,
+        ] {
+            assert_eq!(bin_of_ms(x), bin_of(x), "{x}");
+        }
+        assert_eq!(SMALL_BINS[0], 0); // 1 ms
+        assert!(SMALL_BINS[SMALL_BINS_LEN - 1] > 400); // 4096 ms: 12 octaves of ~35 bins
+    }
+
     proptest! {
+        #[test]
+        fn bin_of_ms_matches_bin_of_anywhere(x in prop_oneof![0.0f64..5000.0, (0u32..5000).prop_map(f64::from)]) {
+            prop_assert_eq!(bin_of_ms(x), bin_of(x));
+        }
+
         /// The chunked scans find what a plain scan finds, at any length and position.
         #[test]
         fn nonzero_scans_match_plain_scans(

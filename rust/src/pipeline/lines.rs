@@ -10,7 +10,16 @@
 /// Bytes covered by one [`Segment`]: the line ends of a segment are listed before its
 /// lines are processed, so the tight scan loop keeps its state in registers (the line
 /// processing that follows clobbers them all).
-pub(super) const SEGMENT_BYTES: usize = 8 * 1024;
+pub(super) const SEGMENT_BYTES: usize = 4 * 1024;
+
+/// How far ahead of the scan its bytes are prefetched: two segments. A feed's bytes come
+/// from memory, not from a cache, and the scan is their first reader; the hardware
+/// prefetcher alone left it waiting on memory (a fifth of the TEXT pipeline's time in a
+/// profile, for 7 % of its instructions). Prefetching two segments ahead asks for them
+/// while the lines of the segments before are parsed. Measured in alternating rounds of
+/// one process (200 K lines): TEXT ×1.15, JSON ×1.16 against 8 KiB segments without
+/// prefetch; one segment ahead, or 2 KiB segments, gave ×1.12–1.17.
+const PREFETCH_AHEAD: usize = 2 * SEGMENT_BYTES;
 
 /// Line ends of up to [`SEGMENT_BYTES`] bytes.
 pub(super) struct Segment {
@@ -78,15 +87,16 @@ fn store_bits(slots: &mut [u32], mut n: usize, base: usize, mut mask: u64) -> us
     n
 }
 
-/// [`Segment::scan`] with AVX2. 128 bytes per step: four loads and compares whose
-/// results are ORed into one mask test, as most steps hold no line end (the bit masks are
+/// [`Segment::scan`] with AVX2. 128 bytes per step: a prefetch of the bytes
+/// [`PREFETCH_AHEAD`] further, four loads and compares whose results are ORed into one
+/// mask test, as most steps hold no line end (the bit masks are
 /// only built when one does); the ASCII check ORs the bytes into a register read once.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn scan_avx2(seg: &[u8], slots: &mut [u32]) -> (usize, bool) {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8, _mm256_setzero_si256,
+        _mm256_set1_epi8, _mm256_setzero_si256, _mm_prefetch, _MM_HINT_T0,
     };
     let newline = _mm256_set1_epi8(b'\n' as i8);
     let mut high = _mm256_setzero_si256();
@@ -94,6 +104,10 @@ unsafe fn scan_avx2(seg: &[u8], slots: &mut [u32]) -> (usize, bool) {
     let (steps, rest) = seg.as_chunks::<128>();
     for (i, step) in steps.iter().enumerate() {
         let p = step.as_ptr();
+        // A prefetch never faults, so the address may lie past the end of the buffer
+        // (`wrapping_add` keeps the pointer arithmetic defined).
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD).cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 64).cast());
         // SAFETY: `step` is 128 readable bytes; `loadu` has no alignment requirement.
         let v = unsafe {
             [
