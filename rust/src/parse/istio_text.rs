@@ -146,12 +146,11 @@ fn parse_with<'a, S: Simd>(simd: S, line: &'a str, rec: &mut Record<'a>) -> Resu
     });
 
     // RESPONSE_CODE RESPONSE_FLAGS
-    let code_end = fwd.space(p).ok_or(Reason::Truncated)?;
-    rec.status = match parse_u64_at(b, p, code_end) {
-        Some(v) if code_end - p <= 3 => v as u16,
-        _ => return Err(number_error(b.get(p..code_end).unwrap_or_default())),
-    };
-    let q = code_end + 1;
+    let (code, digits, q) = number_token(&mut fwd, b, p)?;
+    if digits > 3 {
+        return Err(Reason::BadNumber);
+    }
+    rec.status = code as u16;
     let (flags, q) = next_token(&mut fwd, b, q)?;
     // Most lines have no flag: skip the call.
     rec.flags = if flags == b"-" {
@@ -193,12 +192,9 @@ fn parse_with<'a, S: Simd>(simd: S, line: &'a str, rec: &mut Record<'a>) -> Resu
     // BYTES_RECEIVED BYTES_SENT DURATION UPSTREAM_SERVICE_TIME
     let r = skip_token(&mut fwd, p)?;
     let r = skip_token(&mut fwd, r)?;
-    let duration_end = fwd.space(r).ok_or(Reason::Truncated)?;
-    rec.latency_ms = Some(match parse_u64_at(b, r, duration_end) {
-        Some(v) => v as f64,
-        None => return Err(number_error(b.get(r..duration_end).unwrap_or_default())),
-    });
-    let prefix_end = skip_token(&mut fwd, duration_end + 1)?;
+    let (duration, _, r) = number_token(&mut fwd, b, r)?;
+    rec.latency_ms = Some(duration as f64);
+    let prefix_end = skip_token(&mut fwd, r)?;
     // `prefix_end` is the opening quote of "XFF"; the suffix must lie after it.
 
     // Suffix, right to left.
@@ -230,6 +226,21 @@ fn next_token<'b, S: Simd>(
 ) -> Result<(&'b [u8], usize), Reason> {
     let end = fwd.space(from).ok_or(Reason::Truncated)?;
     Ok((b.get(from..end).ok_or(Reason::Truncated)?, end + 1))
+}
+
+/// The space-terminated decimal token at `from`: its value, its length and the position
+/// after its space. Read with [`parse_u64_at`] (no digit loop).
+#[inline(always)]
+fn number_token<S: Simd>(
+    fwd: &mut Fwd<'_, S>,
+    b: &[u8],
+    from: usize,
+) -> Result<(u64, usize, usize), Reason> {
+    let end = fwd.space(from).ok_or(Reason::Truncated)?;
+    match parse_u64_at(b, from, end) {
+        Some(v) => Ok((v, end - from, end + 1)),
+        None => Err(number_error(b.get(from..end).unwrap_or_default())),
+    }
 }
 
 /// [`next_token`] for a token whose value is not needed: no slice, no bounds checks.

@@ -88,9 +88,9 @@ fn store_bits(slots: &mut [u32], mut n: usize, base: usize, mut mask: u64) -> us
 }
 
 /// [`Segment::scan`] with AVX2. 128 bytes per step: a prefetch of the bytes
-/// [`PREFETCH_AHEAD`] further, four loads and compares whose results are ORed into one
-/// mask test, as most steps hold no line end (the bit masks are
-/// only built when one does); the ASCII check ORs the bytes into a register read once.
+/// [`PREFETCH_AHEAD`] further, then four loads and compares whose results are ORed into
+/// one mask test, as most steps hold no line end (the bit masks are only built when one
+/// does); the ASCII check ORs the bytes into a register read once.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn scan_avx2(seg: &[u8], slots: &mut [u32]) -> (usize, bool) {
